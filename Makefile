@@ -1,0 +1,42 @@
+# Entry points for a lab admin and for CI. Every target installs what it needs.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: venv host box wheelhouse cluster lint test test-service test-molecule bench clean
+
+venv: $(VENV)/.done
+$(VENV)/.done: requirements-dev.txt service/pyproject.toml
+	scripts/venv.sh
+	touch $@
+
+host:            ## install and start Vagrant, libvirt and qemu on this machine
+	scripts/setup-host.sh
+
+box: host        ## build the local Debian 12 Vagrant box (once)
+	scripts/build-box.sh
+
+wheelhouse: venv ## wheels of the service and all its dependencies, for the hosts
+	scripts/build-wheelhouse.sh
+
+cluster: venv host box wheelhouse ## local cluster up, configured, and a real job run on it
+	scripts/cluster.sh
+
+lint: venv
+	ruff check service
+	yamllint -s .
+	ansible-lint --profile production
+
+test-service: venv
+	scripts/test-service.sh
+
+test-molecule: venv host box wheelhouse
+	scripts/test-molecule.sh
+
+test: lint test-service test-molecule
+
+bench: venv
+	python service/bench/bench_throughput.py
+
+clean:
+	rm -rf build $(VENV)
