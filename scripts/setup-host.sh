@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Install and start Vagrant, vagrant-libvirt, libvirt and qemu on this machine.
+# Idempotent and non-interactive. Works with systemd as PID 1 (systemctl) and
+# without it (daemons started by hand, as in containers and some CI runners).
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+PACKAGES=(
+    vagrant vagrant-libvirt
+    libvirt-daemon-system libvirt-clients
+    qemu-system-x86 qemu-utils
+    debootstrap
+    dnsmasq-base ebtables iptables
+    rsync curl
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    # dpkg-query exits 0 even for removed-but-configured packages: check the status.
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup-host: installing ${missing[*]}"
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+else
+    echo "setup-host: packages already installed"
+fi
+
+is_systemd() {
+    [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]
+}
+
+if is_systemd; then
+    $SUDO systemctl enable --now virtlogd.socket libvirtd.service >/dev/null 2>&1 \
+        || $SUDO systemctl start libvirtd
+else
+    # No service manager: start the daemons by hand when they are not running.
+    if ! pgrep -x virtlogd >/dev/null; then
+        echo "setup-host: starting virtlogd"
+        $SUDO virtlogd -d
+    fi
+    if ! pgrep -x libvirtd >/dev/null; then
+        echo "setup-host: starting libvirtd"
+        # A stale pid file from an earlier run makes libvirtd refuse to start.
+        $SUDO rm -f /run/libvirtd.pid
+        $SUDO libvirtd -d --pid-file /run/libvirtd.pid
+    fi
+fi
+
+# Wait for libvirtd's socket before talking to it ('virsh version' is slow: it
+# probes qemu, so ask for something cheap).
+for _ in $(seq 1 30); do
+    if $SUDO virsh -c qemu:///system uri >/dev/null 2>&1; then
+        break
+    fi
+    sleep 1
+done
+$SUDO virsh -c qemu:///system uri >/dev/null
+
+# The 'default' NAT network: vagrant-libvirt's management network needs a network
+# with DHCP; Debian ships its definition but does not always define or start it.
+VIRSH=($SUDO virsh -c qemu:///system)
+if ! "${VIRSH[@]}" net-info default >/dev/null 2>&1; then
+    echo "setup-host: defining libvirt network 'default'"
+    "${VIRSH[@]}" net-define /usr/share/libvirt/networks/default.xml >/dev/null
+fi
+# Capture first: grep -q closing the pipe early would fail the pipeline (pipefail).
+net_info=$("${VIRSH[@]}" net-info default)
+if ! grep -Eq '^Active:[[:space:]]+yes' <<<"$net_info"; then
+    echo "setup-host: starting libvirt network 'default'"
+    "${VIRSH[@]}" net-start default >/dev/null
+fi
+"${VIRSH[@]}" net-autostart default >/dev/null 2>&1 || true
+
+# The 'default' storage pool is where vagrant-libvirt puts box volumes and disks.
+if ! "${VIRSH[@]}" pool-info default >/dev/null 2>&1; then
+    echo "setup-host: defining libvirt storage pool 'default'"
+    $SUDO mkdir -p /var/lib/libvirt/images
+    "${VIRSH[@]}" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+fi
+pool_info=$("${VIRSH[@]}" pool-info default)
+if ! grep -Eq '^State:[[:space:]]+running' <<<"$pool_info"; then
+    "${VIRSH[@]}" pool-start default >/dev/null
+fi
+"${VIRSH[@]}" pool-autostart default >/dev/null 2>&1 || true
+
+# Non-root users need to be in the libvirt group to use qemu:///system.
+if [ "$(id -u)" -ne 0 ] && ! id -nG | tr ' ' '\n' | grep -qx libvirt; then
+    echo "setup-host: adding $(id -un) to group libvirt (log in again to use it)"
+    $SUDO usermod -aG libvirt "$(id -un)"
+fi
+
+echo "setup-host: ready: $(vagrant --version), libvirt $(virsh --version), network and pool 'default' active"
