@@ -1,0 +1,322 @@
+"""Python client for the user side of the jobqueue HTTP API (``/api/v1``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote
+
+import requests
+
+from jobqueue.client.config import load_config
+from jobqueue.client.errors import (
+    ApiError,
+    ClientError,
+    ConfigError,
+    TransportError,
+    UnsafeArchiveError,
+    WaitTimeout,
+)
+from jobqueue.client.extract import safe_extract
+from jobqueue.client.multipart import MultipartBody
+from jobqueue.client.packing import check_relpath, pack_path
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ApiError",
+    "Client",
+    "ClientError",
+    "ConfigError",
+    "TransportError",
+    "UnsafeArchiveError",
+    "WaitTimeout",
+]
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
+API_PREFIX = "/api/v1"
+DEFAULT_TIMEOUT = 60.0
+# wait() polls quickly at first (short jobs finish fast), then backs off to spare the server.
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
+# Transient connection failures tolerated in a row while waiting (a controller restart).
+WAIT_MAX_CONNECTION_ERRORS = 12
+
+JobId = int | str
+FileSource = str | os.PathLike[str] | bytes
+
+
+class Client:
+    """A session with one controller, authenticated with a bearer token.
+
+    ``url`` is the controller's base URL, with or without the ``/api/v1`` suffix.
+    ``ca_bundle`` is a CA file to verify the server's certificate (default: system CAs).
+    ``timeout`` bounds each request's connect and read waits, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        ca_bundle: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        base = url.strip().rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ConfigError(f"controller URL must start with http:// or https://, got {url!r}")
+        base = base.removesuffix(API_PREFIX)
+        self.url = base
+        self.api = base + API_PREFIX
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers["User-Agent"] = "jobqueue-client"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        if ca_bundle:
+            self.session.verify = ca_bundle
+
+    @classmethod
+    def from_env(cls, timeout: float = DEFAULT_TIMEOUT) -> Client:
+        """Client configured from JOBQUEUE_URL / JOBQUEUE_TOKEN / JOBQUEUE_CA_BUNDLE or the
+        client TOML file (see :mod:`jobqueue.client.config`)."""
+        config = load_config()
+        return cls(config.url, config.token, config.ca_bundle, timeout=timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(self, files: Mapping[str, FileSource], spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a job. ``files`` maps each relative path in the job directory to a local
+        file path or to the bytes of the file; ``spec`` is the job spec (``entry`` etc.).
+        Returns the controller's answer ``{"id", "state", "links"}``."""
+        body = MultipartBody()
+        body.add_field("spec", json.dumps(dict(spec)), content_type="application/json")
+        for relpath, source in files.items():
+            clean = check_relpath(relpath)
+            body.add_file("files", clean, source if isinstance(source, bytes) else Path(source))
+        headers = {"Content-Type": body.content_type}
+        return self._json("POST", "/jobs", data=body, headers=headers, expect=(200, 201))
+
+    def submit_path(
+        self,
+        path: str | os.PathLike[str],
+        entry: str | None = None,
+        args: Sequence[str] = (),
+        cpus: int | None = None,
+        walltime: int | None = None,
+        memory: int | None = None,
+        output_limit: int | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a script, or a folder whose ``entry`` (default: its only top-level .py file)
+        is run. Settings left as None take the controller's defaults."""
+        files, entry_path = pack_path(path, entry)
+        spec: dict[str, Any] = {
+            "name": name or Path(path).resolve().name,
+            "entry": entry_path,
+            "args": [str(a) for a in args],
+        }
+        optional = {
+            "cpus": cpus,
+            "walltime": walltime,
+            "memory": memory,
+            "output_limit": output_limit,
+        }
+        spec.update({key: value for key, value in optional.items() if value is not None})
+        return self.submit(files, spec)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def list(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, following the server's cursors; at most ``limit`` of them."""
+        return [job for job in self.iter_jobs(state=state, limit=limit)]
+
+    def iter_jobs(self, state: str | None = None, limit: int | None = None) -> Iterator[dict]:
+        params: dict[str, Any] = {}
+        if state:
+            params["state"] = state
+        seen = 0
+        cursor: str | None = None
+        while limit is None or seen < limit:
+            if limit is not None:
+                params["limit"] = limit - seen
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self._json("GET", "/jobs", params=params)
+            for job in page.get("jobs", []):
+                yield job
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = page.get("next")
+            if not cursor or not page.get("jobs"):
+                return
+
+    def get(self, job_id: JobId) -> dict[str, Any]:
+        return self._json("GET", f"/jobs/{_seg(job_id)}")
+
+    def files(self, job_id: JobId) -> list[dict[str, Any]]:
+        """The job's files as ``[{"path", "size"}]``."""
+        return self._json("GET", f"/jobs/{_seg(job_id)}/files").get("files", [])
+
+    def log(self, job_id: JobId) -> dict[str, str]:
+        """``{"stdout": ..., "stderr": ...}`` (the tail the controller kept)."""
+        return self._json("GET", f"/jobs/{_seg(job_id)}/log")
+
+    def download_file(self, job_id: JobId, path: str, dest: str | os.PathLike[str]) -> Path:
+        """Save one file of the job to ``dest`` (a file name, or an existing folder)."""
+        relpath = check_relpath(path)
+        target = Path(dest)
+        if target.is_dir():
+            target = target / relpath.rsplit("/", 1)[-1]
+        url = f"/jobs/{_seg(job_id)}/files/{quote(relpath, safe='/')}"
+        self._download(url, target)
+        return target
+
+    def download_results(self, job_id: JobId, dest_dir: str | os.PathLike[str]) -> Path:
+        """Download the job's ``results.tar.gz`` and extract it safely into ``dest_dir``."""
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".results-", suffix=".tar.gz", dir=dest)
+        os.close(fd)
+        try:
+            self._download(f"/jobs/{_seg(job_id)}/results", Path(tmp_name))
+            safe_extract(tmp_name, dest)
+        finally:
+            os.unlink(tmp_name)
+        return dest
+
+    # -- changing ---------------------------------------------------------------------
+
+    def cancel(self, job_id: JobId) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{_seg(job_id)}/cancel")
+
+    def delete(self, job_id: JobId) -> None:
+        self._request("DELETE", f"/jobs/{_seg(job_id)}", expect=(200, 204))
+
+    def wait(
+        self,
+        job_id: JobId,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        interval: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll the job until it reaches a terminal state and return it.
+
+        ``on_update(job)`` is called after every poll. Raises :class:`WaitTimeout` after
+        ``timeout`` seconds. ``interval`` fixes the poll interval (default: 0.5 s growing to 5 s).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = interval if interval is not None else POLL_FIRST
+        failures = 0
+        job: dict[str, Any] = {"id": job_id, "state": "unknown"}
+        while True:
+            try:
+                job = self.get(job_id)
+                failures = 0
+            except TransportError:
+                failures += 1
+                if failures > WAIT_MAX_CONNECTION_ERRORS:
+                    raise
+            else:
+                if on_update is not None:
+                    on_update(job)
+                if job.get("state") in TERMINAL_STATES:
+                    return job
+            sleep_for = delay
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(job, timeout or 0.0)
+                sleep_for = min(sleep_for, left)
+            time.sleep(sleep_for)
+            if interval is None:
+                delay = min(delay * 1.5, POLL_MAX)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, expect: Sequence[int] = (200,), **kwargs: Any
+    ) -> requests.Response:
+        url = self.api + path
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(f"TLS error talking to {self.url}: {_reason(exc)}") from exc
+        except requests.exceptions.Timeout as exc:
+            raise TransportError(f"{self.url} did not answer within {self.timeout:g} s") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise TransportError(f"cannot reach {self.url}: {_reason(exc)}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"request to {url} failed: {exc}") from exc
+        if response.status_code not in expect:
+            raise _api_error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                response.status_code, "bad_response", f"{method} {path} did not return JSON"
+            ) from exc
+
+    def _download(self, path: str, target: Path) -> None:
+        with self._request("GET", path, stream=True) as response:
+            # Write beside the target and rename, so a broken download never looks complete.
+            tmp = target.with_name(f".{target.name}.part")
+            try:
+                with open(tmp, "wb") as out:
+                    out.writelines(response.iter_content(chunk_size=1024 * 1024))
+                os.replace(tmp, target)
+            except requests.exceptions.RequestException as exc:
+                raise TransportError(f"download of {path} was interrupted: {exc}") from exc
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+
+
+def _seg(job_id: JobId) -> str:
+    return quote(str(job_id), safe="")
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return ApiError(
+            response.status_code, str(body["error"]), str(body.get("message") or body["error"])
+        )
+    text = " ".join(response.text.split())[:200] if response.text else ""
+    message = text or response.reason or "no details"
+    return ApiError(response.status_code, f"http_{response.status_code}", message)
+
+
+def _reason(exc: Exception) -> str:
+    # requests nests the useful part (e.g. "Connection refused") several exceptions deep.
+    inner: BaseException | None = exc
+    while inner is not None and inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    for candidate in (getattr(inner, "reason", None), inner):
+        if candidate is not None:
+            text = str(candidate)
+            if "]" in text and "Errno" in text:
+                return text.split("]", 1)[1].strip().rstrip("'\")")
+            return text
+    return str(exc)

@@ -1,0 +1,49 @@
+"""Errors raised by the client. All derive from ClientError so callers can catch one type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """Base class of every error the client raises on purpose."""
+
+
+class ConfigError(ClientError):
+    """The client configuration is missing or invalid."""
+
+
+class TransportError(ClientError):
+    """The controller could not be reached, or the connection failed mid-request."""
+
+
+class UnsafeArchiveError(ClientError):
+    """A results archive holds a member that would land outside the destination."""
+
+
+class ApiError(ClientError):
+    """The controller answered with an error status.
+
+    ``error`` is the machine-readable code and ``message`` the explanation, both taken from
+    the JSON error body ``{"error": ..., "message": ...}``.
+    """
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        self.status = status
+        self.error = error
+        self.message = message
+        super().__init__(f"{message} (HTTP {status}, {error})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.error, self.message))
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """The job did not reach a terminal state in time; ``job`` is its last known state."""
+
+    def __init__(self, job: dict[str, Any], timeout: float) -> None:
+        self.job = job
+        self.timeout = timeout
+        super().__init__(
+            f"job {job.get('id')} is still {job.get('state')} after {timeout:g} seconds"
+        )
