@@ -1,0 +1,80 @@
+"""Settings from a TOML file with every key overridable by an environment variable.
+
+Each part declares its settings as a frozen dataclass; `load_settings` fills it from
+the file, then from `<PREFIX><KEY>` environment variables, converting each value to
+the field's type so that a wrong value fails at start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong kind."""
+
+
+def _convert(name: str, value: Any, annotation: Any) -> Any:
+    """Convert a file or environment value to the field's declared type."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None or value == "":
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"setting {name!r}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"setting {name!r}: expected a number, got {value!r}")
+        try:
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"setting {name!r}: expected {annotation.__name__}, got {value!r}"
+            ) from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"setting {name!r}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def load_settings(cls: type[T], path: str | os.PathLike | None, env_prefix: str,
+                  environ: dict[str, str] | None = None, **overrides: Any) -> T:
+    """Build `cls` from the TOML file at `path` (if it exists), the environment, then overrides."""
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    if path is not None and Path(path).is_file():
+        try:
+            with open(path, "rb") as fh:
+                from_file = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        unknown = sorted(set(from_file) - set(fields))
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        values.update(from_file)
+    for name in fields:
+        env_name = env_prefix + name.upper()
+        if env_name in environ:
+            values[name] = environ[env_name]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    converted = {name: _convert(name, value, hints[name]) for name, value in values.items()}
+    return cls(**converted)

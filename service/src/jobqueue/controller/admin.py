@@ -1,0 +1,127 @@
+"""`jobqueue-admin`: schema migrations, users and tokens, straight on the database.
+
+Output is made for scripts (the deploy's configure step): JSON or a bare token on
+stdout, one clear line on stderr and a non-zero exit on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sqlalchemy import select
+
+from jobqueue.config import ConfigError
+from jobqueue.controller import settings as settings_module
+from jobqueue.controller.auth import get_or_create_user, issue_token, user_for_token
+from jobqueue.controller.db import make_engine, make_session_factory, migrate
+from jobqueue.controller.models import ROLES, Token, User, utcnow
+
+
+class AdminError(Exception):
+    pass
+
+
+def _user(session, name: str) -> User:
+    user = session.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        raise AdminError(f"no user named {name!r}")
+    return user
+
+
+def cmd_migrate(args, engine, sessions) -> int:
+    before, after = migrate(engine)
+    print(json.dumps({"changed": before != after, "from": before, "to": after}))
+    return 0
+
+
+def cmd_create_user(args, engine, sessions) -> int:
+    with sessions.begin() as session:
+        user, created = get_or_create_user(session, args.name, args.role)
+        if not created and user.role != args.role:
+            raise AdminError(f"user {args.name!r} exists with role {user.role!r}, "
+                             f"not {args.role!r}")
+    print(json.dumps({"user": args.name, "role": args.role, "created": created}))
+    return 0
+
+
+def cmd_issue_token(args, engine, sessions) -> int:
+    with sessions.begin() as session:
+        token = issue_token(session, _user(session, args.name), args.label)
+    print(token)
+    return 0
+
+
+def cmd_check_token(args, engine, sessions) -> int:
+    token = sys.stdin.readline().strip()
+    with sessions() as session:
+        user = user_for_token(session, token) if token else None
+        valid = user is not None and user.name == args.name
+    print(json.dumps({"user": args.name, "valid": valid}))
+    return 0 if valid else 1
+
+
+def cmd_revoke_tokens(args, engine, sessions) -> int:
+    with sessions.begin() as session:
+        tokens = session.scalars(select(Token).where(
+            Token.user_id == _user(session, args.name).id, Token.revoked_at.is_(None))).all()
+        for token in tokens:
+            token.revoked_at = utcnow()
+    print(json.dumps({"user": args.name, "revoked": len(tokens)}))
+    return 0
+
+
+def cmd_list_users(args, engine, sessions) -> int:
+    with sessions() as session:
+        users = session.scalars(select(User).order_by(User.name)).all()
+        rows = [{"user": u.name, "role": u.role,
+                 "tokens": sum(t.revoked_at is None for t in u.tokens)} for u in users]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobqueue-admin", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="controller settings file (default: $JOBQUEUE_CONFIG "
+                   f"or {settings_module.DEFAULT_PATH})")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        func=cmd_migrate)
+    s = sub.add_parser("create-user", help="create a user (an existing one is left as is)")
+    s.add_argument("name")
+    s.add_argument("--role", choices=ROLES, default="user")
+    s.set_defaults(func=cmd_create_user)
+    s = sub.add_parser("issue-token", help="print a new token for a user, once")
+    s.add_argument("name")
+    s.add_argument("--label", default="")
+    s.set_defaults(func=cmd_issue_token)
+    s = sub.add_parser("check-token", help="exit 0 if the token on stdin is a live token of NAME")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_check_token)
+    s = sub.add_parser("revoke-tokens", help="revoke all of a user's tokens")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_revoke_tokens)
+    sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
+        func=cmd_list_users)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_module.load(args.config)
+        engine = make_engine(settings.database_url)
+        code = args.func(args, engine, make_session_factory(engine))
+        engine.dispose()
+        return code
+    except (AdminError, ConfigError, ValueError) as exc:
+        print(f"jobqueue-admin: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # database unreachable, permissions, ...
+        print(f"jobqueue-admin: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The user side of the HTTP API: submit, list, inspect, fetch, cancel and delete jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+
+from flask import Blueprint, g, jsonify, request, send_file
+from sqlalchemy import and_, or_, select
+
+from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
+from jobqueue.controller.auth import current_user, require
+from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
+from jobqueue.controller.jobspec import parse_spec
+from jobqueue.controller.models import Job, new_job_id, utcnow
+from jobqueue.controller.views import app_state, job_json, visible_job
+from jobqueue.states import IllegalTransition, JobState
+
+bp = Blueprint("api", __name__)
+PAGE_DEFAULT, PAGE_MAX = 50, 500
+
+
+@bp.post("/jobs")
+@require("user", "admin")
+def submit_job():
+    state = app_state()
+    spec = parse_spec(request.form.get("spec"), state.settings)
+    uploads = request.files.getlist("files")
+    for upload in uploads:
+        if not upload.filename:
+            raise bad_request("every 'files' part needs a filename (its path in the job)")
+    job_id = new_job_id()
+    try:
+        names = state.files.save_inputs(
+            job_id, [(u.filename, u.stream) for u in uploads],
+            [a.stream for a in request.files.getlist("archive")], state.settings.max_upload_bytes)
+    except ArchiveTooLarge as exc:
+        raise ApiError(413, "too_large", str(exc)) from None
+    except (UnsafeArchive, ValueError) as exc:
+        raise bad_request(str(exc)) from None
+    try:
+        if spec.entry not in names:
+            raise bad_request(f"the entry script {spec.entry!r} is not among the uploaded files")
+        now = utcnow()
+        job = Job(id=job_id, owner=current_user(), name=spec.name, entry=spec.entry,
+                  args=spec.args, cpus=spec.cpus, walltime=spec.walltime, memory=spec.memory,
+                  output_limit=spec.output_limit, state=JobState.QUEUED.value, attempts=0,
+                  cancel_requested=False, message="", created_at=now, queued_at=now)
+        g.db.add(job)
+        state.backend.enqueued(g.db, job)
+        g.db.commit()
+    except BaseException:
+        state.files.delete(job_id)
+        raise
+    body = job_json(job)
+    return jsonify(body), 201, {"Location": body["links"]["self"]}
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        stamp, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return dt.datetime.fromisoformat(stamp), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad_request("invalid cursor") from None
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+@bp.get("/jobs")
+@require("user", "admin")
+def list_jobs():
+    user = current_user()
+    query = select(Job)
+    if user.role != "admin" or request.args.get("all") not in ("1", "true"):
+        query = query.where(Job.owner_id == user.id)
+    if states := request.args.getlist("state"):
+        known = {s.value for s in JobState}
+        if unknown := [s for s in states if s not in known]:
+            raise bad_request(f"unknown state {unknown[0]!r} (states: {', '.join(sorted(known))})")
+        query = query.where(Job.state.in_(states))
+    try:
+        limit = int(request.args.get("limit", PAGE_DEFAULT))
+    except ValueError:
+        raise bad_request("'limit' must be an integer") from None
+    if not 1 <= limit <= PAGE_MAX:
+        raise bad_request(f"'limit' must be between 1 and {PAGE_MAX}")
+    if cursor := request.args.get("cursor"):
+        stamp, last_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < stamp,
+                                and_(Job.created_at == stamp, Job.id < last_id)))
+    jobs = g.db.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                        .limit(limit + 1)).all()
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jsonify(jobs=[job_json(j) for j in jobs],
+                   next=_encode_cursor(jobs[-1]) if more else None)
+
+
+@bp.get("/jobs/<job_id>")
+@require("user", "admin")
+def get_job(job_id: str):
+    return jsonify(job_json(visible_job(job_id)))
+
+
+@bp.get("/jobs/<job_id>/files")
+@require("user", "admin")
+def list_files(job_id: str):
+    visible_job(job_id)
+    return jsonify(files=app_state().files.list_files(job_id))
+
+
+@bp.get("/jobs/<job_id>/files/<path:name>")
+@require("user", "admin")
+def get_file(job_id: str, name: str):
+    visible_job(job_id)
+    try:
+        path = app_state().files.find_file(job_id, name)
+    except UnsafeArchive as exc:
+        raise bad_request(str(exc)) from None
+    if path is None:
+        raise not_found("file")
+    return send_file(path, mimetype="application/octet-stream", as_attachment=True,
+                     download_name=path.name)
+
+
+@bp.get("/jobs/<job_id>/log")
+@require("user", "admin")
+def get_log(job_id: str):
+    visible_job(job_id)
+    return jsonify(app_state().files.read_log(job_id))
+
+
+@bp.get("/jobs/<job_id>/results")
+@require("user", "admin")
+def get_results(job_id: str):
+    visible_job(job_id)
+    archive = app_state().files.results_archive(job_id)
+    return send_file(archive, mimetype="application/gzip", as_attachment=True,
+                     download_name=f"{job_id}-results.tar.gz")
+
+
+@bp.post("/jobs/<job_id>/cancel")
+@require("user", "admin")
+def cancel_job(job_id: str):
+    job = visible_job(job_id, for_update=True)
+    try:
+        app_state().backend.cancel(g.db, job)
+    except IllegalTransition:
+        raise conflict(f"the job is already {job.state}") from None
+    g.db.commit()
+    return jsonify(job_json(job))
+
+
+@bp.delete("/jobs/<job_id>")
+@require("user", "admin")
+def delete_job(job_id: str):
+    job = visible_job(job_id, for_update=True)
+    if not job.job_state.finished:
+        raise conflict(f"the job is {job.state}; cancel it and wait until it has finished")
+    g.db.delete(job)
+    g.db.commit()
+    app_state().files.delete(job_id)
+    return "", 204

@@ -1,0 +1,104 @@
+"""The controller's Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from flask import Blueprint, Flask, Response, g, jsonify, render_template
+from sqlalchemy import text
+
+from jobqueue.controller import errors, settings as settings_module
+from jobqueue.controller.api import bp as api_bp
+from jobqueue.controller.auth import require
+from jobqueue.controller.db import make_engine, make_session_factory
+from jobqueue.controller.metrics import Metrics
+from jobqueue.controller.openapi import document
+from jobqueue.controller.settings import ControllerSettings
+from jobqueue.controller.storage import JobFiles
+from jobqueue.controller.worker_api import bp as worker_bp
+from jobqueue.queue import PullQueue, QueueBackend, make_backend
+
+API_PREFIX = "/api/v1"
+# Nothing the API returns may run as active content on this origin.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
+@dataclass
+class AppState:
+    settings: ControllerSettings
+    session_factory: object
+    backend: QueueBackend
+    files: JobFiles
+    metrics: Metrics
+
+
+def create_app(settings: ControllerSettings | None = None) -> Flask:
+    settings = settings or settings_module.load()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["MAX_FORM_PARTS"] = settings.max_files + 16
+    app.config["JOBQUEUE"] = settings
+
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    metrics = Metrics(session_factory)
+    backend = make_backend(settings.queue_backend, session_factory, settings)
+    backend.on_claim = metrics.claim_latency.observe
+    app.extensions["jobqueue"] = AppState(
+        settings, session_factory, backend,
+        JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes), metrics)
+
+    @app.before_request
+    def _open_session():
+        g.db = session_factory()
+
+    @app.teardown_request
+    def _close_session(_exc):
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    @app.after_request
+    def _security_headers(response: Response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Content-Security-Policy", API_CSP)
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    api = Blueprint("v1", __name__, url_prefix=API_PREFIX)
+    api.register_blueprint(api_bp)
+    if isinstance(backend, PullQueue):
+        api.register_blueprint(worker_bp)
+
+    @api.get("/openapi.json")
+    def openapi():
+        return jsonify(document())
+
+    app.register_blueprint(api)
+    errors.register(app)
+
+    @app.get("/healthz")
+    def healthz():
+        g.db.execute(text("SELECT 1"))
+        g.db.commit()
+        return jsonify(status="ok", queue_backend=backend.name)
+
+    @app.get("/metrics")
+    @require("admin")
+    def metrics_view():
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/")
+    def index():
+        nonce = secrets.token_urlsafe(16)
+        response = Response(render_template("index.html", nonce=nonce))
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+        return response
+
+    logging.getLogger("jobqueue").setLevel(logging.INFO)
+    return app

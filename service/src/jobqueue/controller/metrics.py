@@ -1,0 +1,40 @@
+"""Prometheus metrics: job counts read from the database at scrape time, and how long
+jobs waited in the queue before a worker claimed them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from jobqueue.controller.models import Job
+from jobqueue.states import JobState
+
+
+class _JobCounts:
+    def __init__(self, session_factory):
+        self.session_factory = session_factory
+
+    def collect(self):
+        with self.session_factory() as session:
+            counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            session.commit()
+        by_state = GaugeMetricFamily("jobqueue_jobs", "Jobs by state", labels=["state"])
+        for state in JobState:
+            by_state.add_metric([state.value], counts.get(state.value, 0))
+        yield by_state
+        yield GaugeMetricFamily("jobqueue_queue_depth", "Jobs waiting for a worker",
+                                value=counts.get(JobState.QUEUED.value, 0))
+
+
+class Metrics:
+    def __init__(self, session_factory):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_JobCounts(session_factory))
+        self.claim_latency = Histogram(
+            "jobqueue_claim_latency_seconds", "Time from queued to claimed by a worker",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

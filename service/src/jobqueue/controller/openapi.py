@@ -1,0 +1,153 @@
+"""The OpenAPI 3.1 document of the whole API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from jobqueue import __version__
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+LEASE_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["lease"], "properties": {"lease": {"type": "string"}}}}}}
+
+
+def _error_ref(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _op(summary: str, ok: dict, *errors: int, params=(), body=None, public=False) -> dict:
+    texts = {400: "Bad input", 401: "No or bad token", 403: "Wrong role", 404: "No such job",
+             409: "Not allowed in the job's state, or lease lost", 413: "Too large"}
+    op = {"summary": summary, "responses": dict(ok)}
+    for code in (() if public else (401, 403)) + errors:
+        op["responses"][str(code)] = _error_ref(texts[code])
+    if params:
+        op["parameters"] = list(params)
+    if body:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    return op
+
+
+def _json(description: str, ref: str | None = None, schema: dict | None = None) -> dict:
+    schema = schema or {"$ref": f"#/components/schemas/{ref}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _binary(description: str, mime: str = "application/octet-stream") -> dict:
+    return {"description": description,
+            "content": {mime: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+ROOT_PATHS = {
+    "/healthz": {"get": {"summary": "Liveness", "security": [],
+                         "responses": {"200": {"description": "OK"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "responses": {
+        "200": {"description": "Prometheus text format"}}}},
+}
+
+
+JOB_OK = {"200": _json("The job", "Job")}
+
+
+def document() -> dict:
+    jid = (JOB_ID,)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobqueue", "version": __version__},
+        "security": [{"bearer": []}],
+        "paths": ROOT_PATHS | {"/api/v1" + path: item for path, item in {
+            "/jobs": {
+                "post": _op("Submit a job", {"201": _json("Created", "Job")}, 400, 413, body={
+                    "required": True, "content": {"multipart/form-data": {"schema": {
+                        "type": "object", "required": ["spec"], "properties": {
+                            "spec": {"$ref": "#/components/schemas/JobSpec"},
+                            "files": {"type": "array",
+                                      "items": {"type": "string", "format": "binary"}},
+                            "archive": {"type": "string", "format": "binary"}}}}}}),
+                "get": _op("List the caller's jobs, newest first", {"200": _json(
+                    "A page of jobs", schema={"type": "object", "properties": {
+                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                        "next": {"type": ["string", "null"]}}})}, 400, params=[
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "all", "in": "query", "schema": {"type": "boolean"}}]),
+            },
+            "/jobs/{job_id}": {
+                "get": _op("A job", JOB_OK, 404, params=jid),
+                "delete": _op("Delete a finished job and its files",
+                              {"204": {"description": "Deleted"}}, 404, 409, params=jid),
+            },
+            "/jobs/{job_id}/files": {"get": _op("The job's files", {"200": _json(
+                "Files", schema={"type": "object", "properties": {"files": {"type": "array"}}})},
+                404, params=jid)},
+            "/jobs/{job_id}/files/{path}": {"get": _op(
+                "One file, as an attachment", {"200": _binary("The file")}, 400, 404, params=(
+                    JOB_ID, {"name": "path", "in": "path", "required": True,
+                             "schema": {"type": "string"}}))},
+            "/jobs/{job_id}/log": {"get": _op("stdout and stderr", {"200": _json(
+                "Log", schema={"type": "object", "properties": {
+                    "stdout": {"type": "string"}, "stderr": {"type": "string"}}})},
+                404, params=jid)},
+            "/jobs/{job_id}/results": {"get": _op(
+                "The job directory after the run", {"200": _binary("tar.gz", "application/gzip")},
+                404, params=jid)},
+            "/jobs/{job_id}/cancel": {"post": _op("Cancel a job", JOB_OK, 404, 409, params=jid)},
+            "/worker/claim": {"post": _op(
+                "Claim the next job (long poll)", {
+                    "200": _json("A job and its lease", "Job"),
+                    "204": {"description": "Nothing to do within 'wait'"}}, 400, body={
+                    "required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {
+                            "worker": {"type": "string"}, "cpus": {"type": "integer"},
+                            "wait": {"type": "number"}}}}}})},
+            "/worker/jobs/{job_id}/heartbeat": {"post": _op(
+                "Extend the lease; learn of cancellation", {"200": _json(
+                    "Lease", schema={"type": "object", "properties": {
+                        "lease_expires_at": {"type": "string"}, "cancel": {"type": "boolean"}}})},
+                400, 409, params=jid, body=LEASE_BODY)},
+            "/worker/jobs/{job_id}/input": {"get": _op(
+                "The job's input files", {"200": _binary("tar.gz", "application/gzip")}, 404, 409,
+                params=(JOB_ID, {"name": "lease", "in": "query", "required": True,
+                                 "schema": {"type": "string"}}))},
+            "/worker/jobs/{job_id}/result": {"post": _op(
+                "Upload the attempt's outcome (idempotent)", JOB_OK, 400, 404, 409, 413,
+                params=jid, body={"required": True, "content": {"multipart/form-data": {
+                    "schema": {"type": "object", "required": ["status"], "properties": {
+                        "status": {"type": "string"},
+                        "results": {"type": "string", "format": "binary"},
+                        "stdout": {"type": "string", "format": "binary"},
+                        "stderr": {"type": "string", "format": "binary"}}}}}})},
+            "/worker/jobs/{job_id}/release": {"post": _op(
+                "Hand a running job back to the queue", {"200": _json(
+                    "Released", schema={"type": "object"})}, 400, 409, params=jid,
+                body=LEASE_BODY)},
+            "/openapi.json": {"get": _op("This document", {"200": _json(
+                "OpenAPI", schema={"type": "object"})}, public=True)},
+        }.items()},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                    "error": {"type": "string"}, "message": {"type": "string"}}},
+                "JobSpec": {"type": "object", "required": ["entry"], "properties": {
+                    "name": {"type": "string"}, "entry": {"type": "string"},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "cpus": {"type": "integer", "minimum": 1},
+                    "walltime": {"type": "integer", "minimum": 1},
+                    "memory": {"type": "integer", "minimum": 16},
+                    "output_limit": {"type": "integer", "minimum": 1}}},
+                "Job": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "state": {"type": "string", "enum": [
+                        "queued", "running", "succeeded", "failed", "cancelled", "timed_out",
+                        "lost"]},
+                    "entry": {"type": "string"}, "args": {"type": "array"},
+                    "cpus": {"type": "integer"}, "attempts": {"type": "integer"},
+                    "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
+                    "lease": {"type": "string"}, "links": {"type": "object"}}},
+            },
+        },
+    }

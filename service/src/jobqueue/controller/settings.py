@@ -1,0 +1,46 @@
+"""The controller's settings: /etc/jobqueue/controller.toml, overridden by JOBQUEUE_<KEY>."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from jobqueue.config import ConfigError, load_settings
+
+DEFAULT_PATH = "/etc/jobqueue/controller.toml"
+ENV_PREFIX = "JOBQUEUE_"
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSettings:
+    database_url: str = ""
+    data_dir: str = "/var/lib/jobqueue"
+    queue_backend: str = "dispatcher"
+    lease_seconds: int = 60
+    max_attempts: int = 3
+    claim_wait_seconds: int = 30
+    max_upload_bytes: int = 1 << 30
+    max_files: int = 10000
+    max_job_cpus: int = 64
+    default_walltime: int = 3600
+    max_walltime: int = 7 * 24 * 3600
+    default_memory: int = 1024
+    default_output_limit: int = 1024
+    allow_anonymous: bool = False
+    log_tail_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = f"sqlite:///{os.path.join(self.data_dir, 'jobqueue.db')}"
+            object.__setattr__(self, "database_url", url)
+        positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
+                    "max_files", "max_job_cpus", "default_walltime", "max_walltime",
+                    "default_memory", "default_output_limit", "log_tail_bytes")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")
+
+
+def load(path: str | None = None, **overrides) -> ControllerSettings:
+    path = path or os.environ.get("JOBQUEUE_CONFIG", DEFAULT_PATH)
+    return load_settings(ControllerSettings, path, ENV_PREFIX, **overrides)

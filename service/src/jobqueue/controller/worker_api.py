@@ -1,0 +1,152 @@
+"""The worker side of the HTTP API, served when the queue backend is pulled from:
+claim (long poll), heartbeat, input download, result upload and hand-back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, g, jsonify, request, send_file
+
+from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
+from jobqueue.controller.auth import current_user, require
+from jobqueue.controller.errors import ApiError, bad_request, not_found
+from jobqueue.controller.models import Job
+from jobqueue.controller.views import app_state, job_json, json_body
+from jobqueue.queue import LeaseLost
+from jobqueue.states import REPORTABLE, JobState
+
+bp = Blueprint("worker_api", __name__)
+
+
+def _lease_lost(exc: LeaseLost) -> ApiError:
+    return ApiError(409, "lease_lost", str(exc))
+
+
+def _lease_from(body: dict) -> str:
+    lease = body.get("lease")
+    if not isinstance(lease, str) or not lease:
+        raise bad_request("field 'lease' (from the claim) is required")
+    return lease
+
+
+@bp.post("/worker/claim")
+@require("worker")
+def claim():
+    body = json_body()
+    state = app_state()
+    worker = body.get("worker", current_user().name)
+    cpus = body.get("cpus", 1)
+    wait = body.get("wait", state.settings.claim_wait_seconds)
+    if not isinstance(worker, str) or not 0 < len(worker) <= 128:
+        raise bad_request("field 'worker' must be a name of 1 to 128 characters")
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+        raise bad_request("field 'cpus' (free CPUs) must be a positive integer")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        raise bad_request("field 'wait' must be a number of seconds >= 0")
+    g.db.close()  # hold no connection while waiting
+    claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds))
+    if claimed is None:
+        return "", 204
+    job = g.db.get(Job, claimed.job_id)
+    return jsonify(job_json(job) | {"lease": claimed.lease,
+                                    "lease_seconds": state.settings.lease_seconds})
+
+
+@bp.post("/worker/jobs/<job_id>/heartbeat")
+@require("worker")
+def heartbeat(job_id: str):
+    lease = _lease_from(json_body())
+    try:
+        expires, cancel = app_state().backend.heartbeat(job_id, lease)
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    return jsonify(lease_expires_at=expires.isoformat(), cancel=cancel)
+
+
+@bp.get("/worker/jobs/<job_id>/input")
+@require("worker")
+def get_input(job_id: str):
+    job = g.db.get(Job, job_id) if len(job_id) <= 32 else None
+    if job is None:
+        raise not_found()
+    if job.job_state is not JobState.RUNNING or job.lease != request.args.get("lease"):
+        raise _lease_lost(LeaseLost("this worker no longer holds the job"))
+    g.db.commit()
+    return send_file(app_state().files.input_archive(job_id), mimetype="application/gzip",
+                     as_attachment=True, download_name="input.tar.gz")
+
+
+def _parse_status() -> dict:
+    try:
+        status = json.loads(request.form.get("status", ""))
+    except ValueError:
+        raise bad_request("part 'status' must hold the attempt's JSON status") from None
+    if not isinstance(status, dict):
+        raise bad_request("part 'status' must be a JSON object")
+    _lease_from(status)
+    if status.get("state") not in {s.value for s in REPORTABLE}:
+        raise bad_request("status 'state' must be one of: "
+                          + ", ".join(sorted(s.value for s in REPORTABLE)))
+    code = status.get("exit_code")
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+        raise bad_request("status 'exit_code' must be an integer or null")
+    message = status.get("message", "")
+    if not isinstance(message, str):
+        raise bad_request("status 'message' must be a string")
+    status["message"] = message[:10000]
+    return status
+
+
+@bp.post("/worker/jobs/<job_id>/result")
+@require("worker")
+def upload_result(job_id: str):
+    status = _parse_status()
+    lease = status["lease"]
+    state = app_state()
+    job = g.db.get(Job, job_id) if len(job_id) <= 32 else None
+    if job is None:
+        raise not_found()
+    if job.lease == lease and job.job_state.finished:
+        return jsonify(job_json(job) | {"duplicate": True})
+    if job.job_state is not JobState.RUNNING or job.lease != lease:
+        raise _lease_lost(LeaseLost("this worker no longer holds the job"))
+    g.db.commit()  # release the database while the upload is unpacked
+
+    files = request.files
+    try:
+        staging = state.files.stage_result(
+            job_id, f"{lease}-{uuid.uuid4().hex[:8]}", files.get("results") and
+            files["results"].stream, files.get("stdout") and files["stdout"].stream,
+            files.get("stderr") and files["stderr"].stream, job.output_limit << 20)
+    except ArchiveTooLarge as exc:
+        raise ApiError(413, "too_large", f"results over the job's output limit: {exc}") from None
+    except UnsafeArchive as exc:
+        raise bad_request(f"results archive refused: {exc}") from None
+    try:
+        job = g.db.get(Job, job_id, with_for_update=True, populate_existing=True)
+        if job.lease == lease and job.job_state.finished:  # a retry raced us to it
+            state.files.discard(staging)
+            return jsonify(job_json(job) | {"duplicate": True})
+        state.backend.finish(g.db, job, lease, status["state"], status.get("exit_code"),
+                             status["message"])
+        g.db.commit()
+    except LeaseLost as exc:
+        state.files.discard(staging)
+        raise _lease_lost(exc) from None
+    except BaseException:
+        state.files.discard(staging)
+        raise
+    state.files.commit_result(job_id, staging)
+    return jsonify(job_json(job) | {"duplicate": False})
+
+
+@bp.post("/worker/jobs/<job_id>/release")
+@require("worker")
+def release(job_id: str):
+    lease = _lease_from(json_body())
+    try:
+        app_state().backend.release(job_id, lease)
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    return jsonify(released=True)

@@ -1,0 +1,61 @@
+"""The seam between the controller and whatever runs queued jobs."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from jobqueue.controller.models import Job
+
+
+class LeaseLost(Exception):
+    """The caller no longer holds the job's lease (expired, or another attempt has it)."""
+
+
+class QueueBackend(abc.ABC):
+    """What the controller asks of a queue. The controller owns job records and files;
+    the backend decides when and where a queued job runs."""
+
+    name: str
+
+    @abc.abstractmethod
+    def enqueued(self, session, job: Job) -> None:
+        """A new job was stored in `session` (not yet committed) in state queued."""
+
+    @abc.abstractmethod
+    def cancel(self, session, job: Job) -> None:
+        """Cancel a queued or running job: at once if queued, through its runner if running."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Bring job states up to date (expired leases, a scheduler's view); cheap if recent."""
+
+    def close(self) -> None:
+        """Release background resources."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    lease: str
+
+
+class PullQueue(QueueBackend):
+    """A backend from which worker daemons pull jobs (the worker API is served for it)."""
+
+    @abc.abstractmethod
+    def claim(self, worker: str, free_cpus: int, wait: float) -> Claim | None:
+        """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds."""
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str, lease: str) -> tuple[object, bool]:
+        """Extend the lease; return (new expiry, cancel requested). Raise LeaseLost."""
+
+    @abc.abstractmethod
+    def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
+               message: str) -> None:
+        """Record the attempt's outcome in `session` if `lease` still holds. Raise LeaseLost."""
+
+    @abc.abstractmethod
+    def release(self, job_id: str, lease: str) -> None:
+        """Put a running job back in the queue without using up an attempt. Raise LeaseLost."""

@@ -1,0 +1,225 @@
+"""The dispatcher: a database-backed queue that worker daemons pull jobs from.
+
+Claims are long polls: a worker's request waits on an in-process condition that every
+submission (and every requeue) signals, so an idle worker gets a new job within
+milliseconds. Across processes the signal travels by PostgreSQL LISTEN/NOTIFY; on
+SQLite, where there is no such channel, waiters also re-check once a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Callable
+
+from sqlalchemy import event, select, text
+
+from jobqueue.controller.models import Job, new_lease, utcnow
+from jobqueue.queue.base import Claim, LeaseLost, PullQueue
+from jobqueue.states import JobState, check_transition
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "jobqueue_queue"
+RECHECK_SECONDS = 1.0  # bounds how late a waiter sees other processes' jobs and expired leases
+
+
+class Wakeup:
+    """A generation counter under a condition: waiters sleep until it moves."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.generation = 0
+
+    def notify(self) -> None:
+        with self._cond:
+            self.generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.generation != seen, timeout)
+
+
+class Dispatcher(PullQueue):
+    name = "dispatcher"
+
+    def __init__(self, session_factory, settings,
+                 on_claim: Callable[[float], None] | None = None) -> None:
+        self.session_factory = session_factory
+        self.lease = dt.timedelta(seconds=settings.lease_seconds)
+        self.max_attempts = settings.max_attempts
+        self.on_claim = on_claim
+        self.wakeup = Wakeup()
+        self._last_sync = 0.0
+        self._sync_lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._is_postgres = session_factory.kw["bind"].dialect.name == "postgresql"
+
+        @event.listens_for(session_factory, "after_commit")
+        def _wake_after_commit(session):
+            if session.info.pop("wake_queue", False):
+                self.wakeup.notify()
+
+    # -- QueueBackend ---------------------------------------------------------------
+
+    def enqueued(self, session, job: Job) -> None:
+        self._wake_on_commit(session)
+
+    def cancel(self, session, job: Job) -> None:
+        if job.job_state is JobState.QUEUED:
+            job.state = check_transition(job.state, JobState.CANCELLED).value
+            job.finished_at = utcnow()
+            job.message = "cancelled before it started"
+        elif job.job_state is JobState.RUNNING:
+            job.cancel_requested = True
+        else:
+            check_transition(job.state, JobState.CANCELLED)  # raises: already finished
+
+    def sync(self) -> None:
+        """Requeue (or mark lost) running jobs whose lease expired; at most once a second."""
+        with self._sync_lock:
+            if time.monotonic() - self._last_sync < RECHECK_SECONDS:
+                return
+            self._last_sync = time.monotonic()
+        now = utcnow()
+        with self.session_factory.begin() as session:
+            expired = session.scalars(
+                select(Job).where(Job.state == JobState.RUNNING.value,
+                                  Job.lease_expires_at < now)
+                .with_for_update(skip_locked=True)).all()
+            for job in expired:
+                self._expire(session, job, now)
+
+    def _expire(self, session, job: Job, now: dt.datetime) -> None:
+        if job.cancel_requested:
+            target, message = JobState.CANCELLED, "cancelled; its worker stopped answering"
+        elif job.attempts < self.max_attempts:
+            target, message = JobState.QUEUED, f"lease expired on {job.worker}; requeued"
+        else:
+            target, message = JobState.LOST, f"lease expired on {job.attempts} attempts"
+        log.warning("job %s: %s", job.id, message)
+        job.state = check_transition(job.state, target).value
+        job.message = message
+        job.lease = None
+        job.lease_expires_at = None
+        if target is JobState.QUEUED:
+            job.worker = None
+            job.started_at = None
+            self._wake_on_commit(session)
+        else:
+            job.finished_at = now
+
+    def close(self) -> None:
+        self._closed.set()
+
+    # -- PullQueue --------------------------------------------------------------------
+
+    def claim(self, worker: str, free_cpus: int, wait: float) -> Claim | None:
+        self._start_listener()
+        deadline = time.monotonic() + wait
+        while True:
+            seen = self.wakeup.generation
+            self.sync()
+            claim = self._try_claim(worker, free_cpus)
+            remaining = deadline - time.monotonic()
+            if claim is not None or remaining <= 0:
+                return claim
+            self.wakeup.wait(seen, min(remaining, RECHECK_SECONDS))
+
+    def _try_claim(self, worker: str, free_cpus: int) -> Claim | None:
+        with self.session_factory.begin() as session:
+            # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
+            # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
+            job = session.scalars(
+                select(Job).where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus)
+                .order_by(Job.queued_at, Job.id).limit(1)
+                .with_for_update(skip_locked=True)).first()
+            if job is None:
+                return None
+            now = utcnow()
+            job.state = check_transition(job.state, JobState.RUNNING).value
+            job.attempts += 1
+            job.worker = worker
+            job.lease = new_lease()
+            job.lease_expires_at = now + self.lease
+            job.started_at = now
+            waited = (now - job.queued_at).total_seconds()
+            claim = Claim(job.id, job.lease)
+        if self.on_claim is not None:
+            self.on_claim(waited)
+        return claim
+
+    def heartbeat(self, job_id: str, lease: str) -> tuple[dt.datetime, bool]:
+        with self.session_factory.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            now = utcnow()
+            self._check_lease(job, lease, now)
+            job.lease_expires_at = now + self.lease
+            return job.lease_expires_at, job.cancel_requested
+
+    def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
+               message: str) -> None:
+        now = utcnow()
+        self._check_lease(job, lease, now)
+        job.state = check_transition(job.state, state).value
+        job.exit_code = exit_code
+        job.message = message
+        job.finished_at = now
+        job.lease_expires_at = None
+
+    def release(self, job_id: str, lease: str) -> None:
+        with self.session_factory.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            self._check_lease(job, lease, utcnow())
+            job.state = check_transition(job.state, JobState.QUEUED).value
+            job.attempts -= 1  # handed back on purpose: not a failed attempt
+            job.worker = None
+            job.lease = None
+            job.lease_expires_at = None
+            job.started_at = None
+            job.message = "handed back by its worker; requeued"
+            self._wake_on_commit(session)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_lease(job: Job | None, lease: str, now: dt.datetime) -> None:
+        if job is None or job.job_state is not JobState.RUNNING or job.lease != lease:
+            raise LeaseLost("this worker no longer holds the job")
+        if job.lease_expires_at is None or job.lease_expires_at < now:
+            raise LeaseLost("the job's lease has expired")
+
+    def _wake_on_commit(self, session) -> None:
+        session.info["wake_queue"] = True
+        if self._is_postgres:
+            session.execute(text(f"NOTIFY {CHANNEL}"))  # delivered at commit
+
+    def _start_listener(self) -> None:
+        """On PostgreSQL, relay other processes' NOTIFYs to this process's waiters."""
+        if not self._is_postgres or self._listener is not None:
+            return
+        with self._sync_lock:
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="queue-listener",
+                                                  daemon=True)
+                self._listener.start()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        url = self.session_factory.kw["bind"].url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=5.0):
+                            self.wakeup.notify()
+            except psycopg.Error as exc:
+                log.warning("queue listener: %s; reconnecting", exc)
+                self._closed.wait(2.0)
