@@ -1,0 +1,534 @@
+"""The ``jobqueue`` command: submit jobs, follow them and fetch their results."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, Self, TextIO
+
+from jobqueue.client.api import TERMINAL_STATES, Client
+from jobqueue.client.errors import ClientError, WaitTimeout
+
+PROG = "jobqueue"
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "lost")
+LIST_DEFAULT_LIMIT = 50
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_JOB_NOT_SUCCEEDED = 3
+EXIT_WAIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+The controller is found through JOBQUEUE_URL, JOBQUEUE_TOKEN and JOBQUEUE_CA_BUNDLE, else
+the file named by JOBQUEUE_CLIENT_CONFIG or ~/.config/jobqueue/client.toml (keys url, token,
+ca_bundle).
+
+exit status: {EXIT_OK} success; {EXIT_ERROR} error; {EXIT_USAGE} bad command line; \
+{EXIT_JOB_NOT_SUCCEEDED} the job ended
+without succeeding (wait, submit --wait); {EXIT_WAIT_TIMEOUT} the wait timed out; {EXIT_INTERRUPTED} interrupted."""
+
+STATUS_FIELDS = (
+    "id",
+    "name",
+    "owner",
+    "state",
+    "entry",
+    "args",
+    "cpus",
+    "walltime",
+    "memory",
+    "output_limit",
+    "attempts",
+    "worker",
+    "exit_code",
+    "message",
+    "cancel_requested",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as one line instead of argparse's usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    positional = [a for a in args_list if not a.startswith("-")]
+    if positional and positional[0] == "dev":
+        return _run_dev(args_list[args_list.index("dev") + 1 :])
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except UsageError as exc:
+        return _fail(f"{exc} (see '{exc.prog} --help')", EXIT_USAGE)
+    except SystemExit as exc:  # --help and --version end here
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except WaitTimeout as exc:
+        if args.json:
+            _print_json(exc.job)
+        return _fail(str(exc), EXIT_WAIT_TIMEOUT)
+    except ClientError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return _fail("interrupted (a submitted job keeps running)", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a command line tool prints errors, not tracebacks
+        return _fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --json is accepted before or after the subcommand; SUPPRESS keeps the subcommand's
+    # default from overwriting a value given before it.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    parser = _Parser(
+        prog=PROG,
+        description="Submit Python jobs to the shared job service and collect their results.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("submit", cmd_submit, "submit a script, or a folder with an entry script")
+    p.add_argument("path", metavar="PATH", help="a .py script, or a folder to send as a whole")
+    p.add_argument("--entry", metavar="E", help="script to run, relative to the folder")
+    p.add_argument(
+        "--arg",
+        dest="args",
+        action="append",
+        default=[],
+        metavar="A",
+        help="argument for the script (repeat for several; use --arg=-x for dashes)",
+    )
+    p.add_argument("--cpus", type=_positive_int, metavar="N", help="CPUs for the job")
+    p.add_argument(
+        "--walltime",
+        type=_duration,
+        metavar="S",
+        help="time limit in seconds (or 90m, 2h, 1d, HH:MM:SS)",
+    )
+    p.add_argument("--memory", type=_positive_int, metavar="MiB", help="memory limit in MiB")
+    p.add_argument(
+        "--output-limit", type=_positive_int, metavar="MiB", help="most MiB of results kept"
+    )
+    p.add_argument("--name", metavar="N", help="job name (default: the file or folder name)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    p.add_argument("--timeout", type=_duration, metavar="S", help="with --wait: give up after S")
+
+    p = command("list", cmd_list, "list your jobs, newest first")
+    p.add_argument("--state", choices=STATES, help="only jobs in this state")
+    p.add_argument(
+        "--all", action="store_true", help=f"all jobs (default: the {LIST_DEFAULT_LIMIT} newest)"
+    )
+
+    p = command("status", cmd_status, "show one job")
+    p.add_argument("id", metavar="ID")
+
+    p = command("wait", cmd_wait, "wait for a job to finish; exit 0 only if it succeeded")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--timeout", type=_duration, metavar="S", help="give up after S seconds")
+
+    p = command("log", cmd_log, "print a job's stdout (to stdout) and stderr (to stderr)")
+    p.add_argument("id", metavar="ID")
+
+    p = command("files", cmd_files, "list a job's files")
+    p.add_argument("id", metavar="ID")
+
+    p = command("fetch", cmd_fetch, "download a job's results and extract them")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("-o", "--output", metavar="DIR", help="destination folder (default: ./job-<ID>)")
+    p.add_argument(
+        "--file",
+        dest="paths",
+        action="append",
+        metavar="PATH",
+        help="download only this file of the job (repeatable)",
+    )
+
+    p = command("cancel", cmd_cancel, "cancel a queued or running job")
+    p.add_argument("id", metavar="ID")
+
+    p = command("delete", cmd_delete, "delete a finished job and its files")
+    p.add_argument("id", metavar="ID")
+
+    sub.add_parser("dev", help="local development helpers (see 'jobqueue dev --help')")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client()
+    job = client.submit_path(
+        args.path,
+        entry=args.entry,
+        args=args.args,
+        cpus=args.cpus,
+        walltime=args.walltime,
+        memory=args.memory,
+        output_limit=args.output_limit,
+        name=args.name,
+    )
+    if not args.wait:
+        if args.json:
+            _print_json(job)
+        else:
+            print(job["id"])
+        return EXIT_OK
+    if not args.json:
+        print(job["id"], flush=True)
+    return _wait_and_report(client, job["id"], args.timeout, args.json)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    limit = None if args.all else LIST_DEFAULT_LIMIT
+    jobs = _client().list(state=args.state, limit=limit)
+    if args.json:
+        _print_json(jobs)
+        return EXIT_OK
+    rows = [
+        (
+            str(job.get("id", "")),
+            str(job.get("name") or ""),
+            str(job.get("state", "")),
+            str(job.get("cpus", "")),
+            _time(job.get("created_at")),
+            _runtime(job),
+            str(job.get("worker") or ""),
+        )
+        for job in jobs
+    ]
+    _print_table(("ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME", "WORKER"), rows)
+    if not args.all and len(jobs) == LIST_DEFAULT_LIMIT:
+        print(f"(the {LIST_DEFAULT_LIMIT} newest jobs; --all shows every job)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    job = _client().get(args.id)
+    if args.json:
+        _print_json(job)
+        return EXIT_OK
+    keys = [k for k in STATUS_FIELDS if k in job] + sorted(
+        k for k in job if k not in STATUS_FIELDS and k != "links"
+    )
+    width = max(len(k) for k in keys) if keys else 0
+    for key in keys:
+        value = job[key]
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+    runtime = _runtime(job)
+    if runtime:
+        print(f"{'runtime:':<{width + 1}} {runtime}")
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    return _wait_and_report(_client(), args.id, args.timeout, args.json)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    log = _client().log(args.id)
+    if args.json:
+        _print_json(log)
+        return EXIT_OK
+    sys.stdout.write(log.get("stdout") or "")
+    sys.stdout.flush()
+    sys.stderr.write(log.get("stderr") or "")
+    return EXIT_OK
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    files = _client().files(args.id)
+    if args.json:
+        _print_json(files)
+        return EXIT_OK
+    _print_table(("SIZE", "PATH"), [(_size(f.get("size")), str(f.get("path", ""))) for f in files])
+    return EXIT_OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    client = _client()
+    dest = Path(args.output or f"job-{args.id}")
+    if args.paths:
+        dest.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for path in args.paths:
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            saved.append(str(client.download_file(args.id, path, target)))
+        if args.json:
+            _print_json({"id": args.id, "files": saved})
+        else:
+            print("\n".join(saved))
+        return EXIT_OK
+    client.download_results(args.id, dest)
+    if args.json:
+        _print_json({"id": args.id, "directory": str(dest)})
+    else:
+        print(dest)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client().cancel(args.id)
+    if args.json:
+        _print_json(job)
+    elif job.get("state") == "cancelled":
+        print(f"job {args.id} cancelled")
+    else:
+        print(f"job {args.id} is {job.get('state')}; cancellation requested")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _client().delete(args.id)
+    if args.json:
+        _print_json({"id": args.id, "deleted": True})
+    else:
+        print(f"job {args.id} deleted")
+    return EXIT_OK
+
+
+# -- waiting with progress --------------------------------------------------------------
+
+
+class Progress:
+    """Shows a job's state changes and elapsed time on ``stream`` while waiting.
+
+    Every state change is a line of its own. On a terminal a spinner line also shows the
+    current state and the time waited; it is redrawn in place and erased at the end.
+    """
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, job_id: Any, stream: TextIO | None = None) -> None:
+        self.job_id = job_id
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = _isatty(self.stream)
+        self.started = time.monotonic()
+        self.state: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        if self.tty:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._clear()
+
+    def update(self, job: dict[str, Any]) -> None:
+        state = str(job.get("state"))
+        if state == self.state:
+            return
+        self.state = state
+        details = []
+        if job.get("worker") and state == "running":
+            details.append(f"on {job['worker']}")
+        if job.get("attempts") and int(job["attempts"]) > 1 and state in ("queued", "running"):
+            details.append(f"attempt {job['attempts']}")
+        if state in TERMINAL_STATES:
+            if job.get("exit_code") is not None:
+                details.append(f"exit code {job['exit_code']}")
+            if job.get("message"):
+                details.append(str(job["message"]))
+        suffix = f" ({'; '.join(details)})" if details else ""
+        with self._lock:
+            self._clear()
+            self.stream.write(f"[{self.elapsed()}] job {self.job_id}: {state}{suffix}\n")
+            self.stream.flush()
+
+    def elapsed(self) -> str:
+        return _clock(time.monotonic() - self.started)
+
+    def _spin(self) -> None:
+        for frame in itertools.cycle(self.FRAMES):
+            if self._stop.wait(0.1):
+                return
+            with self._lock:
+                line = f"{frame} job {self.job_id} {self.state or 'waiting'}  {self.elapsed()}"
+                self.stream.write("\r" + line + "\033[K")
+                self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json: bool) -> int:
+    with Progress(job_id) as progress:
+        job = client.wait(job_id, timeout=timeout, on_update=progress.update)
+    if as_json:
+        _print_json(job)
+    else:
+        print(f"job {job_id} {job.get('state')}")
+    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _run_dev(rest: list[str]) -> int:
+    try:
+        from jobqueue.dev import main as dev_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("jobqueue.dev", "jobqueue"):
+            raise
+        return _fail("the 'dev' command is not available in this installation")
+    result = dev_main(rest)
+    return int(result or 0)
+
+
+def _client() -> Client:
+    return Client.from_env()
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """Seconds from ``3600``, ``90m``, ``2h``, ``1d`` or ``[HH:]MM:SS``."""
+    value = text.strip().lower()
+    match = re.fullmatch(r"(\d+)([smhd]?)", value)
+    if match:
+        seconds = int(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
+    elif re.fullmatch(r"\d+(:\d{1,2}){1,2}", value):
+        seconds = 0
+        for part in value.split(":"):
+            seconds = seconds * 60 + int(part)
+    else:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (use seconds, 90m, 2h, 1d or HH:MM:SS)"
+        )
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least one second")
+    return seconds
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _time(value: Any) -> str:
+    if not value:
+        return ""
+    return str(value).replace("T", " ")[:19]
+
+
+def _runtime(job: dict[str, Any]) -> str:
+    start = _parse_time(job.get("started_at"))
+    if start is None:
+        return ""
+    end = _parse_time(job.get("finished_at"))
+    if end is None:
+        if job.get("state") != "running":
+            return ""
+        end = datetime.now(start.tzinfo)
+    return _clock(max(0.0, (end - start).total_seconds()))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int):
+        return ""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
