@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, g, jsonify, render_template
 from sqlalchemy import text
 
-from jobqueue.controller import errors, settings as settings_module
+from jobqueue.controller import errors
+from jobqueue.controller import settings as settings_module
 from jobqueue.controller.api import bp as api_bp
 from jobqueue.controller.auth import require
 from jobqueue.controller.db import make_engine, make_session_factory

@@ -17,7 +17,8 @@ class _JobCounts:
 
     def collect(self):
         with self.session_factory() as session:
-            counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+            counts = dict(rows.all())
             session.commit()
         by_state = GaugeMetricFamily("jobqueue_jobs", "Jobs by state", labels=["state"])
         for state in JobState:

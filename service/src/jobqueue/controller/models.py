@@ -6,13 +6,22 @@ import datetime as dt
 import secrets
 import uuid
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, TypeDecorator
-from sqlalchemy import DateTime
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from jobqueue.states import JobState
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ROLES = ("user", "admin", "worker")
 
 

@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO
 
-from jobqueue.archive import (ArchiveTooLarge, check_relative_path, iter_files, pack_dir,
-                              safe_extract)
+from jobqueue.archive import (
+    ArchiveTooLarge,
+    check_relative_path,
+    iter_files,
+    pack_dir,
+    safe_extract,
+)
 
 CHUNK = 1 << 16
 

@@ -30,7 +30,7 @@ class QueueBackend(abc.ABC):
     def sync(self) -> None:
         """Bring job states up to date (expired leases, a scheduler's view); cheap if recent."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release background resources."""
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import event, select, text
 

@@ -1,0 +1,1 @@
+"""The worker daemon: claims jobs and runs each in its own directory through a Runner."""

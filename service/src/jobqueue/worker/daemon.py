@@ -1,0 +1,322 @@
+"""`jobqueue-worker`: claim jobs from the controller and run each through a Runner.
+
+Threads: one claimer (a single long-poll connection, whatever the number of slots),
+one heartbeat loop for all running jobs, and one thread per running job. The main
+thread only waits for SIGTERM/SIGINT and then hands back or finishes running jobs,
+so no job is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from jobqueue.archive import UnsafeArchive, iter_files, pack_dir, safe_extract
+from jobqueue.config import ConfigError
+from jobqueue.worker import settings as settings_module
+from jobqueue.worker.controller_api import ControllerApi, ControllerError, LeaseLost
+from jobqueue.worker.runner import Limits, LocalRunner, Runner, RunningProcess, RunRequest
+from jobqueue.worker.settings import WorkerSettings
+
+log = logging.getLogger("jobqueue.worker")
+
+MAX_INPUT_FILES = 100_000
+MAX_INPUT_BYTES = 1 << 40  # the controller already capped the upload
+
+
+@dataclass
+class ActiveJob:
+    id: str
+    lease: str
+    cpus: int
+    spec: dict
+    process: RunningProcess | None = None
+    # Why the job is being stopped from outside: cancelled, timed_out, lease_lost, handed_back.
+    stop_reason: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _fingerprint(root: Path) -> dict[str, tuple[int, int]]:
+    return {rel: ((st := (root / rel).lstat()).st_size, st.st_mtime_ns)
+            for rel in iter_files(root)}
+
+
+def _describe(state: str, code: int | None) -> str:
+    if state == "timed_out":
+        return "killed: wall time exceeded"
+    if state == "cancelled":
+        return "cancelled by its owner"
+    if code is not None and code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, api: ControllerApi | None = None,
+                 runner: Runner | None = None):
+        self.settings = settings
+        self.api = api or ControllerApi(settings.controller_url, settings.token,
+                                        settings.ca_bundle)
+        self.runner = runner or LocalRunner()
+        self.work_dir = Path(settings.work_dir)
+        self.total_cpus = settings.total_cpus
+        self.window = settings.window()
+        self.active: dict[str, ActiveJob] = {}
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+        self.job_threads: list[threading.Thread] = []
+        self.heartbeat_interval = settings.heartbeat_seconds
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._clean_leftovers()
+        log.info("worker %s: %d CPUs, controller %s", self.settings.name, self.total_cpus,
+                 self.settings.controller_url)
+        claimer = threading.Thread(target=self._claim_loop, name="claimer", daemon=True)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        claimer.start()
+        heartbeat.start()
+        while not self.stopping.wait(1.0):
+            pass
+        log.info("stopping (%s running job(s), on_shutdown=%s)", len(self.active),
+                 self.settings.on_shutdown)
+        with self.cond:
+            self.cond.notify_all()
+        if self.settings.on_shutdown == "requeue":
+            self.hand_back_all("the worker is shutting down")
+        for thread in list(self.job_threads):
+            thread.join()
+        claimer.join(self.settings.claim_wait_seconds + 35)
+        log.info("stopped")
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def _clean_leftovers(self) -> None:
+        """Directories left by a worker that was killed: their jobs were requeued."""
+        for path in self.work_dir.iterdir():
+            shutil.rmtree(path, ignore_errors=True)
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def _free_cpus(self) -> int:
+        return self.total_cpus - sum(job.cpus for job in self.active.values())
+
+    def _claim_loop(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            now = dt.datetime.now().time()
+            if self.window.must_end(now) and self.active:
+                self.hand_back_all("outside the worker's service window")
+            if not self.window.accepting(now):
+                self.stopping.wait(30)
+                continue
+            with self.cond:
+                while self._free_cpus() <= 0 and not self.stopping.is_set():
+                    self.cond.wait()
+                free = self._free_cpus()
+            if self.stopping.is_set():
+                break
+            try:
+                job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds)
+            except (requests.RequestException, ControllerError) as exc:
+                log.warning("claim failed: %s; retrying in %.0f s", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            if job is None:
+                continue
+            if self.stopping.is_set():
+                self._release(job["id"], job["lease"])
+                break
+            self._start(job)
+
+    def _start(self, job: dict) -> None:
+        active = ActiveJob(job["id"], job["lease"], job["cpus"], job)
+        self.heartbeat_interval = min(self.settings.heartbeat_seconds,
+                                      job.get("lease_seconds", 60) / 3)
+        with self.cond:
+            self.active[active.id] = active
+        thread = threading.Thread(target=self._run_job, args=(active,), name=f"job-{active.id}")
+        self.job_threads = [t for t in self.job_threads if t.is_alive()] + [thread]
+        thread.start()
+
+    # -- stopping jobs from outside -------------------------------------------------------
+
+    def _stop_job(self, job: ActiveJob, reason: str) -> None:
+        with job.lock:
+            if job.stop_reason is not None:
+                return
+            job.stop_reason = reason
+            process = job.process
+        if process is not None:
+            process.kill(self.settings.kill_grace_seconds)
+
+    def hand_back_all(self, why: str) -> None:
+        with self.cond:
+            jobs = list(self.active.values())
+        for job in jobs:
+            log.info("job %s: handing back (%s)", job.id, why)
+            self._stop_job(job, "handed_back")
+            self._release(job.id, job.lease)
+
+    def _release(self, job_id: str, lease: str) -> None:
+        try:
+            self.api.release(job_id, lease)
+        except (LeaseLost, ControllerError, requests.RequestException) as exc:
+            # The lease will expire and the controller requeues the job.
+            log.warning("job %s: could not hand back (%s); its lease will expire", job_id, exc)
+
+    def _heartbeat_loop(self) -> None:
+        while not (self.stopping.is_set() and not self.active):
+            with self.cond:
+                jobs = [j for j in self.active.values() if j.stop_reason is None]
+            for job in jobs:
+                try:
+                    if self.api.heartbeat(job.id, job.lease):
+                        log.info("job %s: cancelled by its owner", job.id)
+                        threading.Thread(target=self._stop_job, args=(job, "cancelled"),
+                                         daemon=True).start()
+                except LeaseLost:
+                    log.warning("job %s: lease lost; stopping it", job.id)
+                    threading.Thread(target=self._stop_job, args=(job, "lease_lost"),
+                                     daemon=True).start()
+                except (requests.RequestException, ControllerError) as exc:
+                    log.warning("job %s: heartbeat failed: %s", job.id, exc)
+            time.sleep(self.heartbeat_interval)
+
+    # -- running one job ------------------------------------------------------------------
+
+    def _run_job(self, job: ActiveJob) -> None:
+        job_dir = self.work_dir / job.id
+        meta_dir = self.work_dir / f"{job.id}.meta"  # logs and archives, outside the job's reach
+        try:
+            for path in (job_dir, meta_dir):
+                shutil.rmtree(path, ignore_errors=True)
+                path.mkdir(mode=0o700)
+            self._fetch_input(job, job_dir, meta_dir)
+            inputs = _fingerprint(job_dir)
+            code = self._execute(job, job_dir, meta_dir)
+            if job.stop_reason in ("lease_lost", "handed_back"):
+                return
+            self._report(job, code, job_dir, meta_dir, inputs)
+        except (UnsafeArchive, OSError, ControllerError, requests.RequestException) as exc:
+            log.error("job %s: %s", job.id, exc)
+            if job.stop_reason is None:
+                self._stop_job(job, "handed_back")
+                self._release(job.id, job.lease)
+        except LeaseLost:
+            log.warning("job %s: lease lost", job.id)
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            with self.cond:
+                self.active.pop(job.id, None)
+                self.cond.notify_all()
+
+    def _fetch_input(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> None:
+        with tempfile.TemporaryFile(dir=meta_dir) as archive:
+            self.api.download_input(job.id, job.lease, archive)
+            archive.seek(0)
+            safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES)
+
+    def _execute(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> int | None:
+        spec = job.spec
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(job_dir),
+            "TMPDIR": str(job_dir),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "JOBQUEUE_JOB_ID": job.id,
+            "JOBQUEUE_CPUS": str(job.cpus),
+            "OMP_NUM_THREADS": str(job.cpus),
+        }
+        limits = Limits(walltime=spec["walltime"],
+                        cpu_seconds=spec["walltime"] * job.cpus + 5,
+                        memory_bytes=spec["memory"] << 20,
+                        max_file_size=min(self.settings.max_file_size, spec["output_limit"] << 20))
+        request = RunRequest(job.id, job_dir, [self.settings.python, spec["entry"], *spec["args"]],
+                             limits, meta_dir / "stdout", meta_dir / "stderr", env)
+        with job.lock:
+            if job.stop_reason is not None:
+                return None
+            job.process = self.runner.start(request)
+        log.info("job %s: started (%d CPUs)", job.id, job.cpus)
+        code = job.process.wait(spec["walltime"])
+        if code is None:
+            self._stop_job(job, "timed_out")
+            code = job.process.wait(None)
+        return code
+
+    def _report(self, job: ActiveJob, code: int | None, job_dir: Path, meta_dir: Path,
+                inputs: dict) -> None:
+        state = job.stop_reason or ("succeeded" if code == 0 else "failed")
+        message = _describe(state, code)
+        results: Path | None = meta_dir / "results.tar.gz"
+        with open(results, "wb") as fh:
+            # Inputs the job left as they were are already stored on the controller.
+            size = pack_dir(job_dir, fh, keep=lambda rel: inputs.get(rel) != (
+                (st := (job_dir / rel).lstat()).st_size, st.st_mtime_ns))
+        if size > job.spec["output_limit"] << 20:
+            state, results = "failed", None
+            message = (f"output of {size} bytes exceeds the job's limit of "
+                       f"{job.spec['output_limit']} MiB")
+        self._upload(job, state, code, message, results, meta_dir)
+        log.info("job %s: %s (%s)", job.id, state, message)
+
+    def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
+                results: Path | None, meta_dir: Path) -> None:
+        """Upload until the controller answers; a retry of a stored upload is harmless."""
+        backoff = 1.0
+        deadline = time.monotonic() + max(60.0, self.heartbeat_interval * 6)
+        while True:
+            try:
+                self.api.upload_result(job.id, job.lease, state, code, message, results,
+                                       meta_dir / "stdout", meta_dir / "stderr")
+                return
+            except requests.RequestException as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("job %s: upload failed: %s; retrying", job.id, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 15.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobqueue-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="settings file (default: $JOBQUEUE_WORKER_CONFIG or "
+                        f"{settings_module.DEFAULT_PATH})")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        settings = settings_module.load(args.config)
+    except ConfigError as exc:
+        print(f"jobqueue-worker: error: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(settings)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

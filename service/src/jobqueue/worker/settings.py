@@ -1,0 +1,110 @@
+"""The worker's settings: /etc/jobqueue/worker.toml, overridden by JOBQUEUE_WORKER_<KEY>."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import sys
+
+from jobqueue.config import ConfigError, load_settings
+
+DEFAULT_PATH = "/etc/jobqueue/worker.toml"
+ENV_PREFIX = "JOBQUEUE_WORKER_"
+ON_SHUTDOWN = ("requeue", "finish")
+
+
+def _clock(name: str, value: str | None) -> dt.time | None:
+    if not value:
+        return None
+    try:
+        return dt.time.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"setting {name!r}: expected HH:MM, got {value!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    controller_url: str = "http://127.0.0.1:8080"
+    token: str = ""
+    token_file: str = ""
+    ca_bundle: str = ""
+    name: str = ""
+    cpus: int = 0
+    work_dir: str = "/var/lib/jobqueue-worker"
+    max_file_size: int = 1 << 30
+    heartbeat_seconds: float = 10.0
+    claim_wait_seconds: float = 30.0
+    service_start: str = ""
+    service_stop: str = ""
+    service_end: str = ""
+    on_shutdown: str = "requeue"
+    python: str = ""
+    kill_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", socket.gethostname())
+        if not self.python:
+            object.__setattr__(self, "python", sys.executable)
+        if self.token_file and not self.token:
+            try:
+                with open(self.token_file, encoding="utf-8") as fh:
+                    object.__setattr__(self, "token", fh.read().strip())
+            except OSError as exc:
+                raise ConfigError(f"setting 'token_file': cannot read it: {exc}") from None
+        if not self.token:
+            raise ConfigError("setting 'token' (or 'token_file') is required: the worker's token")
+        if self.on_shutdown not in ON_SHUTDOWN:
+            raise ConfigError(f"setting 'on_shutdown' must be one of {ON_SHUTDOWN}")
+        if self.heartbeat_seconds <= 0 or self.claim_wait_seconds < 0:
+            raise ConfigError("settings 'heartbeat_seconds' and 'claim_wait_seconds' must be > 0")
+        for key in ("service_start", "service_stop", "service_end"):
+            _clock(key, getattr(self, key))
+
+    @property
+    def total_cpus(self) -> int:
+        """Like dispynode: n > 0 uses n, 0 uses all, n < 0 leaves n free (at least 1 used)."""
+        available = len(os.sched_getaffinity(0))
+        if self.cpus > 0:
+            return min(self.cpus, available)
+        return max(1, available + self.cpus)
+
+    def window(self) -> ServiceWindow:
+        return ServiceWindow(_clock("service_start", self.service_start),
+                             _clock("service_stop", self.service_stop),
+                             _clock("service_end", self.service_end))
+
+
+def _within(now: dt.time, start: dt.time, end: dt.time) -> bool:
+    """Whether `now` is in [start, end), where the span may wrap past midnight."""
+    if start <= end:
+        return start <= now < end
+    return now >= start or now < end
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceWindow:
+    """dispynode's service window: claim from `start` until `stop`; at `end`, also hand
+    back running jobs. Unset times mean 'always'."""
+
+    start: dt.time | None
+    stop: dt.time | None
+    end: dt.time | None
+
+    def accepting(self, now: dt.time) -> bool:
+        close = self.stop or self.end
+        if close is None:
+            return True
+        return _within(now, self.start or dt.time(0, 0), close)
+
+    def must_end(self, now: dt.time) -> bool:
+        if self.end is None:
+            return False
+        return not _within(now, self.start or dt.time(0, 0), self.end)
+
+
+def load(path: str | None = None, **overrides) -> WorkerSettings:
+    path = path or os.environ.get("JOBQUEUE_WORKER_CONFIG", DEFAULT_PATH)
+    return load_settings(WorkerSettings, path, ENV_PREFIX, **overrides)
