@@ -35,7 +35,8 @@ ca_bundle).
 
 exit status: {EXIT_OK} success; {EXIT_ERROR} error; {EXIT_USAGE} bad command line; \
 {EXIT_JOB_NOT_SUCCEEDED} the job ended
-without succeeding (wait, submit --wait); {EXIT_WAIT_TIMEOUT} the wait timed out; {EXIT_INTERRUPTED} interrupted."""
+without succeeding (wait, submit --wait); {EXIT_WAIT_TIMEOUT} the wait timed out; \
+{EXIT_INTERRUPTED} interrupted."""
 
 STATUS_FIELDS = (
     "id",
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return _fail("interrupted (a submitted job keeps running)", EXIT_INTERRUPTED)
-    except Exception as exc:  # noqa: BLE001 - a command line tool prints errors, not tracebacks
+    except Exception as exc:  # a command line tool prints errors, not tracebacks
         return _fail(f"unexpected {type(exc).__name__}: {exc}")
 
 

@@ -14,6 +14,7 @@ is treated as hostile:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -137,10 +138,9 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> N
     fd = os.open(target, flags, member.mode & _FILE_MODE_MASK | 0o600)
     with source, os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(source, out, 1024 * 1024)
-    try:
+    # A strange mtime is not worth failing the download for.
+    with contextlib.suppress(OSError, OverflowError, ValueError):
         os.utime(target, (member.mtime, member.mtime))
-    except (OSError, OverflowError, ValueError):
-        pass  # a strange mtime is not worth failing the download for
 
 
 def _remove_existing(path: str) -> None:

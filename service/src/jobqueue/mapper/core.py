@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import math
 import multiprocessing
 import os
@@ -191,10 +192,8 @@ def _parallel(f: Callable[[T], R], items: Sequence[T], n_procs: int, chunksize: 
         return results
     finally:
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):  # the child may be gone already
                 conn.send(None)  # lets idle children exit cleanly
-            except OSError:
-                pass
         for proc in procs:
             proc.join(timeout=0.05)
         for proc in procs:
@@ -222,12 +221,12 @@ def _child_main(f: Callable[[Any], Any], items: Sequence[Any], conn: Connection)
         for index in range(start, stop):
             try:
                 values.append(f(items[index]))
-            except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+            except BaseException as exc:  # everything is reported to the parent
                 conn.send(_failure(index, items[index], exc, traceback.format_exc()))
                 return
         try:
             conn.send(("ok", start, values))
-        except Exception as exc:  # noqa: BLE001 - pickling can fail with any error type
+        except Exception as exc:  # pickling can fail with any error type
             bad = next((i for i, v in enumerate(values) if not _picklable(v)), 0)
             conn.send(
                 _failure(
@@ -246,7 +245,7 @@ def _failure(
 ) -> tuple[Any, ...]:
     try:
         exc_bytes: bytes | None = pickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - fall back to type name, message and traceback text
+    except Exception:  # fall back to type name, message and traceback text
         exc_bytes = None
     text = str(exc) if message is None else message
     return ("error", index, _short_repr(item), _type_name(type(exc)), text, tb_text, exc_bytes)
@@ -258,7 +257,7 @@ def _raise_remote(message: tuple[Any, ...], items: Sequence[Any]) -> None:
     if exc_bytes is not None:
         try:
             original = pickle.loads(exc_bytes)
-        except Exception:  # noqa: BLE001 - rebuilding a foreign exception can fail any way
+        except Exception:  # rebuilding a foreign exception can fail any way
             original = None  # e.g. an exception class whose __init__ needs other arguments
     cause = original if original is not None else RemoteTraceback(tb_text)
     if original is not None:
@@ -286,7 +285,7 @@ def _raise_died(proc: Any, chunk: tuple[int, int] | None, items: Sequence[Any]) 
 def _picklable(value: Any) -> bool:
     try:
         pickle.dumps(value)
-    except Exception:  # noqa: BLE001 - any pickling error means the same here
+    except Exception:  # any pickling error means the same here
         return False
     return True
 
@@ -294,7 +293,7 @@ def _picklable(value: Any) -> bool:
 def _short_repr(item: Any) -> str:
     try:
         text = repr(item)
-    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not hide the failure
+    except Exception as exc:  # a broken __repr__ must not hide the real failure
         text = f"<unrepresentable {type(item).__name__}: {exc!r}>"
     if len(text) > _REPR_LIMIT:
         text = text[: _REPR_LIMIT - 3] + "..."
