@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterable
+from typing import IO
 
 
 class UnsafeArchive(ValueError):
@@ -40,11 +41,10 @@ def safe_extract(source: str | os.PathLike | IO[bytes], dest: str | os.PathLike,
     """Extract a (possibly gzipped) tar into `dest`; return the regular files written."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    opener = (tarfile.open(fileobj=source, mode="r:*") if hasattr(source, "read")
-              else tarfile.open(source, mode="r:*"))
     written: list[str] = []
     try:
-        with opener as tar:
+        with (tarfile.open(fileobj=source, mode="r:*") if hasattr(source, "read")
+              else tarfile.open(source, mode="r:*")) as tar:
             members = []
             total = 0
             for member in tar:

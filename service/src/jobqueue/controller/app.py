@@ -75,6 +75,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
         api.register_blueprint(worker_bp)
 
     @api.get("/openapi.json")
+    @require("user", "admin", "worker")
     def openapi():
         return jsonify(document())
 

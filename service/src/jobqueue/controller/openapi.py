@@ -124,7 +124,7 @@ def document() -> dict:
                     "Released", schema={"type": "object"})}, 400, 409, params=jid,
                 body=LEASE_BODY)},
             "/openapi.json": {"get": _op("This document", {"200": _json(
-                "OpenAPI", schema={"type": "object"})}, public=True)},
+                "OpenAPI", schema={"type": "object"})})},
         }.items()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

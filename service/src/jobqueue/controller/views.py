@@ -50,11 +50,11 @@ def job_json(job: Job) -> dict:
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
         "links": {
-            "self": url_for("api.get_job", job_id=job.id),
-            "files": url_for("api.list_files", job_id=job.id),
-            "log": url_for("api.get_log", job_id=job.id),
-            "results": url_for("api.get_results", job_id=job.id),
-            "cancel": url_for("api.cancel_job", job_id=job.id),
+            "self": url_for("v1.api.get_job", job_id=job.id),
+            "files": url_for("v1.api.list_files", job_id=job.id),
+            "log": url_for("v1.api.get_log", job_id=job.id),
+            "results": url_for("v1.api.get_results", job_id=job.id),
+            "cancel": url_for("v1.api.cancel_job", job_id=job.id),
         },
     }
 

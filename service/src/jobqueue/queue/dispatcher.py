@@ -79,10 +79,10 @@ class Dispatcher(PullQueue):
         else:
             check_transition(job.state, JobState.CANCELLED)  # raises: already finished
 
-    def sync(self) -> None:
+    def sync(self, force: bool = False) -> None:
         """Requeue (or mark lost) running jobs whose lease expired; at most once a second."""
         with self._sync_lock:
-            if time.monotonic() - self._last_sync < RECHECK_SECONDS:
+            if not force and time.monotonic() - self._last_sync < RECHECK_SECONDS:
                 return
             self._last_sync = time.monotonic()
         now = utcnow()

@@ -1,0 +1,154 @@
+"""Fixtures: a controller app on SQLite and on PostgreSQL, with users of every role."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import create_engine
+
+from jobqueue.controller.app import create_app
+from jobqueue.controller.auth import get_or_create_user, issue_token
+from jobqueue.controller.db import make_engine, make_session_factory, migrate
+from jobqueue.controller.settings import ControllerSettings
+
+POSTGRES_URL = os.environ.get("JOBQUEUE_TEST_POSTGRES_URL", "")
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/jobqueue.db"
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set JOBQUEUE_TEST_POSTGRES_URL: PostgreSQL tests may not skip")
+        pytest.skip("JOBQUEUE_TEST_POSTGRES_URL is not set")
+    reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+def make_users(settings: ControllerSettings, *names_roles: tuple[str, str]) -> dict[str, str]:
+    """Migrate the schema and create users; return {name: token}."""
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    tokens = {}
+    with make_session_factory(engine).begin() as session:
+        for name, role in names_roles:
+            user, _ = get_or_create_user(session, name, role)
+            tokens[name] = issue_token(session, user)
+    engine.dispose()
+    return tokens
+
+
+def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+SCRIPT = b"print('hello')\n"
+
+
+@dataclass
+class Stack:
+    """A controller app, its test client and a token per user."""
+
+    app: object
+    http: object
+    tokens: dict[str, str]
+    settings: ControllerSettings
+
+    @property
+    def backend(self):
+        return self.app.extensions["jobqueue"].backend
+
+    def headers(self, who: str | None) -> dict:
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+
+    def submit(self, who="alice", spec=None, files=None, archive=None):
+        spec = {"entry": "main.py"} if spec is None else spec
+        files = {"main.py": SCRIPT} if files is None else files
+        data = {"spec": spec if isinstance(spec, str) else json.dumps(spec)}
+        data["files"] = [(io.BytesIO(content), name) for name, content in files.items()]
+        if archive is not None:
+            data["archive"] = (io.BytesIO(archive), "input.tar.gz")
+        return self.http.post("/api/v1/jobs", data=data, headers=self.headers(who),
+                              content_type="multipart/form-data")
+
+    def submit_ok(self, who="alice", **kwargs) -> dict:
+        response = self.submit(who, **kwargs)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    def claim(self, cpus=1, wait=0, who="w1"):
+        return self.http.post("/api/v1/worker/claim", json={"worker": who, "cpus": cpus,
+                                                            "wait": wait}, headers=self.headers(who))
+
+    def claim_ok(self, **kwargs) -> dict:
+        response = self.claim(**kwargs)
+        assert response.status_code == 200, response.status_code
+        return response.get_json()
+
+    def heartbeat(self, job_id, lease, who="w1"):
+        return self.http.post(f"/api/v1/worker/jobs/{job_id}/heartbeat", json={"lease": lease},
+                              headers=self.headers(who))
+
+    def upload(self, job_id, lease, state="succeeded", exit_code=0, results=None,
+               stdout=b"out\n", stderr=b"", who="w1"):
+        data = {"status": json.dumps({"lease": lease, "state": state, "exit_code": exit_code,
+                                      "message": ""}),
+                "stdout": (io.BytesIO(stdout), "stdout"), "stderr": (io.BytesIO(stderr), "stderr")}
+        if results is not None:
+            data["results"] = (io.BytesIO(results), "results.tar.gz")
+        return self.http.post(f"/api/v1/worker/jobs/{job_id}/result", data=data,
+                              headers=self.headers(who), content_type="multipart/form-data")
+
+    def job(self, job_id, who="alice") -> dict:
+        response = self.http.get(f"/api/v1/jobs/{job_id}", headers=self.headers(who))
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+
+@pytest.fixture
+def make_stack(database_url, tmp_path):
+    apps = []
+
+    def factory(**overrides) -> Stack:
+        settings = ControllerSettings(database_url=database_url, data_dir=str(tmp_path / "data"),
+                                      **overrides)
+        tokens = make_users(settings, ("alice", "user"), ("bob", "user"), ("root", "admin"),
+                            ("w1", "worker"), ("w2", "worker"))
+        app = create_app(settings)
+        apps.append(app)
+        return Stack(app, app.test_client(), tokens, settings)
+
+    yield factory
+    for app in apps:
+        state = app.extensions["jobqueue"]
+        state.backend.close()
+        state.session_factory.kw["bind"].dispose()
+
+
+@pytest.fixture
+def stack(make_stack) -> Stack:
+    return make_stack()
