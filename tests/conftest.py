@@ -1,0 +1,58 @@
+"""Shared fixtures: the controller's address and CA, and an API session.
+
+Tests talk to the cluster the way users and workers do: HTTPS from the control
+machine, verified against the CA the deploy created (read from the controller).
+"""
+
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+import requests
+
+CA_PATH = "/etc/jobqueue/tls/ca.crt"
+
+
+def address(host) -> str:
+    """Private address of a host (inventory variable jobqueue_address)."""
+    variables = host.ansible.get_variables()
+    return variables.get("jobqueue_address") or variables["inventory_hostname"]
+
+
+@pytest.fixture()
+def ca_file(host):
+    """The deploy's CA, read from the controller, as a local file."""
+    content = host.file(CA_PATH).content
+    with tempfile.NamedTemporaryFile(suffix=".crt", delete=False) as out:
+        out.write(content)
+    yield out.name
+    os.unlink(out.name)
+
+
+@pytest.fixture()
+def base_url(host) -> str:
+    return f"https://{address(host)}"
+
+
+def build_dir() -> Path:
+    """Where the deploy wrote build/ for this run (the scenario's own, under Molecule)."""
+    ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
+    if ephemeral:
+        return Path(ephemeral) / "build"
+    return Path(__file__).resolve().parent.parent / "build"
+
+
+@pytest.fixture(scope="session")
+def admin():
+    """requests session with the admin's token and CA, from build/admin-client.toml."""
+    path = build_dir() / "admin-client.toml"
+    with open(path, "rb") as f:
+        conf = tomllib.load(f)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {conf['token']}"
+    session.verify = conf["ca_bundle"]
+    session.base = conf["url"].rstrip("/") + "/api/v1"
+    yield session
+    session.close()

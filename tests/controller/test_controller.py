@@ -1,0 +1,104 @@
+"""The controller as clients see it: HTTPS with the deploy's CA, auth, headers."""
+
+import json
+import socket
+import ssl
+
+import pytest
+import requests
+from conftest import address
+
+testinfra_hosts = ["ansible://controllers"]
+
+
+def test_apache_enabled_and_running(host):
+    apache = host.service("apache2")
+    assert apache.is_enabled
+    assert apache.is_running
+
+
+def test_apache_config_is_valid(host):
+    with host.sudo():
+        result = host.run("apache2ctl configtest")
+    assert result.rc == 0, result.stderr
+
+
+def test_wsgi_daemon_runs_as_service_user(host):
+    assert host.process.filter(user="jobqueue"), "no process of user jobqueue (mod_wsgi daemon)"
+
+
+def test_config_file_is_private(host):
+    config = host.file("/etc/jobqueue/controller.toml")
+    assert config.user == "root"
+    assert config.group == "jobqueue"
+    assert config.mode == 0o640
+
+
+def test_healthz_over_https_with_deploy_ca(base_url, ca_file):
+    response = requests.get(f"{base_url}/healthz", verify=ca_file, timeout=30)
+    assert response.status_code == 200
+
+
+def test_certificate_is_not_trusted_without_the_ca(base_url):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{base_url}/healthz", timeout=30)
+
+
+def test_http_only_redirects(host):
+    response = requests.get(f"http://{address(host)}/api/v1/jobs", allow_redirects=False,
+                            timeout=30)
+    assert response.status_code in (301, 308)
+    assert response.headers["Location"] == f"https://{address(host)}/api/v1/jobs"
+
+
+def test_api_without_token_is_401(base_url, ca_file):
+    response = requests.get(f"{base_url}/api/v1/jobs", verify=ca_file, timeout=30)
+    assert response.status_code == 401
+    assert "error" in response.json()
+
+
+def test_api_with_bad_token_is_401(base_url, ca_file):
+    response = requests.get(f"{base_url}/api/v1/jobs", verify=ca_file, timeout=30,
+                            headers={"Authorization": "Bearer not-a-token"})
+    assert response.status_code == 401
+
+
+def test_security_headers(base_url, ca_file):
+    headers = requests.get(f"{base_url}/healthz", verify=ca_file, timeout=30).headers
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "Apache/" not in headers.get("Server", "")
+
+
+def test_tls_1_2_is_refused(host, ca_file):
+    context = ssl.create_default_context(cafile=ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (socket.create_connection((address(host), 443), timeout=30) as sock,
+          pytest.raises(ssl.SSLError),
+          context.wrap_socket(sock, server_hostname=address(host))):
+        pass
+
+
+def test_database_backend_and_schema_current(host):
+    variables = host.ansible.get_variables()
+    backend = variables.get("controller_db_backend", "sqlite")
+    with host.sudo():
+        config = host.file("/etc/jobqueue/controller.toml").content_string
+        migrate = host.run("/usr/local/sbin/jobqueue-admin migrate")
+    expected = "postgresql+psycopg://" if backend == "postgresql" else "sqlite:///"
+    assert f'database_url = "{expected}' in config
+    assert migrate.rc == 0, migrate.stderr
+    assert json.loads(migrate.stdout)["changed"] is False
+
+
+def test_admin_cli_users_and_tokens(host):
+    with host.sudo():
+        created = host.run("/usr/local/sbin/jobqueue-admin create-user verify-user --role user")
+        token = host.run("/usr/local/sbin/jobqueue-admin issue-token verify-user").stdout.strip()
+        good = host.run(f"echo {token} | /usr/local/sbin/jobqueue-admin check-token verify-user")
+        bad = host.run("echo nope | /usr/local/sbin/jobqueue-admin check-token verify-user")
+        host.run("/usr/local/sbin/jobqueue-admin revoke-tokens verify-user")
+    assert created.rc == 0, created.stderr
+    assert good.rc == 0
+    assert bad.rc == 1
