@@ -15,7 +15,7 @@ PACKAGES=(
     vagrant vagrant-libvirt
     libvirt-daemon-system libvirt-clients
     qemu-system-x86 qemu-utils
-    debootstrap
+    debootstrap fdisk e2fsprogs
     dnsmasq-base ebtables iptables
     rsync curl
 )
