@@ -7,6 +7,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 
 from werkzeug.serving import make_server
 
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         migrate(engine)
         engine.dispose()
     server = make_server(args.host, args.port, create_app(settings), threaded=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    # shutdown() waits for serve_forever() to return, so it cannot run in this thread.
+    signal.signal(signal.SIGTERM,
+                  lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"controller listening on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

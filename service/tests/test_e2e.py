@@ -1,0 +1,192 @@
+"""End to end: a real controller server process, real worker processes, real jobs.
+
+Runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_users
+from jobqueue.client import Client
+from jobqueue.controller.settings import ControllerSettings
+
+pytestmark = pytest.mark.e2e
+
+MAPPER_JOB = """\
+import json, os
+from jobqueue import mapper
+
+def square(x):
+    return x * x, os.getpid()
+
+pairs = mapper.map(square, range(40))
+os.makedirs("out", exist_ok=True)
+with open("out/squares.json", "w") as fh:
+    json.dump([value for value, _ in pairs], fh)
+print("cpus", mapper.cpus(), "processes", len({pid for _, pid in pairs}))
+"""
+
+SLOW_JOB = """\
+import sys, time
+time.sleep(float(sys.argv[1]))
+with open("done.txt", "w") as fh:
+    fh.write("done")
+print("finished")
+"""
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, database_url: str, **settings):
+        self.tmp = tmp_path
+        self.settings = ControllerSettings(database_url=database_url,
+                                           data_dir=str(tmp_path / "controller"), **settings)
+        self.tokens = make_users(self.settings, ("alice", "user"), ("w1", "worker"),
+                                 ("w2", "worker"))
+        self.env = {**os.environ, "JOBQUEUE_CONFIG": str(tmp_path / "none.toml"),
+                    "JOBQUEUE_WORKER_CONFIG": str(tmp_path / "none.toml"),
+                    **{f"JOBQUEUE_{k.upper()}": str(v) for k, v in
+                       vars(self.settings).items()}}
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "jobqueue.controller.serve", "--port", "0"], env=self.env,
+            stdout=subprocess.PIPE, stderr=open(tmp_path / "controller.log", "wb"), text=True)
+        line = self.controller.stdout.readline()
+        assert "listening on" in line, (tmp_path / "controller.log").read_text()
+        self.url = line.split()[-1]
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.client = Client(self.url, self.tokens["alice"])
+
+    def start_worker(self, name: str, cpus: int = 1, **extra) -> subprocess.Popen:
+        env = {**self.env, "JOBQUEUE_WORKER_CONTROLLER_URL": self.url,
+               "JOBQUEUE_WORKER_TOKEN": self.tokens[name], "JOBQUEUE_WORKER_NAME": name,
+               "JOBQUEUE_WORKER_CPUS": str(cpus),
+               "JOBQUEUE_WORKER_WORK_DIR": str(self.tmp / f"work-{name}"),
+               "JOBQUEUE_WORKER_HEARTBEAT_SECONDS": "0.5",
+               "JOBQUEUE_WORKER_CLAIM_WAIT_SECONDS": "2",  # bounds how long a stop takes
+               **{f"JOBQUEUE_WORKER_{k.upper()}": str(v) for k, v in extra.items()}}
+        process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"], env=env,
+                                   stderr=open(self.tmp / f"{name}.log", "ab"))
+        self.workers[name] = process
+        return process
+
+    def submit(self, script: str, args=(), **spec) -> str:
+        job = self.client.submit({"main.py": script.encode()},
+                                 {"entry": "main.py", "args": list(args), **spec})
+        return job["id"]
+
+    def wait_for(self, job_id: str, predicate, seconds: float = 60) -> dict:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job = self.client.get(job_id)
+            if predicate(job):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job never reached the expected state: {job}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
+                         for p in sorted(self.tmp.glob("*.log")))
+
+    def stop(self) -> None:
+        processes = [*self.workers.values(), self.controller]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.client.close()
+
+
+@pytest.fixture
+def cluster(database_url, tmp_path):
+    clusters = []
+
+    def start(**settings) -> Cluster:
+        clusters.append(Cluster(tmp_path, database_url, **settings))
+        return clusters[-1]
+
+    yield start
+    for c in clusters:
+        c.stop()
+
+
+def test_mapper_job_runs_on_all_its_cpus(cluster, tmp_path):
+    c = cluster()
+    c.start_worker("w1", cpus=2)
+    job_id = c.submit(MAPPER_JOB, cpus=2)
+    job = c.client.wait(job_id, timeout=120, interval=0.2)
+    assert job["state"] == "succeeded", c.logs() + json.dumps(c.client.log(job_id))
+    assert job["worker"] == "w1" and job["exit_code"] == 0
+    results = c.client.download_results(job_id, tmp_path / "results")
+    squares = json.loads((results / "out" / "squares.json").read_text())
+    assert squares == [x * x for x in range(40)]
+    assert c.client.log(job_id)["stdout"].strip() == "cpus 2 processes 2"
+    assert not any((tmp_path / "work-w1").iterdir())  # the job directory was removed
+
+
+def test_killed_worker_job_is_requeued_and_finished_once(cluster, tmp_path):
+    c = cluster(lease_seconds=2)
+    c.start_worker("w1")
+    c.start_worker("w2")
+    job_id = c.submit(SLOW_JOB, args=["3"])
+    first = c.wait_for(job_id, lambda j: j["state"] == "running")
+    victim = c.workers[first["worker"]]
+    children = subprocess.run(["pgrep", "-P", str(victim.pid)], capture_output=True,
+                              text=True).stdout.split()
+    victim.send_signal(signal.SIGKILL)  # the worker dies mid-job, taking its job with it
+    for pid in children:
+        os.killpg(int(pid), signal.SIGKILL)
+    victim.wait()
+    done = c.client.wait(job_id, timeout=60, interval=0.2)
+    assert done["state"] == "succeeded", c.logs()
+    assert done["attempts"] == 2 and done["worker"] != first["worker"]
+    files = [f["path"] for f in c.client.files(job_id)]
+    assert files == ["done.txt", "main.py"]
+    assert c.client.log(job_id)["stdout"] == "finished\n"
+    job_dir = Path(c.settings.data_dir) / "jobs" / job_id
+    assert sorted(p.name for p in job_dir.iterdir()) == ["input", "result"]  # one result
+
+
+def test_sigterm_hands_running_jobs_back(cluster):
+    c = cluster()
+    w1 = c.start_worker("w1")
+    job_id = c.submit(SLOW_JOB, args=["2"])
+    c.wait_for(job_id, lambda j: j["state"] == "running")
+    w1.send_signal(signal.SIGTERM)
+    assert w1.wait(30) == 0
+    back = c.wait_for(job_id, lambda j: j["state"] == "queued")
+    assert back["attempts"] == 0
+    c.start_worker("w2")
+    done = c.client.wait(job_id, timeout=60, interval=0.2)
+    assert done["state"] == "succeeded" and done["worker"] == "w2"
+
+
+def test_cancel_and_walltime_stop_running_jobs(cluster):
+    c = cluster()
+    c.start_worker("w1", cpus=2)
+    cancelled = c.submit(SLOW_JOB, args=["60"])
+    timed = c.submit(SLOW_JOB, args=["60"], walltime=1)
+    c.wait_for(cancelled, lambda j: j["state"] == "running")
+    c.client.cancel(cancelled)
+    assert c.client.wait(cancelled, timeout=30, interval=0.2)["state"] == "cancelled"
+    job = c.client.wait(timed, timeout=30, interval=0.2)
+    assert job["state"] == "timed_out" and "wall time" in job["message"]
+
+
+def test_failing_job_reports_its_exit_code_and_stderr(cluster):
+    c = cluster()
+    c.start_worker("w1")
+    job_id = c.submit("import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n")
+    job = c.client.wait(job_id, timeout=60, interval=0.2)
+    assert (job["state"], job["exit_code"]) == ("failed", 3)
+    assert c.client.log(job_id)["stderr"] == "bad input\n"
