@@ -101,8 +101,8 @@ class Stack:
         return response.get_json()
 
     def claim(self, cpus=1, wait=0, who="w1"):
-        return self.http.post("/api/v1/worker/claim", json={"worker": who, "cpus": cpus,
-                                                            "wait": wait}, headers=self.headers(who))
+        body = {"worker": who, "cpus": cpus, "wait": wait}
+        return self.http.post("/api/v1/worker/claim", json=body, headers=self.headers(who))
 
     def claim_ok(self, **kwargs) -> dict:
         response = self.claim(**kwargs)

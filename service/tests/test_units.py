@@ -1,0 +1,224 @@
+"""Unit tests: settings, job states, archive safety, worker settings and runner, admin CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tar_bytes
+from jobqueue.archive import UnsafeArchive, check_relative_path, pack_dir, safe_extract
+from jobqueue.config import ConfigError
+from jobqueue.controller import admin
+from jobqueue.controller import settings as controller_settings
+from jobqueue.states import FINISHED, TRANSITIONS, IllegalTransition, JobState, check_transition
+from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
+from jobqueue.worker.settings import ServiceWindow, WorkerSettings
+
+
+# -- settings -----------------------------------------------------------------------------
+
+def test_file_then_environment_then_defaults(tmp_path):
+    path = tmp_path / "controller.toml"
+    path.write_text('lease_seconds = 90\nmax_attempts = 5\ndata_dir = "/srv/jq"\n')
+    settings = controller_settings.load(str(path))
+    assert (settings.lease_seconds, settings.max_attempts) == (90, 5)
+    assert settings.database_url == "sqlite:////srv/jq/jobqueue.db"
+    os.environ["JOBQUEUE_LEASE_SECONDS"] = "30"
+    os.environ["JOBQUEUE_ALLOW_ANONYMOUS"] = "yes"
+    try:
+        settings = controller_settings.load(str(path))
+    finally:
+        del os.environ["JOBQUEUE_LEASE_SECONDS"], os.environ["JOBQUEUE_ALLOW_ANONYMOUS"]
+    assert settings.lease_seconds == 30 and settings.allow_anonymous is True
+    assert settings.claim_wait_seconds == 30
+
+
+@pytest.mark.parametrize("content, message", [
+    ("colour = 1\n", "unknown setting(s): colour"),
+    ('lease_seconds = "soon"\n', "'lease_seconds'"),
+    ("lease_seconds = 0\n", "'lease_seconds' must be positive"),
+    ('allow_anonymous = "maybe"\n', "'allow_anonymous'"),
+    ("lease_seconds = \n", "not valid TOML"),
+])
+def test_bad_settings_name_the_key(tmp_path, content, message):
+    path = tmp_path / "controller.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        controller_settings.load(str(path))
+
+
+# -- states -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("current", list(JobState))
+@pytest.mark.parametrize("target", list(JobState))
+def test_only_listed_transitions_are_legal(current, target):
+    if target in TRANSITIONS[current]:
+        assert check_transition(current, target) is target
+    else:
+        with pytest.raises(IllegalTransition):
+            check_transition(current, target)
+
+
+def test_finished_states_are_final():
+    assert all(not TRANSITIONS[state] for state in FINISHED)
+    assert TRANSITIONS[JobState.QUEUED] == {JobState.RUNNING, JobState.CANCELLED}
+
+
+# -- archives -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "", "a\\b", "a\0b", "."])
+def test_unsafe_relative_paths(name):
+    with pytest.raises(UnsafeArchive):
+        check_relative_path(name)
+
+
+def test_relative_paths_are_normalised():
+    assert str(check_relative_path("./a//b/./c.txt")) == "a/b/c.txt"
+
+
+def test_safe_extract_limits_count_and_size(tmp_path):
+    archive = tar_bytes({f"f{i}": b"x" * 10 for i in range(5)})
+    with pytest.raises(UnsafeArchive, match="more than 3"):
+        safe_extract(io.BytesIO(archive), tmp_path / "a", 10_000, 3)
+    with pytest.raises(UnsafeArchive, match="exceeds 30 bytes"):
+        safe_extract(io.BytesIO(archive), tmp_path / "b", 30, 100)
+    assert len(safe_extract(io.BytesIO(archive), tmp_path / "c", 50, 5)) == 5
+
+
+def test_pack_dir_keeps_links_as_links(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    (src / "secret").symlink_to("/etc/hostname")
+    buf = io.BytesIO()
+    assert pack_dir(src, buf) == 1
+    buf.seek(0)
+    with pytest.raises(UnsafeArchive):  # and such a link is refused when unpacked
+        safe_extract(buf, tmp_path / "dest", 1000, 10)
+
+
+# -- worker settings ----------------------------------------------------------------------
+
+def test_worker_needs_a_token():
+    with pytest.raises(ConfigError, match="'token'"):
+        WorkerSettings()
+    assert WorkerSettings(token="t").name  # host name by default
+
+
+def test_worker_cpus_like_dispynode():
+    available = len(os.sched_getaffinity(0))
+    assert WorkerSettings(token="t", cpus=0).total_cpus == available
+    assert WorkerSettings(token="t", cpus=1).total_cpus == 1
+    assert WorkerSettings(token="t", cpus=-available).total_cpus == 1
+    assert WorkerSettings(token="t", cpus=10_000).total_cpus == available
+
+
+def test_worker_bad_settings():
+    with pytest.raises(ConfigError, match="on_shutdown"):
+        WorkerSettings(token="t", on_shutdown="panic")
+    with pytest.raises(ConfigError, match="service_stop"):
+        WorkerSettings(token="t", service_stop="25:99")
+
+
+T = dt.time
+
+
+@pytest.mark.parametrize("window, now, accepting, must_end", [
+    (ServiceWindow(None, None, None), T(3), True, False),
+    (ServiceWindow(T(18), T(7), T(8)), T(22), True, False),
+    (ServiceWindow(T(18), T(7), T(8)), T(7, 30), False, False),
+    (ServiceWindow(T(18), T(7), T(8)), T(12), False, True),
+    (ServiceWindow(T(9), T(17), None), T(12), True, False),
+    (ServiceWindow(T(9), T(17), None), T(18), False, False),
+])
+def test_service_window(window, now, accepting, must_end):
+    assert window.accepting(now) is accepting
+    assert window.must_end(now) is must_end
+
+
+# -- runner -------------------------------------------------------------------------------
+
+def run(tmp_path, code: str, limits: Limits | None = None, wait: float = 30):
+    (tmp_path / "job.py").write_text(code)
+    request = RunRequest("j", tmp_path, [sys.executable, "job.py"],
+                         limits or Limits(walltime=30, cpu_seconds=30, memory_bytes=1 << 30),
+                         tmp_path / "stdout", tmp_path / "stderr", {"PATH": "/usr/bin:/bin"})
+    process = LocalRunner().start(request)
+    return process, process.wait(wait)
+
+
+def test_runner_runs_in_the_job_directory(tmp_path):
+    _, code = run(tmp_path, "import os; print(os.getcwd())")
+    assert code == 0 and (tmp_path / "stdout").read_text().strip() == str(tmp_path)
+
+
+def test_runner_limits_file_size(tmp_path):
+    limits = Limits(walltime=30, cpu_seconds=30, memory_bytes=1 << 30, max_file_size=1000)
+    _, code = run(tmp_path, "with open('big', 'wb') as f:\n    f.write(b'x' * 5000)\n", limits)
+    assert code != 0 and (tmp_path / "big").stat().st_size <= 1000
+
+
+def test_runner_limits_memory(tmp_path):
+    limits = Limits(walltime=30, cpu_seconds=30, memory_bytes=200 << 20)
+    _, code = run(tmp_path, "x = bytearray(400 << 20)", limits)
+    assert code != 0 and "MemoryError" in (tmp_path / "stderr").read_text()
+
+
+def test_kill_stops_the_whole_process_group(tmp_path):
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "open('child.pid', 'w').write(str(child.pid))\n"
+            "time.sleep(60)\n")
+    process, status = run(tmp_path, code, wait=0.1)
+    assert status is None
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "child.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int((tmp_path / "child.pid").read_text())
+    process.kill(grace=1)
+    assert process.wait(5) is not None
+    time.sleep(0.2)
+    status = Path(f"/proc/{child}/status")
+    # Gone, or a zombie waiting for an init that may not reap (as here, without systemd).
+    assert not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+# -- admin CLI ----------------------------------------------------------------------------
+
+def test_admin_cli_users_and_tokens(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_DATA_DIR", str(tmp_path))
+    args = ["--config", str(tmp_path / "missing.toml")]
+    assert admin.main(args + ["migrate"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert admin.main(args + ["migrate"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
+    assert admin.main(args + ["create-user", "ann", "--role", "admin"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"] is True
+    assert admin.main(args + ["create-user", "ann", "--role", "admin"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"] is False
+    assert admin.main(args + ["create-user", "ann", "--role", "worker"]) == 2
+    assert "exists with role 'admin'" in capsys.readouterr().err
+    assert admin.main(args + ["issue-token", "ann"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("jq_") and len(token) > 40
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    assert admin.main(args + ["check-token", "ann"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("jq_other\n"))
+    assert admin.main(args + ["check-token", "ann"]) == 1
+    assert admin.main(args + ["issue-token", "nobody"]) == 2
+    assert "no user named 'nobody'" in capsys.readouterr().err
+
+
+def test_admin_cli_reports_bad_database(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", "postgresql+psycopg://x:y@127.0.0.1:1/none")
+    assert admin.main(["--config", str(tmp_path / "none.toml"), "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jobqueue-admin: error:") and "Traceback" not in err
+    assert Path(tmp_path).exists()
