@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from jobqueue.controller.app import create_app
-from jobqueue.controller.auth import get_or_create_user, issue_token
-from jobqueue.controller.db import make_engine, make_session_factory, migrate
+from jobqueue.localcluster import create_users
 from jobqueue.controller.settings import ControllerSettings
 
 POSTGRES_URL = os.environ.get("JOBQUEUE_TEST_POSTGRES_URL", "")
@@ -36,19 +35,6 @@ def database_url(request, tmp_path) -> str:
         pytest.skip("JOBQUEUE_TEST_POSTGRES_URL is not set")
     reset_postgres(POSTGRES_URL)
     return POSTGRES_URL
-
-
-def make_users(settings: ControllerSettings, *names_roles: tuple[str, str]) -> dict[str, str]:
-    """Migrate the schema and create users; return {name: token}."""
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    tokens = {}
-    with make_session_factory(engine).begin() as session:
-        for name, role in names_roles:
-            user, _ = get_or_create_user(session, name, role)
-            tokens[name] = issue_token(session, user)
-    engine.dispose()
-    return tokens
 
 
 def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -136,7 +122,7 @@ def make_stack(database_url, tmp_path):
     def factory(**overrides) -> Stack:
         settings = ControllerSettings(database_url=database_url, data_dir=str(tmp_path / "data"),
                                       **overrides)
-        tokens = make_users(settings, ("alice", "user"), ("bob", "user"), ("root", "admin"),
+        tokens = create_users(settings, ("alice", "user"), ("bob", "user"), ("root", "admin"),
                             ("w1", "worker"), ("w2", "worker"))
         app = create_app(settings)
         apps.append(app)

@@ -8,15 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import make_users
 from jobqueue.client import Client
 from jobqueue.controller.settings import ControllerSettings
+from jobqueue.localcluster import LocalCluster, create_users
 
 pytestmark = pytest.mark.e2e
 
@@ -43,38 +42,21 @@ print("finished")
 """
 
 
-class Cluster:
+class Cluster(LocalCluster):
+    """A local cluster with user alice and workers w1, w2, and a client for alice."""
+
     def __init__(self, tmp_path: Path, database_url: str, **settings):
-        self.tmp = tmp_path
-        self.settings = ControllerSettings(database_url=database_url,
-                                           data_dir=str(tmp_path / "controller"), **settings)
-        self.tokens = make_users(self.settings, ("alice", "user"), ("w1", "worker"),
-                                 ("w2", "worker"))
-        self.env = {**os.environ, "JOBQUEUE_CONFIG": str(tmp_path / "none.toml"),
-                    "JOBQUEUE_WORKER_CONFIG": str(tmp_path / "none.toml"),
-                    **{f"JOBQUEUE_{k.upper()}": str(v) for k, v in
-                       vars(self.settings).items()}}
-        self.controller = subprocess.Popen(
-            [sys.executable, "-m", "jobqueue.controller.serve", "--port", "0"], env=self.env,
-            stdout=subprocess.PIPE, stderr=open(tmp_path / "controller.log", "wb"), text=True)
-        line = self.controller.stdout.readline()
-        assert "listening on" in line, (tmp_path / "controller.log").read_text()
-        self.url = line.split()[-1]
-        self.workers: dict[str, subprocess.Popen] = {}
+        settings = ControllerSettings(database_url=database_url,
+                                      data_dir=str(tmp_path / "controller"), **settings)
+        self.tokens = create_users(settings, ("alice", "user"), ("w1", "worker"),
+                                   ("w2", "worker"))
+        super().__init__(tmp_path, settings)
         self.client = Client(self.url, self.tokens["alice"])
 
-    def start_worker(self, name: str, cpus: int = 1, **extra) -> subprocess.Popen:
-        env = {**self.env, "JOBQUEUE_WORKER_CONTROLLER_URL": self.url,
-               "JOBQUEUE_WORKER_TOKEN": self.tokens[name], "JOBQUEUE_WORKER_NAME": name,
-               "JOBQUEUE_WORKER_CPUS": str(cpus),
-               "JOBQUEUE_WORKER_WORK_DIR": str(self.tmp / f"work-{name}"),
-               "JOBQUEUE_WORKER_HEARTBEAT_SECONDS": "0.5",
-               "JOBQUEUE_WORKER_CLAIM_WAIT_SECONDS": "2",  # bounds how long a stop takes
-               **{f"JOBQUEUE_WORKER_{k.upper()}": str(v) for k, v in extra.items()}}
-        process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"], env=env,
-                                   stderr=open(self.tmp / f"{name}.log", "ab"))
-        self.workers[name] = process
-        return process
+    def start_worker(self, name: str, cpus: int = 1, **extra):
+        # A short claim wait bounds how long a worker takes to stop.
+        return super().start_worker(name, self.tokens[name], cpus, heartbeat_seconds=0.5,
+                                    claim_wait_seconds=2, **extra)
 
     def submit(self, script: str, args=(), **spec) -> str:
         job = self.client.submit({"main.py": script.encode()},
@@ -90,20 +72,8 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"job never reached the expected state: {job}\n{self.logs()}")
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
-                         for p in sorted(self.tmp.glob("*.log")))
-
     def stop(self) -> None:
-        processes = [*self.workers.values(), self.controller]
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        super().stop()
         self.client.close()
 
 

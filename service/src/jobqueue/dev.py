@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import requests
-
 from jobqueue.controller.auth import get_or_create_user, issue_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.controller.settings import ControllerSettings
+from jobqueue.localcluster import LocalCluster
 
 
 def _token(sessions, data_dir: Path, name: str, role: str) -> str:
@@ -33,19 +31,6 @@ def _token(sessions, data_dir: Path, name: str, role: str) -> str:
     return token
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("jobqueue: error: the controller did not start")
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit("jobqueue: error: the controller did not answer in time")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobqueue dev", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.path.expanduser("~/.local/share/jobqueue-dev"))
@@ -55,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = ControllerSettings(data_dir=str(data_dir / "controller"), lease_seconds=30)
+    settings = ControllerSettings(data_dir=str(data_dir / "controller"))
     engine = make_engine(settings.database_url)
     migrate(engine)
     sessions = make_session_factory(engine)
@@ -63,35 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     worker_token = _token(sessions, data_dir, "dev-worker", "worker")
     engine.dispose()
 
-    url = f"http://127.0.0.1:{args.port}"
-    client_config = data_dir / "client.toml"
-    client_config.write_text(f'url = "{url}"\ntoken = "{user_token}"\n')
-    env = dict(os.environ, JOBQUEUE_DATA_DIR=settings.data_dir, JOBQUEUE_LEASE_SECONDS="30",
-               JOBQUEUE_CONFIG=str(data_dir / "controller.toml"))
-    controller = subprocess.Popen([sys.executable, "-m", "jobqueue.controller.serve",
-                                   "--port", str(args.port)], env=env)
-    worker = None
+    cluster = LocalCluster(data_dir, settings, port=args.port)
     try:
-        _wait_until_up(url, controller)
-        worker_env = dict(os.environ, JOBQUEUE_WORKER_CONTROLLER_URL=url,
-                          JOBQUEUE_WORKER_TOKEN=worker_token,
-                          JOBQUEUE_WORKER_WORK_DIR=str(data_dir / "worker"),
-                          JOBQUEUE_WORKER_CPUS=str(args.cpus),
-                          JOBQUEUE_WORKER_CONFIG=str(data_dir / "worker.toml"))
-        worker = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"], env=worker_env)
-        print(f"\njobqueue dev: controller {url}, one worker; Ctrl-C stops both.\n"
+        cluster.start_worker("dev-worker", worker_token, cpus=args.cpus)
+        client_config = data_dir / "client.toml"
+        client_config.write_text(f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
+        print(f"jobqueue dev: controller {cluster.url}, one worker; Ctrl-C stops both.\n"
               f"  export JOBQUEUE_CLIENT_CONFIG={client_config}\n"
-              f"  jobqueue submit my_script.py --wait\n", flush=True)
-        while controller.poll() is None and worker.poll() is None:
+              f"  jobqueue submit my_script.py --wait\n"
+              f"  logs: {data_dir}/*.log", flush=True)
+        while all(p.poll() is None for p in (cluster.controller, *cluster.workers.values())):
             time.sleep(0.5)
+        print("jobqueue dev: a process stopped:\n" + cluster.logs(), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
-        for process in (worker, controller):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(60)
-    return 0
+        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""Benchmark: end-to-end throughput and submit-to-running latency of the job service.
+
+Starts a real controller process and worker processes on this machine, then prints:
+- trivial jobs per second with 2 workers, from the first submit through the HTTP API
+  until every result is stored;
+- submit -> running latency (p50, p95) on an idle queue, from the server's own
+  timestamps, one job at a time;
+- where each job's time goes: waiting in the queue versus on the worker, and how much
+  of the worker's share is the job process itself (limits shim, then the job).
+
+Usage: python bench/bench_throughput.py [--jobs 200] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from jobqueue.client import Client
+from jobqueue.controller.settings import ControllerSettings
+from jobqueue.localcluster import LocalCluster, create_users
+from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
+
+TRIVIAL = {"main.py": b"pass\n"}
+SPEC = {"entry": "main.py"}
+
+
+def seconds(a: str, b: str) -> float:
+    return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def wait_all_done(client: Client, ids: list[str]) -> list[dict]:
+    pending = set(ids)
+    while pending:
+        unfinished = {j["id"] for j in client.list(state="queued")} | \
+                     {j["id"] for j in client.list(state="running")}
+        pending &= unfinished
+        if pending:
+            time.sleep(0.02)
+    return [client.get(i) for i in ids]
+
+
+def runner_overhead(tmp: str) -> float:
+    """Median time for the Runner to start a trivial job and see it exit (no HTTP)."""
+    job_dir = Path(tmp) / "runner"
+    job_dir.mkdir()
+    (job_dir / "main.py").write_text("pass\n")
+    request = RunRequest("bench", job_dir, [sys.executable, "main.py"],
+                         Limits(walltime=30, cpu_seconds=30, memory_bytes=1 << 30),
+                         job_dir / "stdout", job_dir / "stderr", {"PATH": "/usr/bin:/bin"})
+    runs = []
+    for _ in range(20):
+        start = time.perf_counter()
+        LocalRunner().start(request).wait(None)
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--latency-samples", type=int, default=40)
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = ControllerSettings(database_url=args.database_url, data_dir=f"{tmp}/data")
+        tokens = create_users(settings, ("bench", "user"), ("w1", "worker"), ("w2", "worker"))
+        cluster = LocalCluster(tmp, settings)
+        client = Client(cluster.url, tokens["bench"])
+        try:
+            for name in ("w1", "w2"):
+                cluster.start_worker(name, tokens[name], cpus=1)
+            client.wait(client.submit(TRIVIAL, SPEC)["id"], timeout=60, interval=0.05)  # warm up
+
+            latencies = []
+            for _ in range(args.latency_samples):
+                job = client.wait(client.submit(TRIVIAL, SPEC)["id"], timeout=60, interval=0.02)
+                latencies.append(seconds(job["created_at"], job["started_at"]))
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                ids = [j["id"] for j in pool.map(lambda _: client.submit(TRIVIAL, SPEC),
+                                                 range(args.jobs))]
+            submitted = time.perf_counter() - start
+            jobs = wait_all_done(client, ids)
+            elapsed = time.perf_counter() - start
+            failed = [j for j in jobs if j["state"] != "succeeded"]
+            if failed:
+                print(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}", file=sys.stderr)
+                return 1
+            queue_wait = [seconds(j["created_at"], j["started_at"]) for j in jobs]
+            on_worker = [seconds(j["started_at"], j["finished_at"]) for j in jobs]
+        finally:
+            client.close()
+            cluster.stop()
+        run_alone = runner_overhead(tmp)
+
+    backend = "PostgreSQL" if args.database_url.startswith("postgresql") else "SQLite"
+    print(f"database: {backend}; workers: 2 x 1 CPU; machine CPUs: {len(os.sched_getaffinity(0))}")
+    print(f"throughput: {args.jobs} trivial jobs in {elapsed:.2f} s = "
+          f"{args.jobs / elapsed:.1f} jobs/s (submitting alone took {submitted:.2f} s)")
+    print(f"submit->running latency, idle queue ({len(latencies)} jobs): "
+          f"p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+          f"p95 {percentile(latencies, 95) * 1000:.1f} ms")
+    print(f"under load, per job: queue wait median {statistics.median(queue_wait) * 1000:.0f} ms; "
+          f"on the worker (claim to result stored) median "
+          f"{statistics.median(on_worker) * 1000:.0f} ms, of which running the job process "
+          f"(limits shim + job interpreter) takes {run_alone * 1000:.0f} ms and the rest is "
+          f"HTTP (input download, result upload, next claim) and database commits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

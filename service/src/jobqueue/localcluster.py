@@ -1,0 +1,75 @@
+"""A controller and workers as local processes on one machine: for end-to-end tests,
+benchmarks and `jobqueue dev`. Production runs the controller under Apache instead."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from jobqueue.controller.auth import get_or_create_user, issue_token
+from jobqueue.controller.db import make_engine, make_session_factory, migrate
+from jobqueue.controller.settings import ControllerSettings
+
+
+def create_users(settings: ControllerSettings, *names_roles: tuple[str, str]) -> dict[str, str]:
+    """Migrate the schema and create users; return a fresh token for each."""
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    tokens = {}
+    with make_session_factory(engine).begin() as session:
+        for name, role in names_roles:
+            user, _ = get_or_create_user(session, name, role)
+            tokens[name] = issue_token(session, user)
+    engine.dispose()
+    return tokens
+
+
+class LocalCluster:
+    def __init__(self, root: str | os.PathLike, settings: ControllerSettings, port: int = 0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        # Point the config paths at nothing, so files under /etc never leak in.
+        nowhere = str(self.root / "no-such-config.toml")
+        self.env = {**os.environ, "JOBQUEUE_CONFIG": nowhere, "JOBQUEUE_WORKER_CONFIG": nowhere,
+                    **{f"JOBQUEUE_{k.upper()}": str(v) for k, v in asdict(settings).items()}}
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "jobqueue.controller.serve", "--port", str(port)],
+            env=self.env, stdout=subprocess.PIPE, stderr=self._log("controller"), text=True)
+        line = self.controller.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError("the controller did not start:\n" + self.logs())
+        self.url = line.split()[-1]
+        self.workers: dict[str, subprocess.Popen] = {}
+
+    def _log(self, name: str):
+        return open(self.root / f"{name}.log", "ab")
+
+    def start_worker(self, name: str, token: str, cpus: int = 1, **settings) -> subprocess.Popen:
+        overrides = {"controller_url": self.url, "token": token, "name": name, "cpus": cpus,
+                     "work_dir": self.root / f"work-{name}", **settings}
+        env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}": str(v)
+                              for k, v in overrides.items()}}
+        process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"], env=env,
+                                   stderr=self._log(name))
+        self.workers[name] = process
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.root.glob("*.log")))
+
+    def stop(self) -> None:
+        processes = [*self.workers.values(), self.controller]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
