@@ -36,6 +36,17 @@ else
     echo "setup-host: packages already installed"
 fi
 
+# Without udev, /dev/kvm stays root-only 0600. libvirt then probes qemu with KVM
+# (as root) but finds KVM unusable for its qemu user at every later check, so it
+# throws its capability cache away and re-probes on every call: each libvirt call
+# takes seconds and starting a VM takes minutes. Give it udev's group and mode.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null \
+        && [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+    echo "setup-host: /dev/kvm to group kvm, mode 0660 (as udev would)"
+    $SUDO chgrp kvm /dev/kvm
+    $SUDO chmod 0660 /dev/kvm
+fi
+
 is_systemd() {
     [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]
 }
