@@ -25,10 +25,9 @@ from jobqueue.client.errors import (
     ApiError,
     ClientError,
     ConfigError,
-    UnsafeArchiveError,
     WaitTimeout,
 )
-from jobqueue.client.extract import safe_extract
+from jobqueue.archive import UnsafeArchive, safe_extract
 from jobqueue.client.multipart import MultipartBody
 from jobqueue.client.packing import check_relpath, pack_path
 
@@ -308,7 +307,7 @@ def test_refuses_unsafe_members(
     # A harmless member first: nothing at all may be extracted from a refused archive.
     archive = _tar(tmp_path / "r.tar.gz", [("file", "first.txt", "x"), *members])
     dest = tmp_path / "dest"
-    with pytest.raises(UnsafeArchiveError, match=reason):
+    with pytest.raises(UnsafeArchive, match=reason):
         safe_extract(archive, dest)
     assert not (dest / "first.txt").exists()
     assert not (tmp_path / "escape.txt").exists()
@@ -321,7 +320,7 @@ def test_refuses_links_that_only_escape_together(tmp_path: Path) -> None:
         [("sym", "a", "b/.."), ("sym", "b", "."), ("file", "keep.txt", "x")],
     )
     dest = tmp_path / "dest"
-    with pytest.raises(UnsafeArchiveError, match="outside"):
+    with pytest.raises(UnsafeArchive, match="outside"):
         safe_extract(archive, dest)
     assert not (dest / "a").is_symlink()
 
@@ -350,7 +349,7 @@ def test_does_not_follow_existing_links_in_the_destination(tmp_path: Path) -> No
     dest.mkdir()
     (dest / "out").symlink_to(outside, target_is_directory=True)
     archive = _tar(tmp_path / "r.tar.gz", [("file", "out/owned.txt", "x")])
-    with pytest.raises(UnsafeArchiveError, match="outside"):
+    with pytest.raises(UnsafeArchive, match="outside"):
         safe_extract(archive, dest)
     assert not (outside / "owned.txt").exists()
 
@@ -369,7 +368,7 @@ def test_strips_special_permission_bits(tmp_path: Path) -> None:
 def test_not_a_tar_archive(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"definitely not a tar file")
-    with pytest.raises(UnsafeArchiveError, match="not a readable tar"):
+    with pytest.raises(UnsafeArchive, match="not a readable tar"):
         safe_extract(junk, tmp_path / "dest")
 
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import requests
 
+from jobqueue.archive import UnsafeArchive, safe_extract
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
     ApiError,
@@ -22,7 +23,6 @@ from jobqueue.client.errors import (
     UnsafeArchiveError,
     WaitTimeout,
 )
-from jobqueue.client.extract import safe_extract
 from jobqueue.client.multipart import MultipartBody
 from jobqueue.client.packing import check_relpath, pack_path
 
@@ -194,7 +194,10 @@ class Client:
         os.close(fd)
         try:
             self._download(f"/jobs/{_seg(job_id)}/results", Path(tmp_name))
-            safe_extract(tmp_name, dest)
+            try:
+                safe_extract(tmp_name, dest)
+            except UnsafeArchive as exc:
+                raise UnsafeArchiveError(f"results of job {job_id}: {exc}") from None
         finally:
             os.unlink(tmp_name)
         return dest

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobqueue.archive import UnsafeArchive
+
 
 class ClientError(Exception):
     """Base class of every error the client raises on purpose."""
@@ -17,7 +19,7 @@ class TransportError(ClientError):
     """The controller could not be reached, or the connection failed mid-request."""
 
 
-class UnsafeArchiveError(ClientError):
+class UnsafeArchiveError(ClientError, UnsafeArchive):
     """A results archive holds a member that would land outside the destination."""
 
 

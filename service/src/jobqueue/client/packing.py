@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from jobqueue.archive import UnsafeArchive, check_relative_path
 from jobqueue.client.errors import ClientError
 
 # Never useful on a worker, and often large.
@@ -14,15 +15,11 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 def check_relpath(relpath: str) -> str:
     """Return ``relpath`` as a clean POSIX relative path, or raise if it could escape."""
-    if not relpath or "\\" in relpath or "\x00" in relpath:
-        raise ClientError(f"invalid job file path {relpath!r}")
-    pure = PurePosixPath(relpath)
-    if pure.is_absolute() or any(part in ("..", "") for part in pure.parts):
-        raise ClientError(f"job file path {relpath!r} must be relative and stay inside the job")
-    clean = pure.as_posix()
-    if clean == ".":
-        raise ClientError(f"invalid job file path {relpath!r}")
-    return clean
+    try:
+        return str(check_relative_path(relpath))
+    except UnsafeArchive as exc:
+        raise ClientError(f"job file path {relpath!r} must be relative and stay inside "
+                          f"the job ({exc})") from None
 
 
 def collect_folder(folder: str | os.PathLike[str]) -> dict[str, Path]:
