@@ -25,7 +25,7 @@ KERNEL_PACKAGES=(linux-image-amd64 grub-pc)
 # What the roles install (kept in step with roles/*): a no-op for them on this box.
 ROLE_PACKAGES=(
     apache2 libapache2-mod-wsgi-py3 ssl-cert
-    python3-venv python3-pip python3-psycopg2 python3-apt
+    python3-venv python3-pip python3-psycopg2 python3-cryptography python3-apt
     postgresql
     acl apparmor-utils ca-certificates rsync curl
 )
@@ -177,33 +177,51 @@ echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$ROOT/etc/sudoers.d/vagrant"
 chmod 0440 "$ROOT/etc/sudoers.d/vagrant"
 in_root passwd -l root >/dev/null
 
+# Ed25519 and ECDSA host keys only: an RSA key takes long to generate under
+# emulation and would delay SSH on every new VM.
 cat >"$ROOT/etc/ssh/sshd_config.d/box.conf" <<'SSHD'
+HostKey /etc/ssh/ssh_host_ed25519_key
+HostKey /etc/ssh/ssh_host_ecdsa_key
 UseDNS no
 PasswordAuthentication no
 SSHD
 
 # Every VM gets its own SSH host keys and snakeoil certificate on first boot.
-cat >"$ROOT/etc/systemd/system/box-first-boot.service" <<'UNIT'
+cat >"$ROOT/etc/systemd/system/box-ssh-host-keys.service" <<'UNIT'
 [Unit]
-Description=Generate per-machine SSH host keys and snakeoil certificate
+Description=Generate this machine's SSH host keys
 Before=ssh.service
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
-ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil --force-overwrite
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key
+
+[Install]
+RequiredBy=ssh.service
+UNIT
+cat >"$ROOT/etc/systemd/system/box-snakeoil.service" <<'UNIT'
+[Unit]
+Description=Generate this machine's snakeoil certificate
+Before=apache2.service postgresql@15-main.service
+ConditionPathExists=!/etc/ssl/private/ssl-cert-snakeoil.key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil
 
 [Install]
 WantedBy=multi-user.target
-RequiredBy=ssh.service
 UNIT
-in_root systemctl enable box-first-boot.service >/dev/null 2>&1
+in_root systemctl enable box-ssh-host-keys.service box-snakeoil.service >/dev/null 2>&1
 
 # Installed, not running: the roles enable what each host needs (workers need neither).
 in_root systemctl disable apache2.service postgresql.service >/dev/null 2>&1
 # apt's daily timers would take the dpkg lock in the middle of a play.
 in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
+# No LVM snapshots to reap or scrub; these only cost CPU at boot.
+in_root systemctl mask e2scrub_reap.service e2scrub_all.timer >/dev/null 2>&1
 
 step "bootloader"
 cat >"$ROOT/etc/default/grub" <<'GRUB'
@@ -237,7 +255,7 @@ DEBCONF
 step "clean"
 in_root apt-get clean
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/resolv.conf"
-rm -f "$ROOT"/etc/ssh/ssh_host_*
+rm -f "$ROOT"/etc/ssh/ssh_host_* "$ROOT/etc/ssl/private/ssl-cert-snakeoil.key" "$ROOT/etc/ssl/certs/ssl-cert-snakeoil.pem"
 : >"$ROOT/etc/machine-id"
 rm -f "$ROOT/var/lib/dbus/machine-id"
 rm -rf "$ROOT"/tmp/* "$ROOT"/var/tmp/* "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/*
@@ -259,13 +277,23 @@ cp "$REPO/box/Vagrantfile" "$WORK/Vagrantfile"
 tar -C "$WORK" -cf "$WORK/debian12.box" metadata.json Vagrantfile box.img
 
 step "vagrant box add"
-# A rebuilt box must also replace the copy vagrant-libvirt uploaded into the pool.
 vagrant box remove --force --all "$BOX_NAME" >/dev/null 2>&1 || true
-for vol in $(virsh -c qemu:///system vol-list default 2>/dev/null | awk -v p="${BOX_NAME//\//-VAGRANTSLASH-}_vagrant_box_image" 'index($1, p) == 1 {print $1}'); do
-    virsh -c qemu:///system vol-delete --pool default "$vol" >/dev/null 2>&1 || true
-done
 vagrant box add --force --name "$BOX_NAME" "$WORK/debian12.box"
 rm -f "$WORK/debian12.box"
+# vagrant-libvirt copies the box into the storage pool under a name with the box's
+# timestamp, so a rebuilt box gets a new volume. Remove older copies that no VM
+# disk is based on (VMs of other projects may still use one).
+POOL_VOLS=$(virsh -c qemu:///system vol-list default 2>/dev/null | awk 'NR > 2 && NF >= 2 {print $2}') || POOL_VOLS=""
+BACKING=$(for v in $POOL_VOLS; do qemu-img info -U "$v" 2>/dev/null | sed -n 's/^backing file: //p'; done | sort -u)
+for v in $POOL_VOLS; do
+    case "$(basename "$v")" in
+        "${BOX_NAME//\//-VAGRANTSLASH-}"_vagrant_box_image_*)
+            if ! grep -qxF "$v" <<<"$BACKING"; then
+                virsh -c qemu:///system vol-delete "$v" >/dev/null 2>&1 || true
+            fi
+            ;;
+    esac
+done
 
 step ""
 printf 'build-box: %-28s %4ds (box image %s)\n' "total" $((SECONDS - T_START)) "$(du -h "$WORK/box.img" | cut -f1)"
