@@ -201,10 +201,12 @@ ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key
 [Install]
 RequiredBy=ssh.service
 UNIT
+# PostgreSQL's default configuration uses the snakeoil certificate; make it when
+# PostgreSQL first starts, not at every first boot (an RSA key is slow here).
 cat >"$ROOT/etc/systemd/system/box-snakeoil.service" <<'UNIT'
 [Unit]
 Description=Generate this machine's snakeoil certificate
-Before=apache2.service postgresql@15-main.service
+Before=postgresql@15-main.service
 ConditionPathExists=!/etc/ssl/private/ssl-cert-snakeoil.key
 
 [Service]
@@ -212,7 +214,7 @@ Type=oneshot
 ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil
 
 [Install]
-WantedBy=multi-user.target
+RequiredBy=postgresql@15-main.service
 UNIT
 in_root systemctl enable box-ssh-host-keys.service box-snakeoil.service >/dev/null 2>&1
 
