@@ -53,7 +53,10 @@ if [ -z "$PUBKEY" ]; then
         if [ -f "$candidate" ]; then PUBKEY=$candidate; fi
     done
 fi
-[ -n "$PUBKEY" ] && [ -f "$PUBKEY" ] || { echo "build-box: vagrant's keys/vagrant.pub not found (set VAGRANT_INSECURE_PUBKEY)" >&2; exit 1; }
+if [ -z "$PUBKEY" ] || [ ! -f "$PUBKEY" ]; then
+    echo "build-box: vagrant's keys/vagrant.pub not found (set VAGRANT_INSECURE_PUBKEY)" >&2
+    exit 1
+fi
 
 T_START=$SECONDS
 STEP=""

@@ -6,10 +6,9 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
 
 PACKAGES=(
     vagrant vagrant-libvirt
@@ -30,8 +29,8 @@ done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup-host: installing ${missing[*]}"
-    $SUDO apt-get update -q
-    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
 else
     echo "setup-host: packages already installed"
 fi
@@ -43,8 +42,8 @@ fi
 if [ -c /dev/kvm ] && getent group kvm >/dev/null \
         && [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
     echo "setup-host: /dev/kvm to group kvm, mode 0660 (as udev would)"
-    $SUDO chgrp kvm /dev/kvm
-    $SUDO chmod 0660 /dev/kvm
+    as_root chgrp kvm /dev/kvm
+    as_root chmod 0660 /dev/kvm
 fi
 
 is_systemd() {
@@ -52,63 +51,65 @@ is_systemd() {
 }
 
 if is_systemd; then
-    $SUDO systemctl enable --now virtlogd.socket libvirtd.service >/dev/null 2>&1 \
-        || $SUDO systemctl start libvirtd
+    as_root systemctl enable --now virtlogd.socket libvirtd.service >/dev/null 2>&1 \
+        || as_root systemctl start libvirtd
 else
     # No service manager: start the daemons by hand when they are not running.
     if ! pgrep -x virtlogd >/dev/null; then
         echo "setup-host: starting virtlogd"
-        $SUDO virtlogd -d
+        as_root virtlogd -d
     fi
     if ! pgrep -x libvirtd >/dev/null; then
         echo "setup-host: starting libvirtd"
         # A stale pid file from an earlier run makes libvirtd refuse to start.
-        $SUDO rm -f /run/libvirtd.pid
-        $SUDO libvirtd -d --pid-file /run/libvirtd.pid
+        as_root rm -f /run/libvirtd.pid
+        as_root libvirtd -d --pid-file /run/libvirtd.pid
     fi
 fi
 
 # Wait for libvirtd's socket before talking to it ('virsh version' is slow: it
 # probes qemu, so ask for something cheap).
 for _ in $(seq 1 30); do
-    if $SUDO virsh -c qemu:///system uri >/dev/null 2>&1; then
+    if as_root virsh -c qemu:///system uri >/dev/null 2>&1; then
         break
     fi
     sleep 1
 done
-$SUDO virsh -c qemu:///system uri >/dev/null
+as_root virsh -c qemu:///system uri >/dev/null
 
 # The 'default' NAT network: vagrant-libvirt's management network needs a network
 # with DHCP; Debian ships its definition but does not always define or start it.
-VIRSH=($SUDO virsh -c qemu:///system)
-if ! "${VIRSH[@]}" net-info default >/dev/null 2>&1; then
+virsh_sys() {
+    as_root virsh -c qemu:///system "$@"
+}
+if ! virsh_sys net-info default >/dev/null 2>&1; then
     echo "setup-host: defining libvirt network 'default'"
-    "${VIRSH[@]}" net-define /usr/share/libvirt/networks/default.xml >/dev/null
+    virsh_sys net-define /usr/share/libvirt/networks/default.xml >/dev/null
 fi
 # Capture first: grep -q closing the pipe early would fail the pipeline (pipefail).
-net_info=$("${VIRSH[@]}" net-info default)
+net_info=$(virsh_sys net-info default)
 if ! grep -Eq '^Active:[[:space:]]+yes' <<<"$net_info"; then
     echo "setup-host: starting libvirt network 'default'"
-    "${VIRSH[@]}" net-start default >/dev/null
+    virsh_sys net-start default >/dev/null
 fi
-"${VIRSH[@]}" net-autostart default >/dev/null 2>&1 || true
+virsh_sys net-autostart default >/dev/null 2>&1 || true
 
 # The 'default' storage pool is where vagrant-libvirt puts box volumes and disks.
-if ! "${VIRSH[@]}" pool-info default >/dev/null 2>&1; then
+if ! virsh_sys pool-info default >/dev/null 2>&1; then
     echo "setup-host: defining libvirt storage pool 'default'"
-    $SUDO mkdir -p /var/lib/libvirt/images
-    "${VIRSH[@]}" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+    as_root mkdir -p /var/lib/libvirt/images
+    virsh_sys pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
 fi
-pool_info=$("${VIRSH[@]}" pool-info default)
+pool_info=$(virsh_sys pool-info default)
 if ! grep -Eq '^State:[[:space:]]+running' <<<"$pool_info"; then
-    "${VIRSH[@]}" pool-start default >/dev/null
+    virsh_sys pool-start default >/dev/null
 fi
-"${VIRSH[@]}" pool-autostart default >/dev/null 2>&1 || true
+virsh_sys pool-autostart default >/dev/null 2>&1 || true
 
 # Non-root users need to be in the libvirt group to use qemu:///system.
 if [ "$(id -u)" -ne 0 ] && ! id -nG | tr ' ' '\n' | grep -qx libvirt; then
     echo "setup-host: adding $(id -un) to group libvirt (log in again to use it)"
-    $SUDO usermod -aG libvirt "$(id -un)"
+    as_root usermod -aG libvirt "$(id -un)"
 fi
 
 echo "setup-host: ready: $(vagrant --version), libvirt $(virsh --version), network and pool 'default' active"
