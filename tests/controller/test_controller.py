@@ -68,6 +68,9 @@ def test_security_headers(base_url, ca_file):
     assert headers["Strict-Transport-Security"].startswith("max-age=")
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    # One policy, not the app's and Apache's side by side.
+    assert headers["Content-Security-Policy"].count("default-src") == 1
     assert "Apache/" not in headers.get("Server", "")
 
 
