@@ -33,14 +33,20 @@ for name in "${ORDER[@]}"; do
         rc=1
         tail -60 "$log"
     fi
-    # The timer callback prints one line per playbook, in sequence order.
-    steps=$(grep -o 'Playbook run took [0-9]* days, [0-9]* hours, [0-9]* minutes, [0-9]* seconds' "$log" \
-        | sed -E 's/Playbook run took 0 days, 0 hours, ([0-9]+) minutes, ([0-9]+) seconds/\1m\2s/' | paste -sd' ')
-    summary+=("$(printf '%-12s %-7s %5ds  playbooks: %s' "$name" "$status" $((SECONDS - start)) "$steps")")
+    # Per step: wall time from the timer callback, changed tasks of the
+    # idempotence run, and pytest's verdict.
+    steps=$(awk '
+        /\] Executing$/ { match($0, /> [a-z_]+\]/); step = substr($0, RSTART + 2, RLENGTH - 3) }
+        /Playbook run took/ { printf "%s=%dm%02ds ", step, $(NF-3), $(NF-1) }
+        step == "idempotence" && /changed=[0-9]+/ { match($0, /changed=[0-9]+/); n += substr($0, RSTART + 8, RLENGTH - 8) }
+        step == "idempotence" && /Executed:/ { printf "idempotence_changed=%d ", n }
+        / passed| failed/ && /[0-9]+(\.[0-9]+)?s/ && /=====/ { gsub(/=/, ""); printf "verify:%s ", $0 }
+    ' "$log")
+    summary+=("$(printf '%-12s %-7s %5ds  %s' "$name" "$status" $((SECONDS - start)) "$steps")")
 done
 
 echo
-echo "== molecule summary (playbooks in order: destroy create converge idempotence [side_effect] destroy)"
+echo "== molecule summary (total wall time, then per step)"
 printf '%s\n' "${summary[@]}"
 echo "leftover VMs:"; vagrant global-status --prune 2>/dev/null | grep -E 'running|shutoff' || echo "  none"
 exit $rc
