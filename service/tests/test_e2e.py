@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import pytest
 from jobqueue.client import Client
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster, create_users
+from jobqueue.worker.daemon import Worker
+from jobqueue.worker.runner import LocalRunner
+from jobqueue.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +164,27 @@ def test_failing_job_reports_its_exit_code_and_stderr(cluster):
     job = c.client.wait(job_id, timeout=60, interval=0.2)
     assert (job["state"], job["exit_code"]) == ("failed", 3)
     assert c.client.log(job_id)["stderr"] == "bad input\n"
+
+
+class BrokenRunner(LocalRunner):
+    def start(self, request):
+        raise RuntimeError("the runner is broken")
+
+
+def test_a_worker_error_hands_the_job_back_instead_of_losing_it(cluster):
+    c = cluster()
+    settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
+                              work_dir=str(c.root / "work-broken"), claim_wait_seconds=1)
+    worker = Worker(settings, runner=BrokenRunner())
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    try:
+        job_id = c.submit(SLOW_JOB, args=["0"])
+        back = c.wait_for(job_id, lambda j: j["state"] == "queued" and "handed back" in
+                          j["message"])
+        assert back["attempts"] == 0  # handing back does not use up an attempt
+    finally:
+        worker.stop()
+        thread.join(30)
+    c.start_worker("w2")
+    assert c.client.wait(job_id, timeout=60, interval=0.2)["state"] == "succeeded"

@@ -214,13 +214,17 @@ class Worker:
             if job.stop_reason in ("lease_lost", "handed_back"):
                 return
             self._report(job, code, job_dir, meta_dir, inputs)
-        except (UnsafeArchive, OSError, ControllerError, requests.RequestException) as exc:
-            log.error("job %s: %s", job.id, exc)
+        except LeaseLost:
+            log.warning("job %s: lease lost", job.id)
+        except Exception as exc:
+            if isinstance(exc, (UnsafeArchive, OSError, ControllerError,
+                                requests.RequestException)):
+                log.error("job %s: %s; handing it back", job.id, exc)
+            else:
+                log.exception("job %s: unexpected error; handing it back", job.id)
             if job.stop_reason is None:
                 self._stop_job(job, "handed_back")
                 self._release(job.id, job.lease)
-        except LeaseLost:
-            log.warning("job %s: lease lost", job.id)
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
             shutil.rmtree(meta_dir, ignore_errors=True)
