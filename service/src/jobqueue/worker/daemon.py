@@ -216,7 +216,7 @@ class Worker:
             self._report(job, code, job_dir, meta_dir, inputs)
         except LeaseLost:
             log.warning("job %s: lease lost", job.id)
-        except Exception as exc:
+        except Exception as exc:  # whatever broke, the job goes back, never silently lost
             if isinstance(exc, (UnsafeArchive, OSError, ControllerError,
                                 requests.RequestException)):
                 log.error("job %s: %s; handing it back", job.id, exc)
