@@ -52,6 +52,8 @@ def admin():
         conf = tomllib.load(f)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {conf['token']}"
+    # REQUESTS_CA_BUNDLE in the environment would override session.verify.
+    session.trust_env = False
     session.verify = conf["ca_bundle"]
     session.base = conf["url"].rstrip("/") + "/api/v1"
     yield session
