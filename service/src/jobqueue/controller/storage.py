@@ -24,10 +24,6 @@ from jobqueue.archive import (
 CHUNK = 1 << 16
 
 
-class TooLarge(ArchiveTooLarge):
-    pass
-
-
 def _copy_capped(src: IO[bytes], dest: Path, budget: int) -> int:
     """Copy a stream to `dest`, failing once more than `budget` bytes arrive."""
     written = 0
@@ -35,7 +31,7 @@ def _copy_capped(src: IO[bytes], dest: Path, budget: int) -> int:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > budget:
-                raise TooLarge("uploaded files exceed the size limit")
+                raise ArchiveTooLarge("uploaded files exceed the size limit")
             out.write(chunk)
     return written
 
