@@ -10,9 +10,9 @@ from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
 from jobqueue.controller.auth import current_user, require
-from jobqueue.controller.errors import ApiError, bad_request, not_found
+from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.controller.models import Job
-from jobqueue.controller.views import app_state, job_json, json_body
+from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost
 from jobqueue.states import REPORTABLE, JobState
 
@@ -67,9 +67,7 @@ def heartbeat(job_id: str):
 @bp.get("/worker/jobs/<job_id>/input")
 @require("worker")
 def get_input(job_id: str):
-    job = g.db.get(Job, job_id) if len(job_id) <= 32 else None
-    if job is None:
-        raise not_found()
+    job = find_job(job_id)
     if job.job_state is not JobState.RUNNING or job.lease != request.args.get("lease"):
         raise _lease_lost(LeaseLost("this worker no longer holds the job"))
     g.db.commit()
@@ -104,9 +102,7 @@ def upload_result(job_id: str):
     status = _parse_status()
     lease = status["lease"]
     state = app_state()
-    job = g.db.get(Job, job_id) if len(job_id) <= 32 else None
-    if job is None:
-        raise not_found()
+    job = find_job(job_id)
     if job.lease == lease and job.job_state.finished:
         return jsonify(job_json(job) | {"duplicate": True})
     if job.job_state is not JobState.RUNNING or job.lease != lease:
