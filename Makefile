@@ -23,7 +23,7 @@ cluster: venv host box wheelhouse ## local cluster up, configured, and a real jo
 	scripts/cluster.sh
 
 lint: venv
-	ruff check service
+	ruff check service tests molecule
 	yamllint -s .
 	ansible-lint --profile production
 

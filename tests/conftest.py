@@ -4,8 +4,10 @@ Tests talk to the cluster the way users and workers do: HTTPS from the control
 machine, verified against the CA the deploy created (read from the controller).
 """
 
+import json
 import os
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -58,3 +60,26 @@ def admin():
     session.base = conf["url"].rstrip("/") + "/api/v1"
     yield session
     session.close()
+
+
+FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "lost"}
+
+
+def submit(admin, spec, files) -> str:
+    """Submit a job through the public API as the admin; return its id."""
+    response = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps(spec)},
+                          files=[("files", (name, content)) for name, content in files],
+                          timeout=60)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def wait(admin, job_id, timeout=600) -> dict:
+    """Poll a job until it has finished; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = admin.get(f"{admin.base}/jobs/{job_id}", timeout=30).json()
+        if job["state"] in FINISHED:
+            return job
+        time.sleep(3)
+    pytest.fail(f"job {job_id} still {job['state']} after {timeout} s")

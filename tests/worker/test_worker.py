@@ -1,0 +1,89 @@
+"""A deployed worker: running, hardened, and doing real work through the public
+API (a mapper job finishes on a worker with the expected output) while leaving
+alone a job it cannot take."""
+
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+from conftest import submit, wait
+
+testinfra_hosts = ["ansible://workers"]
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "playbooks" / "files" / "experiment.py"
+
+
+def test_worker_service_enabled_and_running(host):
+    service = host.service("jobqueue-worker")
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_worker_runs_as_its_own_user(host):
+    assert host.process.filter(user="jobqueue-worker"), "jobqueue-worker runs no process"
+
+
+def test_worker_unit_is_hardened(host):
+    props = host.run(
+        "systemctl show jobqueue-worker -p NoNewPrivileges -p ProtectSystem -p ProtectHome"
+        " -p PrivateTmp -p KillMode -p Restart -p User -p ReadWritePaths").stdout
+    for expected in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                     "PrivateTmp=yes", "KillMode=mixed", "Restart=on-failure",
+                     "User=jobqueue-worker", "ReadWritePaths=/var/lib/jobqueue-worker"):
+        assert expected in props
+
+
+def test_worker_token_is_private(host):
+    with host.sudo():
+        token = host.file("/etc/jobqueue/worker.token")
+        assert token.mode == 0o640
+        assert token.group == "jobqueue-worker"
+        assert len(token.content_string.strip()) > 20
+
+
+@pytest.fixture(scope="module")
+def worker_names():
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    return set(runner.get_hosts("workers"))
+
+
+def test_job_runs_on_a_worker_with_expected_output(admin, worker_names):
+    job_id = submit(admin, {"name": "verify-mapper", "entry": "experiment.py", "args": [],
+                            "cpus": 1, "walltime": 600},
+                    [("experiment.py", EXPERIMENT.read_bytes())])
+    job = wait(admin, job_id)
+    if job["state"] != "succeeded":
+        log = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+        pytest.fail(f"job {job_id} {job['state']}: {job.get('message')}\n"
+                    f"stdout:\n{log.get('stdout')}\nstderr:\n{log.get('stderr')}")
+    assert job["worker"] in worker_names
+    results = admin.get(f"{admin.base}/jobs/{job_id}/results", timeout=60)
+    assert results.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(results.content), mode="r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("result.json"))
+        result = json.load(tar.extractfile(member))
+    assert result["n"] == 1000
+    assert result["sum"] == sum(x * x for x in range(1000))
+
+
+def test_job_no_worker_can_take_is_not_claimed(admin):
+    # Every VM has one CPU: nobody may claim a four-CPU job.
+    job_id = submit(admin, {"name": "verify-too-big", "entry": "run.py", "args": [],
+                            "cpus": 4, "walltime": 60},
+                    [("run.py", b"print('should never run')\n")])
+    time.sleep(20)
+    job = admin.get(f"{admin.base}/jobs/{job_id}", timeout=30).json()
+    assert job["state"] == "queued"
+    assert not job["worker"]
+    cancelled = admin.post(f"{admin.base}/jobs/{job_id}/cancel", timeout=30).json()
+    assert cancelled["state"] == "cancelled"
+
+
+def test_nothing_left_running(admin):
+    running = admin.get(f"{admin.base}/jobs", params={"state": "running"}, timeout=30).json()
+    assert running["jobs"] == []
