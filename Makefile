@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv host box wheelhouse cluster lint test test-all test-service test-molecule bench clean
+.PHONY: venv host box wheelhouse cluster lint test test-service test-molecule bench clean
 
 venv: $(VENV)/.done
 $(VENV)/.done: requirements-dev.txt service/pyproject.toml
@@ -33,11 +33,9 @@ test-service: venv
 test-molecule: venv host box wheelhouse
 	scripts/test-molecule.sh
 
-# What CI runs. The Molecule scenarios boot VMs (about an hour under software
-# emulation on two cores): run them with `make test-molecule` or `make test-all`.
-test: lint test-service
-
-test-all: test test-molecule
+# What CI runs: lint, the service's tests, then every Molecule scenario on
+# VMs (controller, worker, cluster; see scripts/test-molecule.sh).
+test: lint test-service test-molecule
 
 bench: venv
 	python service/bench/bench_throughput.py
