@@ -17,6 +17,10 @@ declare -A SCENARIOS=(
 ORDER=(controller worker cluster)
 [ $# -gt 0 ] && ORDER=("$@")
 
+# Settings every scenario shares, named explicitly: Molecule finds them by
+# itself only in a git checkout.
+BASE_CONFIG=$PWD/.config/molecule/config.yml
+
 [ -f build/wheelhouse.tar ] || scripts/build-wheelhouse.sh
 mkdir -p build/molecule
 
@@ -27,7 +31,7 @@ for name in "${ORDER[@]}"; do
     log=$PWD/build/molecule/$name.log
     start=$SECONDS
     echo "== molecule $name ($dir, scenario $scenario), log $log"
-    if (cd "$dir" && molecule test -s "$scenario") >"$log" 2>&1; then
+    if (cd "$dir" && molecule --base-config "$BASE_CONFIG" test -s "$scenario") >"$log" 2>&1; then
         status=passed
     else
         status=FAILED
