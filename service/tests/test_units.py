@@ -14,10 +14,12 @@ import pytest
 
 from conftest import tar_bytes
 from jobqueue.archive import UnsafeArchive, check_relative_path, pack_dir, safe_extract
+from jobqueue.client.api import Client
 from jobqueue.config import ConfigError
 from jobqueue.controller import admin
 from jobqueue.controller import settings as controller_settings
 from jobqueue.states import FINISHED, TRANSITIONS, IllegalTransition, JobState, check_transition
+from jobqueue.worker.controller_api import ControllerApi
 from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
 from jobqueue.worker.settings import ServiceWindow, WorkerSettings
 
@@ -222,3 +224,20 @@ def test_admin_cli_reports_bad_database(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("jobqueue-admin: error:") and "Traceback" not in err
     assert Path(tmp_path).exists()
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_configured_ca_wins_over_the_environment(monkeypatch, variable):
+    monkeypatch.setenv(variable, "/etc/ssl/certs/ca-certificates.crt")
+    url = "https://controller.example/api/v1/jobs"
+
+    def verify(http, per_request=None):
+        return http.merge_environment_settings(url, {}, None, per_request, None)["verify"]
+
+    for http in (Client(url, "token", ca_bundle="/deploy/ca.crt").session,
+                 ControllerApi(url, "token", ca_bundle="/deploy/ca.crt").http):
+        assert verify(http) == "/deploy/ca.crt"
+        # An explicit per-request choice still wins.
+        assert verify(http, per_request=False) is False
+    # Without a configured CA the environment's applies, as requests does it.
+    assert verify(Client(url, "token").session) == "/etc/ssl/certs/ca-certificates.crt"

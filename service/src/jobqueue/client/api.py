@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import requests
 
+from jobqueue import https
 from jobqueue.archive import UnsafeArchive, safe_extract
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
@@ -72,13 +73,10 @@ class Client:
         self.url = base
         self.api = base + API_PREFIX
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = https.session(ca_bundle, user_agent="jobqueue-client")
         self.session.headers["Accept"] = "application/json"
-        self.session.headers["User-Agent"] = "jobqueue-client"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
-        if ca_bundle:
-            self.session.verify = ca_bundle
 
     @classmethod
     def from_env(cls, timeout: float = DEFAULT_TIMEOUT) -> Client:

@@ -8,6 +8,8 @@ from typing import IO
 
 import requests
 
+from jobqueue import https
+
 API = "/api/v1"
 
 
@@ -23,11 +25,8 @@ class ControllerApi:
     def __init__(self, base_url: str, token: str, ca_bundle: str = "", timeout: float = 30.0):
         self.base = base_url.rstrip("/") + API
         self.timeout = timeout
-        self.http = requests.Session()
+        self.http = https.session(ca_bundle, user_agent="jobqueue-worker")
         self.http.headers["Authorization"] = f"Bearer {token}"
-        self.http.headers["User-Agent"] = "jobqueue-worker"
-        if ca_bundle:
-            self.http.verify = ca_bundle
 
     def _check(self, response: requests.Response) -> requests.Response:
         if response.status_code == 409:
