@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import requests
+import testinfra.utils.ansible_runner
+from jobqueue import https
+from jobqueue.states import FINISHED
 
 CA_PATH = "/etc/jobqueue/tls/ca.crt"
 
@@ -52,17 +54,18 @@ def admin():
     path = build_dir() / "admin-client.toml"
     with open(path, "rb") as f:
         conf = tomllib.load(f)
-    session = requests.Session()
+    session = https.session(conf["ca_bundle"], user_agent="jobqueue-tests")
     session.headers["Authorization"] = f"Bearer {conf['token']}"
-    # REQUESTS_CA_BUNDLE in the environment would override session.verify.
-    session.trust_env = False
-    session.verify = conf["ca_bundle"]
     session.base = conf["url"].rstrip("/") + "/api/v1"
     yield session
     session.close()
 
 
-FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "lost"}
+@pytest.fixture(scope="session")
+def worker_names() -> set[str]:
+    """Inventory names of the scenario's workers (what jobs report as their worker)."""
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    return set(runner.get_hosts("workers"))
 
 
 def submit(admin, spec, files) -> str:

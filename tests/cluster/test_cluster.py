@@ -3,9 +3,7 @@ workers): the experiment's checked results are on the control machine, and the
 workers share the queue. Each worker's own checks are in tests/worker."""
 
 import json
-import os
 
-import testinfra.utils.ansible_runner
 from conftest import build_dir, submit, wait
 
 testinfra_hosts = ["ansible://controllers"]
@@ -21,15 +19,13 @@ def test_run_experiment_left_checked_results():
         assert result["sum"] == sum(x * x for x in range(1000))
 
 
-def test_every_worker_takes_a_share_of_the_queue(admin):
+def test_every_worker_takes_a_share_of_the_queue(admin, worker_names):
     # One CPU per worker VM: while each runs one of these, it can take no
     # other, so two one-CPU jobs submitted together run on two workers.
-    workers = set(testinfra.utils.ansible_runner.AnsibleRunner(
-        os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("workers"))
     spec = {"entry": "run.py", "args": [], "cpus": 1, "walltime": 300}
     script = [("run.py", b"import time\ntime.sleep(20)\nprint('done')\n")]
     ids = [submit(admin, {**spec, "name": f"verify-share-{n}"}, script)
-           for n in range(len(workers))]
+           for n in range(len(worker_names))]
     jobs = [wait(admin, job_id) for job_id in ids]
     assert [job["state"] for job in jobs] == ["succeeded"] * len(ids)
-    assert {job["worker"] for job in jobs} == workers
+    assert {job["worker"] for job in jobs} == worker_names

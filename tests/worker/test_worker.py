@@ -4,13 +4,11 @@ alone a job it cannot take."""
 
 import io
 import json
-import os
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
 from conftest import submit, wait
 
 testinfra_hosts = ["ansible://workers"]
@@ -44,12 +42,6 @@ def test_worker_token_is_private(host):
         assert token.mode == 0o640
         assert token.group == "jobqueue-worker"
         assert len(token.content_string.strip()) > 20
-
-
-@pytest.fixture(scope="module")
-def worker_names():
-    runner = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
-    return set(runner.get_hosts("workers"))
 
 
 def test_job_runs_on_a_worker_with_expected_output(admin, worker_names):
