@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobqueue.controller.auth import get_or_create_user, issue_token
+from jobqueue.controller.tokens import get_or_create_user, issue_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster
