@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv host box wheelhouse cluster lint test test-service test-molecule bench clean
+.PHONY: venv host box wheelhouse cluster lint role-vars test test-service test-molecule bench clean
 
 venv: $(VENV)/.done
 $(VENV)/.done: requirements-dev.txt service/pyproject.toml
@@ -13,7 +13,7 @@ $(VENV)/.done: requirements-dev.txt service/pyproject.toml
 host:            ## install and start Vagrant, libvirt and qemu on this machine
 	scripts/setup-host.sh
 
-box: host        ## build the local Debian 12 Vagrant box (once)
+box: host wheelhouse ## build the local Debian 12 Vagrant box (once)
 	scripts/build-box.sh
 
 wheelhouse: venv ## wheels of the service and all its dependencies, for the hosts
@@ -23,9 +23,13 @@ cluster: venv host box wheelhouse ## local cluster up, configured, and a real jo
 	scripts/cluster.sh
 
 lint: venv
-	ruff check service tests molecule
+	ruff check service tests molecule scripts plugins
+	python scripts/role-vars.py --check
 	yamllint -s .
 	ansible-lint --profile production
+
+role-vars: venv  ## defaults/main.yml and README tables from each role's argument specs
+	python scripts/role-vars.py
 
 test-service: venv
 	scripts/test-service.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every Molecule scenario (create, converge, idempotence, verify, destroy)
 # and report how long each took. Usage: scripts/test-molecule.sh [scenario...]
-# where a scenario is one of: controller worker cluster (default: all).
+# where a scenario is one of: install controller worker cluster (default: all).
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +10,12 @@ export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 # scenario name -> "directory molecule-scenario"
 declare -A SCENARIOS=(
+    [install]="roles/jobqueue_install default"
     [controller]="roles/controller default"
     [worker]="roles/worker default"
     [cluster]=". cluster"
 )
-ORDER=(controller worker cluster)
+ORDER=(install controller worker cluster)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # Settings every scenario shares, named explicitly: Molecule finds them by
