@@ -149,6 +149,24 @@ in_root apt-get update -q >"$WORK/apt.log" 2>&1
 in_root apt-get install -y -q "${KERNEL_PACKAGES[@]}" "${ROLE_PACKAGES[@]}" >>"$WORK/apt.log" 2>&1 \
     || { tail -30 "$WORK/apt.log" >&2; exit 1; }
 
+step "python deps"
+# The service's dependencies, from the project's wheelhouse, in the virtualenv the
+# roles install into (jobqueue_install_dir's default): pip compiles every module it
+# installs, minutes under emulation and seconds here. The roles still install
+# jobqueue itself and upgrade whatever the wheelhouse has newer.
+WHEELHOUSE=$REPO/build/wheelhouse
+if [ -d "$WHEELHOUSE" ]; then
+    mkdir -p "$ROOT/opt/jobqueue"
+    cp -a "$WHEELHOUSE" "$ROOT/tmp/wheelhouse"
+    in_root python3 -m venv /opt/jobqueue/venv
+    deps=$(cd "$ROOT/tmp/wheelhouse" && ls -- *.whl | grep -v '^jobqueue-' | sed 's|^|/tmp/wheelhouse/|')
+    # shellcheck disable=SC2086 # one argument per wheel
+    in_root /opt/jobqueue/venv/bin/pip install --quiet --no-index --disable-pip-version-check $deps
+    rm -rf "$ROOT/tmp/wheelhouse"
+else
+    echo "build-box: no $WHEELHOUSE; the roles will install every dependency in the VMs" >&2
+fi
+
 step "configure"
 echo debian12 >"$ROOT/etc/hostname"
 cat >"$ROOT/etc/hosts" <<'HOSTS'
@@ -221,6 +239,15 @@ RequiredBy=postgresql@15-main.service
 UNIT
 in_root systemctl enable box-ssh-host-keys.service box-snakeoil.service >/dev/null 2>&1
 
+# Debian's sample profiles (dhclient, lsb_release, nvidia_modprobe) would be compiled
+# at every first boot: about 40 s under emulation, on the path to SSH. The roles load
+# the profiles the service needs.
+for profile in sbin.dhclient lsb_release nvidia_modprobe; do
+    if [ -e "$ROOT/etc/apparmor.d/$profile" ]; then
+        ln -sf "../$profile" "$ROOT/etc/apparmor.d/disable/$profile"
+    fi
+done
+
 # Installed, not running: the roles enable what each host needs (workers need neither).
 in_root systemctl disable apache2.service postgresql.service >/dev/null 2>&1
 # apt's daily timers would take the dpkg lock in the middle of a play.
@@ -229,6 +256,13 @@ in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
 in_root systemctl mask e2scrub_reap.service e2scrub_all.timer >/dev/null 2>&1
 
 step "bootloader"
+# The box boots on virtio only: an initramfs with just what finds the root disk is
+# much smaller than Debian's default (most drivers), and under emulation loading
+# and unpacking it is on the boot path.
+cat >"$ROOT/etc/initramfs-tools/conf.d/box.conf" <<'INITRAMFS'
+MODULES=list
+INITRAMFS
+printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic >"$ROOT/etc/initramfs-tools/modules"
 cat >"$ROOT/etc/default/grub" <<'GRUB'
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
