@@ -6,26 +6,38 @@ usage: vagrant_ctl.py up DIR INSTANCE_CONFIG | destroy DIR
 `up` writes Molecule's instance config (how to reach each VM over SSH).
 """
 
+import fcntl
 import json
 import os
 import sys
+import tempfile
 
 import vagrant
 
 
+def parse_ssh_config(text: str) -> list[dict]:
+    """Molecule instances from `vagrant ssh-config` output (every VM at once)."""
+    hosts, current = [], None
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "Host":
+            current = {"instance": value.strip()}
+            hosts.append(current)
+        elif current is not None and key in ("HostName", "User", "Port", "IdentityFile"):
+            current[key] = value.strip().strip('"')
+    return [{"instance": h["instance"], "address": h["HostName"], "user": h["User"],
+             "port": int(h["Port"]), "identity_file": h["IdentityFile"]} for h in hosts]
+
+
 def up(root: str, instance_config: str) -> None:
     v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
-    v.up(provider="libvirt")
-    instances = []
-    for status in v.status():
-        conf = v.conf(vm_name=status.name)
-        instances.append({
-            "instance": status.name,
-            "address": conf["HostName"],
-            "user": conf["User"],
-            "port": int(conf["Port"]),
-            "identity_file": conf["IdentityFile"].strip('"'),
-        })
+    # Scenarios may run side by side: one `vagrant up` at a time, so that a new
+    # box is copied into libvirt's pool once, not by two processes at once.
+    with open(os.path.join(tempfile.gettempdir(), "jobqueue-vagrant-up.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        v.up(provider="libvirt")
+    # One `vagrant ssh-config` for all VMs: each vagrant command costs seconds.
+    instances = parse_ssh_config(v.ssh_config())
     with open(instance_config, "w") as out:
         json.dump(instances, out, indent=2)
 

@@ -19,7 +19,8 @@ USER_ROUTES = [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/
 WORKER_ROUTES = [("post", "/api/v1/worker/claim"), ("post", "/api/v1/worker/jobs/J/heartbeat"),
                  ("get", "/api/v1/worker/jobs/J/input"), ("post", "/api/v1/worker/jobs/J/result"),
                  ("post", "/api/v1/worker/jobs/J/release")]
-ALL_ROUTES = USER_ROUTES + WORKER_ROUTES + [("get", "/metrics"), ("get", "/api/v1/openapi.json")]
+ALL_ROUTES = USER_ROUTES + WORKER_ROUTES + [("get", "/metrics"), ("get", "/api/v1/openapi.json"),
+                                            ("get", "/api/v1/me")]
 
 
 def call(stack, method, path, who=None, job="0" * 32, headers=None):
@@ -314,3 +315,10 @@ def test_jobs_cannot_go_back_from_finished(stack):
     assert stack.heartbeat(job, lease).status_code == 409
     assert stack.job(job)["state"] == "succeeded"
     assert utcnow()  # timestamps are aware UTC
+
+
+@pytest.mark.parametrize("who, role", [("alice", "user"), ("root", "admin"), ("w1", "worker")])
+def test_me_names_the_token_holder(stack, who, role):
+    response = call(stack, "get", "/api/v1/me", who)
+    assert response.status_code == 200
+    assert response.get_json() == {"name": who, "role": role}

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from jobqueue.controller import errors
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.api import bp as api_bp
-from jobqueue.controller.auth import require
+from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.metrics import Metrics
 from jobqueue.controller.openapi import document
@@ -78,6 +78,14 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     @require("user", "admin", "worker")
     def openapi():
         return jsonify(document())
+
+    # Whose token this is: lets the deploy check a token over HTTPS, the way
+    # its holder will use it.
+    @api.get("/me")
+    @require("user", "admin", "worker")
+    def me():
+        user = current_user()
+        return jsonify({"name": user.name, "role": user.role})
 
     app.register_blueprint(api)
     errors.register(app)

@@ -123,6 +123,9 @@ def document() -> dict:
                 "Hand a running job back to the queue", {"200": _json(
                     "Released", schema={"type": "object"})}, 400, 409, params=jid,
                 body=LEASE_BODY)},
+            "/me": {"get": _op("Whose token this is", {"200": _json(
+                "The token's user", schema={"type": "object", "properties": {
+                    "name": {"type": "string"}, "role": {"type": "string"}}})})},
             "/openapi.json": {"get": _op("This document", {"200": _json(
                 "OpenAPI", schema={"type": "object"})})},
         }.items()},
