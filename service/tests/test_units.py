@@ -218,6 +218,26 @@ def test_admin_cli_users_and_tokens(tmp_path, capsys, monkeypatch):
     assert "no user named 'nobody'" in capsys.readouterr().err
 
 
+def test_admin_cli_creates_several_users_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_DATA_DIR", str(tmp_path))
+    args = ["--config", str(tmp_path / "missing.toml")]
+    assert admin.main(args + ["migrate"]) == 0
+    assert admin.main(args + ["create-user", "ann", "--role", "admin"]) == 0
+    capsys.readouterr()
+    assert admin.main(args + ["create-users", "ann:admin", "bo:user"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"users": ["ann", "bo"], "created": ["bo"]}
+    assert admin.main(args + ["create-users", "ann:admin", "bo:user"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"] == []
+    # A clash rolls the whole run back: cy is not created either.
+    assert admin.main(args + ["create-users", "cy:user", "bo:admin"]) == 2
+    assert "exists with role 'user'" in capsys.readouterr().err
+    assert admin.main(args + ["list-users"]) == 0
+    assert "cy" not in {row["user"] for row in json.loads(capsys.readouterr().out)}
+    with pytest.raises(SystemExit):
+        admin.main(args + ["create-users", "dee:root"])
+    assert "unknown role 'root'" in capsys.readouterr().err
+
+
 def test_admin_cli_reports_bad_database(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JOBQUEUE_DATABASE_URL", "postgresql+psycopg://x:y@127.0.0.1:1/none")
     assert admin.main(["--config", str(tmp_path / "none.toml"), "migrate"]) == 2

@@ -36,13 +36,36 @@ def cmd_migrate(args, engine, sessions) -> int:
     return 0
 
 
+def _ensure_user(session, name: str, role: str) -> bool:
+    """Create the user unless it exists with that role; True when created."""
+    user, created = get_or_create_user(session, name, role)
+    if not created and user.role != role:
+        raise AdminError(f"user {name!r} exists with role {user.role!r}, not {role!r}")
+    return created
+
+
 def cmd_create_user(args, engine, sessions) -> int:
     with sessions.begin() as session:
-        user, created = get_or_create_user(session, args.name, args.role)
-        if not created and user.role != args.role:
-            raise AdminError(f"user {args.name!r} exists with role {user.role!r}, "
-                             f"not {args.role!r}")
+        created = _ensure_user(session, args.name, args.role)
     print(json.dumps({"user": args.name, "role": args.role, "created": created}))
+    return 0
+
+
+def _name_and_role(text: str) -> tuple[str, str]:
+    name, sep, role = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME:ROLE")
+    if role not in ROLES:
+        raise argparse.ArgumentTypeError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+    return name, role
+
+
+def cmd_create_users(args, engine, sessions) -> int:
+    """Several users in one run and one transaction: the deploy's users step
+    costs one start of this program instead of one per user."""
+    with sessions.begin() as session:
+        created = [name for name, role in args.users if _ensure_user(session, name, role)]
+    print(json.dumps({"users": [name for name, _ in args.users], "created": created}))
     return 0
 
 
@@ -92,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--role", choices=ROLES, default="user")
     s.set_defaults(func=cmd_create_user)
+    s = sub.add_parser("create-users", help="create several users (existing ones are left as is)")
+    s.add_argument("users", nargs="+", type=_name_and_role, metavar="NAME:ROLE")
+    s.set_defaults(func=cmd_create_users)
     s = sub.add_parser("issue-token", help="print a new token for a user, once")
     s.add_argument("name")
     s.add_argument("--label", default="")
