@@ -105,7 +105,8 @@ def test_mapper_job_runs_on_all_its_cpus(cluster, tmp_path):
     squares = json.loads((results / "out" / "squares.json").read_text())
     assert squares == [x * x for x in range(40)]
     assert c.client.log(job_id)["stdout"].strip() == "cpus 2 processes 2"
-    assert not any((tmp_path / "work-w1").iterdir())  # the job directory was removed
+    # The job's directories were removed; only the worker's next claim id is kept.
+    assert [p.name for p in (tmp_path / "work-w1").iterdir()] == ["claim-id"]
 
 
 def test_killed_worker_job_is_requeued_and_finished_once(cluster, tmp_path):
