@@ -157,12 +157,17 @@ class JobFiles:
     def has_result(self, job_id: str) -> bool:
         return (self.job_dir(job_id) / "result").is_dir()
 
-    def place_result(self, job_id: str, lease: str) -> bool:
-        """Make a ready upload of the attempt that finished the job its result, unless it
-        has one; drop the job's other uploads. Safe to run twice, even at the same time:
-        a rename onto an existing result fails, so the first one in wins."""
+    def place_result(self, job_id: str, lease: str, own: Path | None = None) -> bool:
+        """Make a ready upload of the attempt that finished the job its result (`own`, the
+        caller's, first), unless it has one; drop the job's other uploads. Safe to run
+        twice, even at the same time: a rename onto an existing result fails, so the
+        first one in wins."""
         final = self.job_dir(job_id) / "result"
-        for ready in self._ready(job_id, lease):
+        candidates = self._ready(job_id, lease)
+        if own in candidates:
+            candidates.remove(own)
+            candidates.insert(0, own)
+        for ready in candidates:
             if final.is_dir():
                 break
             try:

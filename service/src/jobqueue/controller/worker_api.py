@@ -129,7 +129,7 @@ def upload_result(job_id: str):
         # A retry: this attempt's outcome is stored. Its files may not be, if a crash
         # cut the first upload after the commit: then this upload's files are used.
         g.db.commit()
-        state.files.place_result(job_id, lease)
+        state.files.place_result(job_id, lease, ready)
         return _duplicate(job)
     try:
         state.backend.finish(g.db, job, lease, status["state"], status.get("exit_code"),
@@ -142,7 +142,7 @@ def upload_result(job_id: str):
     # the worker's retry or for start-up to place or drop.
     g.db.commit()
     faults.point("upload:after-commit")
-    state.files.place_result(job_id, lease)
+    state.files.place_result(job_id, lease, ready)
     return jsonify(job_json(job) | {"duplicate": False})
 
 
