@@ -148,3 +148,12 @@ def make_stack(database_url, tmp_path):
 @pytest.fixture
 def stack(make_stack) -> Stack:
     return make_stack()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from fault_report import ROWS, table
+
+    if ROWS:
+        terminalreporter.section("fault injection")
+        for line in table():
+            terminalreporter.write_line(line)

@@ -52,7 +52,8 @@ class LocalCluster:
             if "listening on" not in line:
                 raise RuntimeError("the controller did not start:\n" + self.logs())
         except BaseException:
-            self.stop()
+            self.controller.kill()
+            self.controller.wait()
             raise
         self.url = line.split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])

@@ -179,7 +179,6 @@ class JobFiles:
                     raise
                 break  # another request placed a result first
             _fsync_path(final.parent, directory=True)
-            faults.point("upload:placed")
         for leftover in self._ready(job_id):
             self.discard(leftover)
         return final.is_dir()

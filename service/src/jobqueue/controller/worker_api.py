@@ -143,6 +143,7 @@ def upload_result(job_id: str):
     g.db.commit()
     faults.point("upload:after-commit")
     state.files.place_result(job_id, lease, ready)
+    faults.point("upload:placed")
     return jsonify(job_json(job) | {"duplicate": False})
 
 

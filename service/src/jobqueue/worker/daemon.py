@@ -159,7 +159,7 @@ class Worker:
                     raise
                 delay = backoff.delay(getattr(exc, "retry_after", None))
                 log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
-                time.sleep(delay)
+                self._pause(delay)
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -198,6 +198,13 @@ class Worker:
                     break
                 self._start(job)
             self._next_claim_id()
+
+    def _pause(self, delay: float) -> None:
+        """Wait `delay`, or less once another call gets an answer: the outage is over."""
+        answered = self.api.last_answer
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and self.api.last_answer == answered:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _wait_for_controller(self, delay: float, outage: bool) -> None:
         """Wait `delay`, or less if the worker stops or, after an outage, any other call
