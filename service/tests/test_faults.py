@@ -111,8 +111,10 @@ class FaultCluster(LocalCluster):
     Each start of the controller arms the next of `faults` (a fault point), if any."""
 
     def __init__(self, root: Path, database_url: str, workers: int, faults=(), **settings):
+        # An outage shorter than the lease costs no attempt; on this loaded test machine
+        # a controller restart can take 10 s (in production: 2 s, and a 60 s lease).
         settings = ControllerSettings(database_url=database_url, data_dir=str(root / "data"),
-                                      lease_seconds=10, **settings)
+                                      lease_seconds=30, **settings)
         self.tokens = create_users(settings, ("alice", "user"),
                                    *((f"w{i}", "worker") for i in range(1, workers + 1)))
         self.faults = list(faults)

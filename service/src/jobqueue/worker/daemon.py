@@ -61,6 +61,7 @@ class ActiveJob:
     cpus: int
     spec: dict
     process: RunningProcess | None = None
+    reported: bool = False  # its result is uploaded: the lease ends with it
     # Why the job is being stopped from outside: cancelled, timed_out, lease_lost, handed_back.
     stop_reason: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,15 +128,18 @@ class Worker:
 
     def _hand_back_leftovers(self) -> None:
         """What a killed predecessor left. Its jobs' processes died with it (the tether);
-        hand the jobs back now instead of leaving them to wait out their leases, resume
-        its claim in flight (a job claimed as it died comes back to this worker), and
-        remove the rest."""
+        hand the jobs back instead of leaving them to wait out their leases (retried
+        through an outage, and before any claim, which could otherwise get one of them
+        back while it is being handed back), resume its claim in flight (a job claimed
+        as it died comes back to this worker), and remove the rest."""
         claim_id = self.work_dir / CLAIM_ID_FILE
         self.claim_id = claim_id.read_text().strip() if claim_id.is_file() else ""
+        deadline = time.monotonic() + self.settings.retry_seconds
         for lease in sorted(self.work_dir.glob(f"*.meta/{LEASE_FILE}")):
             job_id = lease.parent.name.removesuffix(".meta")
             log.info("job %s: left running by the previous worker; handing it back", job_id)
-            self._release(job_id, lease.read_text().strip(), HAND_BACK_SECONDS / 4)
+            self._release(job_id, lease.read_text().strip(),
+                          max(0.0, deadline - time.monotonic()))
         for path in self.work_dir.iterdir():
             if path.name != CLAIM_ID_FILE:
                 shutil.rmtree(path, ignore_errors=True)
@@ -267,7 +271,8 @@ class Worker:
         backoff = Backoff()
         while not (self.stopping.is_set() and not self.active):
             with self.cond:
-                jobs = [j for j in self.active.values() if j.stop_reason is None]
+                jobs = [j for j in self.active.values()
+                        if j.stop_reason is None and not j.reported]
             failed = None
             for job in jobs:
                 try:
@@ -276,6 +281,8 @@ class Worker:
                         threading.Thread(target=self._stop_job, args=(job, "cancelled"),
                                          daemon=True).start()
                 except LeaseLost:
+                    if job.reported:
+                        continue  # the upload finished the job meanwhile
                     log.warning("job %s: lease lost; stopping it", job.id)
                     threading.Thread(target=self._stop_job, args=(job, "lease_lost"),
                                      daemon=True).start()
@@ -385,6 +392,7 @@ class Worker:
         self._retrying(f"job {job.id}: upload", lambda: self.api.upload_result(
             job.id, job.lease, state, code, message, results, meta_dir / "stdout",
             meta_dir / "stderr"), self.settings.retry_seconds)
+        job.reported = True
 
 
 def main(argv: list[str] | None = None) -> int:
