@@ -76,4 +76,3 @@ def remember(session, user: User, key: str, digest: str, job: Job,
     session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - window))
     session.add(IdempotencyKey(owner_id=user.id, key=key, fingerprint=digest, job_id=job.id,
                                created_at=utcnow()))
-
