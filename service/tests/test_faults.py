@@ -114,7 +114,7 @@ class FaultCluster(LocalCluster):
         # An outage shorter than the lease costs no attempt; on this loaded test machine
         # a controller restart can take 10 s (in production: 2 s, and a 60 s lease).
         settings = ControllerSettings(database_url=database_url, data_dir=str(root / "data"),
-                                      lease_seconds=30, **settings)
+                                      **{"lease_seconds": 30, **settings})
         self.tokens = create_users(settings, ("alice", "user"),
                                    *((f"w{i}", "worker") for i in range(1, workers + 1)))
         self.faults = list(faults)
@@ -122,6 +122,7 @@ class FaultCluster(LocalCluster):
         self.client = Client(self.url, self.tokens["alice"], retry_seconds=60)
         self.restarts = {"controller": 0} | {f"w{i}": 0 for i in range(1, workers + 1)}
         self.stopping = threading.Event()
+        self.hold = threading.Event()  # set: the controller stays down
         for name in list(self.restarts)[1:]:
             self.start_worker(name)
         self.runs = root / "runs"
@@ -132,7 +133,7 @@ class FaultCluster(LocalCluster):
 
     def start_worker(self, name: str, cpus: int = 2, **extra):
         return super().start_worker(name, self.tokens[name], cpus, heartbeat_seconds=0.5,
-                                    claim_wait_seconds=2, **extra)
+                                    claim_wait_seconds=2, kill_grace_seconds=0.5, **extra)
 
     def start_controller(self, **env: str) -> subprocess.Popen:
         if self.faults:
@@ -141,7 +142,7 @@ class FaultCluster(LocalCluster):
 
     def _supervise(self) -> None:
         while not self.stopping.wait(0.1):
-            if self.controller.poll() is not None:
+            if self.controller.poll() is not None and not self.hold.is_set():
                 try:
                     self.start_controller()
                 except RuntimeError:
@@ -345,3 +346,29 @@ def test_postgresql_restart_under_load(fault_db, fault_cluster):
     assert "database unavailable" in log  # answered 503 meanwhile,
     assert "unhandled error" not in log  # never 500
 
+
+
+def test_controller_down_longer_than_the_lease(fault_db, fault_cluster):
+    """The workers are cut off from the controller for longer than the jobs' leases: the
+    jobs start again elsewhere, so their first runs must stop before the leases run out."""
+    if fault_db[0] != "sqlite":
+        pytest.skip("the workers' side of the lease: one database is enough")
+    started = time.monotonic()
+    c = fault_cluster(workers=2, lease_seconds=4)
+    expected = {index: c.submit(index, 9) for index in range(2)}
+    deadline = time.monotonic() + 30
+    while len(c.client.list(state="running")) < 2:
+        assert time.monotonic() < deadline, c.logs()
+        time.sleep(0.1)
+    c.hold.set()
+    c.controller.send_signal(signal.SIGKILL)
+    time.sleep(6)  # longer than the lease
+    c.hold.clear()
+    outcome = check(c, expected, c.wait_all(60))
+    unavailable = c.availability.stop()
+    report("controller down 6 s, lease 4 s, 2 jobs of 9 s", fault_db[0], outcome, unavailable,
+           started)
+    assert not outcome.problems, "\n".join(outcome.problems) + c.logs()
+    assert outcome.max_attempts == 2  # a longer outage than the lease costs the attempt
+    logs = c.logs()
+    assert logs.count("lease not renewed") >= 2, logs

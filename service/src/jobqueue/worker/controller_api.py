@@ -70,11 +70,11 @@ class ControllerApi:
             f"{self.base}/worker/claim", json=body, timeout=wait + self.timeout))
         return None if response.status_code == 204 else response.json()
 
-    def heartbeat(self, job_id: str, lease: str) -> bool:
+    def heartbeat(self, job_id: str, lease: str, timeout: float | None = None) -> bool:
         """Renew the lease; return whether the job's owner asked to cancel it."""
         response = self._check(self.http.post(
             f"{self.base}/worker/jobs/{job_id}/heartbeat", json={"lease": lease},
-            timeout=self.timeout))
+            timeout=timeout or self.timeout))
         return bool(response.json()["cancel"])
 
     def download_input(self, job_id: str, lease: str, dest: IO[bytes]) -> None:

@@ -7,8 +7,10 @@ so no job is ever dropped silently.
 
 A controller restart or a database outage of a few seconds costs no job an attempt:
 every call is retried with a bounded backoff (claims with the same claim id, so a
-claim whose answer was lost returns its job). A job's processes die with the worker
-(see `tether`), and a restarted worker hands back what its predecessor was running.
+claim whose answer was lost returns its job). No job runs twice at the same time: its
+processes die with the worker (see `tether`), a restarted worker hands back what its
+predecessor was running, and a worker that cannot renew a job's lease stops the job
+before the lease can run out and the job start again elsewhere.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class ActiveJob:
     spec: dict
     process: RunningProcess | None = None
     reported: bool = False  # its result is uploaded: the lease ends with it
+    lease_seconds: float = 60.0
+    # When the controller last renewed the lease, at the latest (monotonic clock).
+    renewed: float = field(default_factory=time.monotonic)
     # Why the job is being stopped from outside: cancelled, timed_out, lease_lost, handed_back.
     stop_reason: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -221,9 +226,10 @@ class Worker:
             self.stopping.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _start(self, job: dict) -> None:
-        active = ActiveJob(job["id"], job["lease"], job["cpus"], job)
+        active = ActiveJob(job["id"], job["lease"], job["cpus"], job,
+                           lease_seconds=job.get("lease_seconds", 60))
         self.heartbeat_interval = min(self.settings.heartbeat_seconds,
-                                      job.get("lease_seconds", 60) / 3)
+                                      active.lease_seconds / 3)
         # Before the next claim id replaces this one: a restarted worker then either
         # hands this job back or gets it again through the claim id, never loses it.
         meta_dir = self.work_dir / f"{active.id}.meta"
@@ -275,8 +281,13 @@ class Worker:
                         if j.stop_reason is None and not j.reported]
             failed = None
             for job in jobs:
+                if self._lease_running_out(job):
+                    continue
+                sent = time.monotonic()
                 try:
-                    if self.api.heartbeat(job.id, job.lease):
+                    # A heartbeat slower than its interval is as good as lost.
+                    if self.api.heartbeat(job.id, job.lease,
+                                          timeout=max(2.0, self.heartbeat_interval)):
                         log.info("job %s: cancelled by its owner", job.id)
                         threading.Thread(target=self._stop_job, args=(job, "cancelled"),
                                          daemon=True).start()
@@ -289,12 +300,28 @@ class Worker:
                 except (requests.RequestException, ControllerError) as exc:
                     log.warning("job %s: heartbeat failed: %s", job.id, exc)
                     failed = exc
+                else:
+                    job.renewed = sent
             if failed is None:
                 backoff.reset()
                 time.sleep(self.heartbeat_interval)
             else:  # try again soon: the lease runs out while the controller is away
                 time.sleep(min(backoff.delay(getattr(failed, "retry_after", None)),
                                self.heartbeat_interval))
+
+    def _lease_running_out(self, job: ActiveJob) -> bool:
+        """Stop a job whose lease could not be renewed for so long that it may run out
+        before the job is stopped: the controller would then start it elsewhere while it
+        still runs here (the worker is cut off from the controller, not dead)."""
+        margin = self.settings.kill_grace_seconds + job.lease_seconds / 10
+        unrenewed = time.monotonic() - job.renewed
+        finished = job.process is not None and job.process.wait(0) is not None
+        if finished or unrenewed < job.lease_seconds - margin:
+            return False  # (a finished job's upload goes on: it may still make it)
+        log.warning("job %s: lease not renewed for %.0f s; stopping the job before it runs "
+                    "out", job.id, unrenewed)
+        threading.Thread(target=self._stop_job, args=(job, "lease_lost"), daemon=True).start()
+        return True
 
     # -- running one job ------------------------------------------------------------------
 
