@@ -1,7 +1,8 @@
 """`jobqueue-worker`: claim jobs from the controller and run each through a Runner.
 
 Threads: one claimer (a single long-poll connection, whatever the number of slots),
-one heartbeat loop for all running jobs, and one thread per running job. The main
+one heartbeat loop for all running jobs, one that stops jobs whose lease it could not
+renew, and one thread per running job. The main
 thread only waits for SIGTERM/SIGINT and then hands back or finishes running jobs,
 so no job is ever dropped silently.
 
@@ -113,8 +114,10 @@ class Worker:
                  self.settings.controller_url)
         claimer = threading.Thread(target=self._claim_loop, name="claimer", daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
         claimer.start()
         heartbeat.start()
+        fence.start()
         while not self.stopping.wait(1.0):
             pass
         log.info("stopping (%s running job(s), on_shutdown=%s)", len(self.active),
@@ -244,14 +247,14 @@ class Worker:
 
     # -- stopping jobs from outside -------------------------------------------------------
 
-    def _stop_job(self, job: ActiveJob, reason: str) -> None:
+    def _stop_job(self, job: ActiveJob, reason: str, grace: float | None = None) -> None:
         with job.lock:
             if job.stop_reason is not None:
                 return
             job.stop_reason = reason
             process = job.process
         if process is not None:
-            process.kill(self.settings.kill_grace_seconds)
+            process.kill(self.settings.kill_grace_seconds if grace is None else grace)
 
     def hand_back_all(self, why: str, budget: float) -> None:
         with self.cond:
@@ -281,8 +284,6 @@ class Worker:
                         if j.stop_reason is None and not j.reported]
             failed = None
             for job in jobs:
-                if self._lease_running_out(job):
-                    continue
                 sent = time.monotonic()
                 try:
                     # A heartbeat slower than its interval is as good as lost.
@@ -309,19 +310,28 @@ class Worker:
                 time.sleep(min(backoff.delay(getattr(failed, "retry_after", None)),
                                self.heartbeat_interval))
 
-    def _lease_running_out(self, job: ActiveJob) -> bool:
-        """Stop a job whose lease could not be renewed for so long that it may run out
-        before the job is stopped: the controller would then start it elsewhere while it
-        still runs here (the worker is cut off from the controller, not dead)."""
-        margin = self.settings.kill_grace_seconds + job.lease_seconds / 10
-        unrenewed = time.monotonic() - job.renewed
-        finished = job.process is not None and job.process.wait(0) is not None
-        if finished or unrenewed < job.lease_seconds - margin:
-            return False  # (a finished job's upload goes on: it may still make it)
-        log.warning("job %s: lease not renewed for %.0f s; stopping the job before it runs "
-                    "out", job.id, unrenewed)
-        threading.Thread(target=self._stop_job, args=(job, "lease_lost"), daemon=True).start()
-        return True
+    def _fence_loop(self) -> None:
+        """Stop jobs whose lease could not be renewed for so long that it may run out
+        before they are stopped: the controller would then start them elsewhere while
+        they still run here (the worker is cut off from the controller, not dead)."""
+        while not (self.stopping.is_set() and not self.active):
+            with self.cond:
+                jobs = [j for j in self.active.values()
+                        if j.stop_reason is None and not j.reported]
+            for job in jobs:
+                # Stopped at `lease - margin`, gone `grace` later: before the lease ends.
+                grace = min(self.settings.kill_grace_seconds, job.lease_seconds / 4)
+                margin = min(grace + job.lease_seconds / 10, job.lease_seconds / 2)
+                unrenewed = time.monotonic() - job.renewed
+                if unrenewed < job.lease_seconds - margin:
+                    continue
+                if job.process is not None and job.process.wait(0) is not None:
+                    continue  # it has ended: its upload goes on and may still make it
+                log.warning("job %s: lease not renewed for %.1f s; stopping the job before "
+                            "it runs out", job.id, unrenewed)
+                threading.Thread(target=self._stop_job, args=(job, "lease_lost", grace),
+                                 daemon=True).start()
+            time.sleep(0.25)
 
     # -- running one job ------------------------------------------------------------------
 
