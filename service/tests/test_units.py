@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -248,6 +249,41 @@ def test_the_tether_reports_how_the_job_ended(tmp_path):
         time.sleep(0.05)
     process.kill(grace=5)  # the job handles SIGTERM itself: its own exit status comes back
     assert process.wait(1) == 3
+
+
+# -- retries ------------------------------------------------------------------------------
+
+def test_backoff_grows_to_its_cap_and_stops_at_its_budget():
+    from jobqueue.backoff import Backoff
+
+    backoff = Backoff(first=1.0, cap=4.0)
+    delays = [backoff.delay() for _ in range(5)]
+    assert 0.75 <= delays[0] <= 1.25 and all(3.0 <= d <= 5.0 for d in delays[2:])
+    assert backoff.delay(hint=2.0) == 2.0 and backoff.delay(hint=60) == 4.0
+    backoff.reset()
+    assert backoff.delay() <= 1.25
+    spent = Backoff(budget=0)
+    assert spent.expired and spent.delay() == 0.0
+
+
+class _Answering:
+    """A stand-in for ControllerApi whose other calls get an answer when told to."""
+
+    last_answer = 0.0
+
+
+def test_a_claim_backing_off_goes_at_once_when_the_controller_answers_again(tmp_path):
+    from jobqueue.worker.daemon import Worker
+
+    api = _Answering()
+    worker = Worker(WorkerSettings(token="t", work_dir=str(tmp_path)), api=api)
+    threading.Timer(0.3, lambda: setattr(api, "last_answer", time.monotonic())).start()
+    started = time.monotonic()
+    worker._wait_for_controller(10.0, outage=True)  # a heartbeat got through meanwhile
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    worker._wait_for_controller(0.3, outage=True)  # nothing got through: the full wait
+    assert time.monotonic() - started >= 0.3
 
 
 # -- admin CLI ----------------------------------------------------------------------------

@@ -27,7 +27,10 @@ class Backoff:
         step with jitter, so that many workers do not all come back at the same instant."""
         step = self._next
         self._next = min(self._next * 2, self.cap)
-        wait = min(hint, self.cap) if hint is not None else step * random.uniform(0.75, 1.25)
+        if hint is not None:  # never hammer the server, whatever it says
+            wait = min(max(hint, 0.1), self.cap)
+        else:
+            wait = step * random.uniform(0.75, 1.25)
         if self.deadline is not None:
             wait = max(0.0, min(wait, self.deadline - time.monotonic()))
         return wait
