@@ -68,17 +68,27 @@ class Stack:
     def backend(self):
         return self.app.extensions["jobqueue"].backend
 
+    @property
+    def files(self):
+        return self.app.extensions["jobqueue"].files
+
+    def jobs(self, who="alice") -> list[dict]:
+        response = self.http.get("/api/v1/jobs", headers=self.headers(who))
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["jobs"]
+
     def headers(self, who: str | None) -> dict:
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
 
-    def submit(self, who="alice", spec=None, files=None, archive=None):
+    def submit(self, who="alice", spec=None, files=None, archive=None, key=None):
         spec = {"entry": "main.py"} if spec is None else spec
         files = {"main.py": SCRIPT} if files is None else files
         data = {"spec": spec if isinstance(spec, str) else json.dumps(spec)}
         data["files"] = [(io.BytesIO(content), name) for name, content in files.items()]
         if archive is not None:
             data["archive"] = (io.BytesIO(archive), "input.tar.gz")
-        return self.http.post("/api/v1/jobs", data=data, headers=self.headers(who),
+        headers = self.headers(who) | ({"Idempotency-Key": key} if key is not None else {})
+        return self.http.post("/api/v1/jobs", data=data, headers=headers,
                               content_type="multipart/form-data")
 
     def submit_ok(self, who="alice", **kwargs) -> dict:
@@ -138,3 +148,12 @@ def make_stack(database_url, tmp_path):
 @pytest.fixture
 def stack(make_stack) -> Stack:
     return make_stack()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from fault_report import ROWS, table
+
+    if ROWS:
+        terminalreporter.section("fault injection")
+        for line in table():
+            terminalreporter.write_line(line)

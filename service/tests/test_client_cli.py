@@ -25,6 +25,7 @@ from jobqueue.client.errors import (
     ApiError,
     ClientError,
     ConfigError,
+    TransportError,
     WaitTimeout,
 )
 from jobqueue.archive import UnsafeArchive, safe_extract
@@ -379,6 +380,7 @@ def _response(status: int, body: bytes, content_type: str = "application/json") 
     response = requests.Response()
     response.status_code = status
     response._content = body
+    response._content_consumed = True
     response.headers["Content-Type"] = content_type
     response.reason = "Reason"
     return response
@@ -602,3 +604,104 @@ def test_dev_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "jobqueue.dev", fake)
     assert cli.main(["dev", "up", "--workers", "2", "--json"]) == 7
     assert received == [["up", "--workers", "2", "--json"]]
+
+
+# -- retries through an outage ------------------------------------------------------------
+
+
+class _FlakyController:
+    """Stands in for Client._send: fails the first tries as scripted, then answers 201."""
+
+    def __init__(self, failures: list[Any]) -> None:
+        self.failures = failures
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        data = kwargs.get("data")
+        body = data.read() if hasattr(data, "read") else b""
+        self.calls.append({"method": method, "headers": dict(kwargs["headers"]), "body": body})
+        if self.failures:
+            failure = self.failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return failure
+        return _response(201, b'{"id": "j1", "state": "queued"}')
+
+
+def _unavailable() -> requests.Response:
+    response = _response(503, b'{"error": "unavailable", "message": "database down"}')
+    response.headers["Retry-After"] = "0"
+    return response
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr("jobqueue.client.api.time.sleep", slept.append)
+    return slept
+
+
+def test_submit_retries_lost_connections_and_503_with_one_key(
+    monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]
+) -> None:
+    client = Client("http://127.0.0.1:1", "t")
+    flaky = _FlakyController([TransportError("connection reset"), _unavailable()])
+    monkeypatch.setattr(client, "_send", flaky)
+    assert client.submit({"main.py": b"print(1)\n"}, {"entry": "main.py"})["id"] == "j1"
+    assert len(flaky.calls) == 3 and len(no_sleep) == 2
+    keys = {call["headers"]["Idempotency-Key"] for call in flaky.calls}
+    assert len(keys) == 1 and len(keys.pop()) >= 16
+    # Every try sends the whole body again.
+    assert flaky.calls[0]["body"].count(b"print(1)") == 1
+    assert {len(call["body"]) for call in flaky.calls} == {len(flaky.calls[0]["body"])}
+
+
+def test_submit_keeps_a_given_key_and_the_cli_passes_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_sleep: list[float]
+) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("print(1)\n")
+    monkeypatch.setenv("JOBQUEUE_URL", "http://127.0.0.1:1")
+    flaky = _FlakyController([])
+    monkeypatch.setattr(Client, "_send", lambda self, *a, **kw: flaky(*a, **kw))
+    assert cli.main(["submit", str(script), "--idempotency-key", "nightly-42"]) == cli.EXIT_OK
+    assert flaky.calls[0]["headers"]["Idempotency-Key"] == "nightly-42"
+    assert cli.main(["submit", str(script)]) == cli.EXIT_OK
+    assert flaky.calls[1]["headers"]["Idempotency-Key"] not in ("", "nightly-42")
+
+
+def test_retries_stop_after_the_budget(
+    monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]
+) -> None:
+    client = Client("http://127.0.0.1:1", "t", retry_seconds=0)
+    monkeypatch.setattr(client, "_send", _FlakyController([TransportError("refused")]))
+    with pytest.raises(TransportError):
+        client.submit({"main.py": b""}, {"entry": "main.py"})
+    monkeypatch.setattr(client, "_send", _FlakyController([_unavailable()]))
+    with pytest.raises(ApiError) as raised:
+        client.get("j1")
+    assert raised.value.status == 503 and no_sleep == []
+
+
+def test_reads_retry_503_but_not_a_refused_connection(
+    monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]
+) -> None:
+    client = Client("http://127.0.0.1:1", "t")
+    flaky = _FlakyController([_unavailable(), _unavailable()])
+    monkeypatch.setattr(client, "_send", flaky)
+    client._request("GET", "/jobs/j1", expect=(201,))
+    assert len(flaky.calls) == 3
+    monkeypatch.setattr(client, "_send", _FlakyController([TransportError("refused")]))
+    with pytest.raises(TransportError):
+        client.get("j1")
+
+
+def test_a_cancel_retries_503_but_not_other_server_errors(
+    monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]
+) -> None:
+    client = Client("http://127.0.0.1:1", "t")
+    flaky = _FlakyController([_unavailable(), _response(502, b"bad gateway", "text/html")])
+    monkeypatch.setattr(client, "_send", flaky)
+    with pytest.raises(ApiError) as raised:
+        client.cancel("j1")
+    assert raised.value.status == 502 and len(flaky.calls) == 2

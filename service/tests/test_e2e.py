@@ -8,11 +8,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from jobqueue.client import Client
 from jobqueue.controller.settings import ControllerSettings
@@ -105,7 +107,8 @@ def test_mapper_job_runs_on_all_its_cpus(cluster, tmp_path):
     squares = json.loads((results / "out" / "squares.json").read_text())
     assert squares == [x * x for x in range(40)]
     assert c.client.log(job_id)["stdout"].strip() == "cpus 2 processes 2"
-    assert not any((tmp_path / "work-w1").iterdir())  # the job directory was removed
+    # The job's directories were removed; only the worker's next claim id is kept.
+    assert [p.name for p in (tmp_path / "work-w1").iterdir()] == ["claim-id"]
 
 
 def test_killed_worker_job_is_requeued_and_finished_once(cluster, tmp_path):
@@ -188,3 +191,45 @@ def test_a_worker_error_hands_the_job_back_instead_of_losing_it(cluster):
         thread.join(30)
     c.start_worker("w2")
     assert c.client.wait(job_id, timeout=60, interval=0.2)["state"] == "succeeded"
+
+
+def test_sigterm_stops_the_controller_promptly_answering_waiting_claims(cluster):
+    c = cluster(claim_wait_seconds=30)
+    answers = []
+
+    def long_poll():
+        started = time.monotonic()
+        response = requests.post(f"{c.url}/api/v1/worker/claim",
+                                 json={"worker": "w1", "cpus": 1, "wait": 30},
+                                 headers={"Authorization": f"Bearer {c.tokens['w1']}"})
+        answers.append((response.status_code, time.monotonic() - started))
+
+    poll = threading.Thread(target=long_poll)
+    poll.start()
+    time.sleep(1.0)  # the claim is waiting
+    stopped = time.monotonic()
+    c.controller.send_signal(signal.SIGTERM)
+    assert c.controller.wait(10) == 0
+    assert time.monotonic() - stopped < 5
+    poll.join(5)
+    assert answers and answers[0][0] == 204 and answers[0][1] < 5, answers
+
+
+def test_jobqueue_dev_stops_its_processes_on_sigterm(tmp_path):
+    dev = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from jobqueue.client.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", "dev", "--data-dir", str(tmp_path), "--port", "0",
+         "--cpus", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "jobqueue dev: controller" in dev.stdout.readline()
+        children = subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 2  # the controller and the worker
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(30) == 0
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+    for pid in children:
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "\nState:\tZ" in status.read_text(), pid

@@ -6,7 +6,10 @@ import datetime as dt
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -190,6 +193,97 @@ def test_kill_stops_the_whole_process_group(tmp_path):
     status = Path(f"/proc/{child}/status")
     # Gone, or a zombie waiting for an init that may not reap (as here, without systemd).
     assert not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    # Gone, or a zombie waiting for an init that may not reap (as here, without systemd).
+    return not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+TETHERED_WORKER = """
+import sys, time
+from pathlib import Path
+from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
+job_dir = Path(sys.argv[1])
+request = RunRequest("j", job_dir, [sys.executable, "job.py"], Limits(30, 30, 1 << 30),
+                     job_dir / "stdout", job_dir / "stderr", {"PATH": "/usr/bin:/bin"})
+print(LocalRunner().start(request).popen.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_job_dies_with_its_worker(tmp_path):
+    """Even SIGKILL of the worker ends its job and the job's children at once, so the job
+    never runs on unreported while its lease expires and it starts again elsewhere."""
+    (tmp_path / "job.py").write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "open('child.pid', 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n")
+    worker = subprocess.Popen([sys.executable, "-c", TETHERED_WORKER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    job = int(worker.stdout.readline())
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "child.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int((tmp_path / "child.pid").read_text())
+    assert not _gone(job) and not _gone(child)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while not (_gone(job) and _gone(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(job) and _gone(child)
+
+
+def test_the_tether_reports_how_the_job_ended(tmp_path):
+    assert run(tmp_path, "import sys; sys.exit(7)")[1] == 7
+    assert run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")[1] == \
+        -signal.SIGTERM
+    process, status = run(tmp_path, "import signal, sys, time\n"
+                          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+                          "open('ready', 'w').close()\ntime.sleep(60)\n", wait=0.1)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill(grace=5)  # the job handles SIGTERM itself: its own exit status comes back
+    assert process.wait(1) == 3
+
+
+# -- retries ------------------------------------------------------------------------------
+
+def test_backoff_grows_to_its_cap_and_stops_at_its_budget():
+    from jobqueue.backoff import Backoff
+
+    backoff = Backoff(first=1.0, cap=4.0)
+    delays = [backoff.delay() for _ in range(5)]
+    assert 0.75 <= delays[0] <= 1.25 and all(3.0 <= d <= 5.0 for d in delays[2:])
+    assert backoff.delay(hint=2.0) == 2.0 and backoff.delay(hint=60) == 4.0
+    backoff.reset()
+    assert backoff.delay() <= 1.25
+    spent = Backoff(budget=0)
+    assert spent.expired and spent.delay() == 0.0
+
+
+class _Answering:
+    """A stand-in for ControllerApi whose other calls get an answer when told to."""
+
+    last_answer = 0.0
+
+
+def test_a_claim_backing_off_goes_at_once_when_the_controller_answers_again(tmp_path):
+    from jobqueue.worker.daemon import Worker
+
+    api = _Answering()
+    worker = Worker(WorkerSettings(token="t", work_dir=str(tmp_path)), api=api)
+    threading.Timer(0.3, lambda: setattr(api, "last_answer", time.monotonic())).start()
+    started = time.monotonic()
+    worker._wait_for_controller(10.0, outage=True)  # a heartbeat got through meanwhile
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    worker._wait_for_controller(0.3, outage=True)  # nothing got through: the full wait
+    assert time.monotonic() - started >= 0.3
 
 
 # -- admin CLI ----------------------------------------------------------------------------

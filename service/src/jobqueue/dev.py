@@ -1,13 +1,14 @@
 """`jobqueue dev`: a controller on SQLite plus one local worker, for development and demos.
 
 Creates the database, a user and a worker with their tokens on first start, writes a
-client config for that user, then runs both until Ctrl-C.
+client config for that user, then runs both until Ctrl-C or SIGTERM, and stops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,10 @@ def _token(sessions, data_dir: Path, name: str, role: str) -> str:
     return token
 
 
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: through the `finally` below
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobqueue dev", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.path.expanduser("~/.local/share/jobqueue-dev"))
@@ -48,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     worker_token = _token(sessions, data_dir, "dev-worker", "worker")
     engine.dispose()
 
-    cluster = LocalCluster(data_dir, settings, port=args.port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    cluster = None
     try:
+        cluster = LocalCluster(data_dir, settings, port=args.port)
         cluster.start_worker("dev-worker", worker_token, cpus=args.cpus)
         client_config = data_dir / "client.toml"
         client_config.write_text(f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
@@ -64,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        cluster.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut this
+            signal.signal(signum, signal.SIG_IGN)
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

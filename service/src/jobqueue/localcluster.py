@@ -36,15 +36,28 @@ class LocalCluster:
         nowhere = str(self.root / "no-such-config.toml")
         self.env = {**os.environ, "JOBQUEUE_CONFIG": nowhere, "JOBQUEUE_WORKER_CONFIG": nowhere,
                     **{f"JOBQUEUE_{k.upper()}": str(v) for k, v in asdict(settings).items()}}
-        self.controller = subprocess.Popen(
-            [sys.executable, "-m", "jobqueue.controller.serve", "--port", str(port)],
-            env=self.env, stdout=subprocess.PIPE, stderr=self._log("controller"), text=True)
-        line = self.controller.stdout.readline()
-        if "listening on" not in line:
-            self.stop()
-            raise RuntimeError("the controller did not start:\n" + self.logs())
-        self.url = line.split()[-1]
+        self.env.pop("JOBQUEUE_FAULT", None)
         self.workers: dict[str, subprocess.Popen] = {}
+        self.port = port
+        self.start_controller()
+
+    def start_controller(self, **env: str) -> subprocess.Popen:
+        """Start the controller (again, on the same port); `env` adds to its environment."""
+        with self._log("controller") as log:
+            self.controller = subprocess.Popen(
+                [sys.executable, "-m", "jobqueue.controller.serve", "--port", str(self.port)],
+                env={**self.env, **env}, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            line = self.controller.stdout.readline()
+            if "listening on" not in line:
+                raise RuntimeError("the controller did not start:\n" + self.logs())
+        except BaseException:
+            self.controller.kill()
+            self.controller.wait()
+            raise
+        self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.controller
 
     def _log(self, name: str):
         return open(self.root / f"{name}.log", "ab")
@@ -54,8 +67,9 @@ class LocalCluster:
                      "work_dir": self.root / f"work-{name}", **settings}
         env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}": str(v)
                               for k, v in overrides.items()}}
-        process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"], env=env,
-                                   stderr=self._log(name))
+        with self._log(name) as log:
+            process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"],
+                                       env=env, stderr=log)
         self.workers[name] = process
         return process
 

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -15,6 +16,7 @@ import requests
 
 from jobqueue import https
 from jobqueue.archive import UnsafeArchive, safe_extract
+from jobqueue.backoff import Backoff, retry_after
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
     ApiError,
@@ -46,6 +48,13 @@ POLL_FIRST = 0.5
 POLL_MAX = 5.0
 # Transient connection failures tolerated in a row while waiting (a controller restart).
 WAIT_MAX_CONNECTION_ERRORS = 12
+# How long a request is retried while the controller answers 503 (its database is
+# restarting) and, for submits, while it cannot be reached at all.
+DEFAULT_RETRY_SECONDS = 30.0
+# 503: the controller did nothing. Other 5xx may come after it did something, so only
+# requests that are safe to repeat (reads, submits with an idempotency key) retry them.
+RETRY_ALWAYS = frozenset({503})
+RETRY_IF_IDEMPOTENT = frozenset({500, 502, 503, 504})
 
 JobId = int | str
 FileSource = str | os.PathLike[str] | bytes
@@ -57,6 +66,8 @@ class Client:
     ``url`` is the controller's base URL, with or without the ``/api/v1`` suffix.
     ``ca_bundle`` is a CA file to verify the server's certificate (default: system CAs).
     ``timeout`` bounds each request's connect and read waits, in seconds.
+    ``retry_seconds`` bounds how long a request is retried through an outage (see
+    :data:`DEFAULT_RETRY_SECONDS`); 0 turns retries off.
     """
 
     def __init__(
@@ -65,6 +76,7 @@ class Client:
         token: str | None,
         ca_bundle: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
         base = url.strip().rstrip("/")
         if not base.startswith(("http://", "https://")):
@@ -73,6 +85,7 @@ class Client:
         self.url = base
         self.api = base + API_PREFIX
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         self.session = https.session(ca_bundle, user_agent="jobqueue-client")
         self.session.headers["Accept"] = "application/json"
         if token:
@@ -96,17 +109,34 @@ class Client:
 
     # -- submitting -------------------------------------------------------------------
 
-    def submit(self, files: Mapping[str, FileSource], spec: Mapping[str, Any]) -> dict[str, Any]:
+    def submit(
+        self,
+        files: Mapping[str, FileSource],
+        spec: Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Submit a job. ``files`` maps each relative path in the job directory to a local
         file path or to the bytes of the file; ``spec`` is the job spec (``entry`` etc.).
-        Returns the controller's answer ``{"id", "state", "links"}``."""
-        body = MultipartBody()
-        body.add_field("spec", json.dumps(dict(spec)), content_type="application/json")
-        for relpath, source in files.items():
-            clean = check_relpath(relpath)
-            body.add_file("files", clean, source if isinstance(source, bytes) else Path(source))
-        headers = {"Content-Type": body.content_type}
-        return self._json("POST", "/jobs", data=body, headers=headers, expect=(200, 201))
+        Returns the controller's answer ``{"id", "state", "links"}``.
+
+        The request carries an ``Idempotency-Key`` (``idempotency_key``, or a new random
+        one), so it is retried safely when the connection fails or the controller answers
+        503: a retry whose first try did get through returns the same job, not a second."""
+        sources = {
+            check_relpath(relpath): source if isinstance(source, bytes) else Path(source)
+            for relpath, source in files.items()
+        }
+        spec_json = json.dumps(dict(spec))
+
+        def body() -> MultipartBody:  # a fresh body per try: each one is read to the end
+            multipart = MultipartBody()
+            multipart.add_field("spec", spec_json, content_type="application/json")
+            for relpath, source in sources.items():
+                multipart.add_file("files", relpath, source)
+            return multipart
+
+        key = idempotency_key or uuid.uuid4().hex
+        return self._json("POST", "/jobs", body=body, idempotency_key=key, expect=(200, 201))
 
     def submit_path(
         self,
@@ -118,6 +148,7 @@ class Client:
         memory: int | None = None,
         output_limit: int | None = None,
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Submit a script, or a folder whose ``entry`` (default: its only top-level .py file)
         is run. Settings left as None take the controller's defaults."""
@@ -134,7 +165,7 @@ class Client:
             "output_limit": output_limit,
         }
         spec.update({key: value for key, value in optional.items() if value is not None})
-        return self.submit(files, spec)
+        return self.submit(files, spec, idempotency_key)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -250,11 +281,47 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, expect: Sequence[int] = (200,), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        expect: Sequence[int] = (200,),
+        body: Callable[[], MultipartBody] | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
+        """Send a request, retrying through an outage for up to ``retry_seconds``: on 503
+        always; on other 5xx and lost connections only if repeating it is safe."""
+        idempotent = method == "GET" or idempotency_key is not None
+        retry_statuses = RETRY_IF_IDEMPOTENT if idempotent else RETRY_ALWAYS
+        headers = dict(kwargs.pop("headers", None) or {})
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        backoff = Backoff(budget=self.retry_seconds)
+        while True:
+            if body is not None:
+                kwargs["data"] = multipart = body()
+                headers["Content-Type"] = multipart.content_type
+            try:
+                response = self._send(method, path, headers=headers, **kwargs)
+            except TransportError:
+                # Reads give up at once (wait() has its own patience); a keyed submit
+                # retries, since the controller may be restarting.
+                if idempotency_key is None or backoff.expired:
+                    raise
+                time.sleep(backoff.delay())
+                continue
+            if response.status_code in retry_statuses and not backoff.expired:
+                response.close()
+                time.sleep(backoff.delay(retry_after(response.headers.get("Retry-After"))))
+                continue
+            if response.status_code not in expect:
+                raise _api_error(response)
+            return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = self.api + path
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"TLS error talking to {self.url}: {_reason(exc)}") from exc
         except requests.exceptions.Timeout as exc:
@@ -263,9 +330,6 @@ class Client:
             raise TransportError(f"cannot reach {self.url}: {_reason(exc)}") from exc
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"request to {url} failed: {exc}") from exc
-        if response.status_code not in expect:
-            raise _api_error(response)
-        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)

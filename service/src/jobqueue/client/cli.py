@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-limit", type=_positive_int, metavar="MiB", help="most MiB of results kept"
     )
     p.add_argument("--name", metavar="N", help="job name (default: the file or folder name)")
+    p.add_argument(
+        "--idempotency-key",
+        metavar="K",
+        help="submit at most one job for K, however often this is run (default: a new key)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job to finish")
     p.add_argument("--timeout", type=_duration, metavar="S", help="with --wait: give up after S")
 
@@ -208,6 +213,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         memory=args.memory,
         output_limit=args.output_limit,
         name=args.name,
+        idempotency_key=args.idempotency_key,
     )
     if not args.wait:
         if args.json:

@@ -8,8 +8,11 @@ import datetime as dt
 
 from flask import Blueprint, g, jsonify, request, send_file
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
+from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
+from jobqueue.controller import idempotency
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
@@ -25,16 +28,28 @@ PAGE_DEFAULT, PAGE_MAX = 50, 500
 @require("user", "admin")
 def submit_job():
     state = app_state()
-    spec = parse_spec(request.form.get("spec"), state.settings)
+    user = current_user()
+    key = idempotency.key_from(request.headers)
+    spec_text = request.form.get("spec")
+    spec = parse_spec(spec_text, state.settings)
     uploads = request.files.getlist("files")
+    archives = request.files.getlist("archive")
     for upload in uploads:
         if not upload.filename:
             raise bad_request("every 'files' part needs a filename (its path in the job)")
+    window = dt.timedelta(seconds=state.settings.idempotency_window_seconds)
+    digest = ""
+    if key is not None:
+        digest = idempotency.fingerprint(spec_text, [(u.filename, u.stream) for u in uploads],
+                                         [a.stream for a in archives])
+        if (earlier := idempotency.replay(g.db, user, key, digest, window)) is not None:
+            return _created(earlier, replayed=True)
+        g.db.commit()  # end the read: on SQLite every transaction holds the write lock
     job_id = new_job_id()
     try:
         names = state.files.save_inputs(
-            job_id, [(u.filename, u.stream) for u in uploads],
-            [a.stream for a in request.files.getlist("archive")], state.settings.max_upload_bytes)
+            job_id, [(u.filename, u.stream) for u in uploads], [a.stream for a in archives],
+            state.settings.max_upload_bytes)
     except ArchiveTooLarge as exc:
         raise ApiError(413, "too_large", str(exc)) from None
     except (UnsafeArchive, ValueError) as exc:
@@ -43,18 +58,36 @@ def submit_job():
         if spec.entry not in names:
             raise bad_request(f"the entry script {spec.entry!r} is not among the uploaded files")
         now = utcnow()
-        job = Job(id=job_id, owner=current_user(), name=spec.name, entry=spec.entry,
+        job = Job(id=job_id, owner=user, name=spec.name, entry=spec.entry,
                   args=spec.args, cpus=spec.cpus, walltime=spec.walltime, memory=spec.memory,
                   output_limit=spec.output_limit, state=JobState.QUEUED.value, attempts=0,
                   cancel_requested=False, message="", created_at=now, queued_at=now)
         g.db.add(job)
+        if key is not None:
+            idempotency.remember(g.db, user, key, digest, job, window)
         state.backend.enqueued(g.db, job)
         g.db.commit()
+    except IntegrityError:
+        # Another request with the same key got in first: answer with its job.
+        g.db.rollback()
+        state.files.delete(job_id)
+        if key is None or (earlier := idempotency.replay(g.db, user, key, digest,
+                                                         window)) is None:
+            raise
+        return _created(earlier, replayed=True)
     except BaseException:
         state.files.delete(job_id)
         raise
+    faults.point("submit:after-commit")
+    return _created(job, replayed=False)
+
+
+def _created(job: Job, replayed: bool):
     body = job_json(job)
-    return jsonify(body), 201, {"Location": body["links"]["self"]}
+    headers = {"Location": body["links"]["self"]}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(body), 201, headers
 
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
@@ -105,17 +138,27 @@ def get_job(job_id: str):
     return jsonify(job_json(visible_job(job_id)))
 
 
+def _with_result(job_id: str) -> Job:
+    """The visible job, with its result in place if it has one: a crash between the
+    commit and the last rename of an upload may have left it waiting (see storage)."""
+    job = visible_job(job_id)
+    files = app_state().files
+    if job.job_state.finished and job.lease and not files.has_result(job.id):
+        files.place_result(job.id, job.lease)
+    return job
+
+
 @bp.get("/jobs/<job_id>/files")
 @require("user", "admin")
 def list_files(job_id: str):
-    visible_job(job_id)
+    _with_result(job_id)
     return jsonify(files=app_state().files.list_files(job_id))
 
 
 @bp.get("/jobs/<job_id>/files/<path:name>")
 @require("user", "admin")
 def get_file(job_id: str, name: str):
-    visible_job(job_id)
+    _with_result(job_id)
     try:
         path = app_state().files.find_file(job_id, name)
     except UnsafeArchive as exc:
@@ -129,14 +172,14 @@ def get_file(job_id: str, name: str):
 @bp.get("/jobs/<job_id>/log")
 @require("user", "admin")
 def get_log(job_id: str):
-    visible_job(job_id)
+    _with_result(job_id)
     return jsonify(app_state().files.read_log(job_id))
 
 
 @bp.get("/jobs/<job_id>/results")
 @require("user", "admin")
 def get_results(job_id: str):
-    visible_job(job_id)
+    _with_result(job_id)
     archive = app_state().files.results_archive(job_id)
     return send_file(archive, mimetype="application/gzip", as_attachment=True,
                      download_name=f"{job_id}-results.tar.gz")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, g, jsonify, render_template
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobqueue.controller import errors
 from jobqueue.controller import settings as settings_module
@@ -15,11 +16,13 @@ from jobqueue.controller.api import bp as api_bp
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.metrics import Metrics
+from jobqueue.controller.models import Job
 from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.queue import PullQueue, QueueBackend, make_backend
+from jobqueue.states import JobState
 
 API_PREFIX = "/api/v1"
 # Nothing the API returns may run as active content on this origin.
@@ -35,6 +38,20 @@ class AppState:
     metrics: Metrics
 
 
+def _recover_uploads(files: JobFiles, session_factory) -> None:
+    """Finish or drop result uploads that a crash of an earlier process cut short."""
+
+    def attempt_of(job_id: str) -> tuple[JobState, str | None] | None:
+        with session_factory() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else (job.job_state, job.lease)
+
+    try:
+        files.recover(attempt_of)
+    except SQLAlchemyError as exc:  # the database is down: the next start-up tries again
+        logging.getLogger(__name__).warning("recovering uploads: %s", exc)
+
+
 def create_app(settings: ControllerSettings | None = None) -> Flask:
     settings = settings or settings_module.load()
     app = Flask(__name__)
@@ -47,9 +64,9 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     metrics = Metrics(session_factory)
     backend = make_backend(settings.queue_backend, session_factory, settings)
     backend.on_claim = metrics.claim_latency.observe
-    app.extensions["jobqueue"] = AppState(
-        settings, session_factory, backend,
-        JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes), metrics)
+    files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes)
+    _recover_uploads(files, session_factory)
+    app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics)
 
     @app.before_request
     def _open_session():

@@ -1,13 +1,20 @@
-"""Every error leaves the API as JSON `{"error", "message"}`, never as a traceback."""
+"""Every error leaves the API as JSON `{"error", "message"}`, never as a traceback.
+
+A database that cannot be reached (restarting, connection dropped, SQLite locked for
+too long) is a 503 with Retry-After, never a 500: clients and workers retry those.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy import exc as db_errors
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
@@ -29,6 +36,14 @@ def not_found(what: str = "job") -> ApiError:
 
 def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """Whether `exc` says the database is out of reach rather than that a query is wrong."""
+    if isinstance(exc, (db_errors.OperationalError, db_errors.InterfaceError,
+                        db_errors.TimeoutError, db_errors.DisconnectionError)):
+        return True
+    return isinstance(exc, db_errors.DBAPIError) and exc.connection_invalidated
 
 
 def _response(status: int, error: str, message: str, headers: dict | None = None):
@@ -57,5 +72,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if database_unavailable(exc):
+            log.warning("database unavailable: %s", str(exc).splitlines()[0])
+            return _response(503, "unavailable",
+                             "the database is unavailable; retry in a few seconds",
+                             {"Retry-After": str(RETRY_AFTER_SECONDS)})
         log.exception("unhandled error")
         return _response(500, "internal_error", "internal error; see the controller's log")

@@ -1,4 +1,4 @@
-"""Database tables: users, their hashed tokens, and jobs."""
+"""Database tables: users, their hashed tokens, jobs, and the idempotency keys of submits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -90,6 +91,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_queued_at", "state", "queued_at"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_claim_id", "claim_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
@@ -108,6 +110,9 @@ class Job(Base):
     # is stored so that a retried upload of that attempt is recognised, not duplicated.
     lease: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The worker's id for the claim that started the attempt: a claim retried after its
+    # answer was lost gets this job again instead of leaving it to wait out its lease.
+    claim_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -121,3 +126,19 @@ class Job(Base):
     @property
     def job_state(self) -> JobState:
         return JobState(self.state)
+
+
+class IdempotencyKey(Base):
+    """The job a user's `Idempotency-Key` created, and a digest of the request that did."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        PrimaryKeyConstraint("owner_id", "key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

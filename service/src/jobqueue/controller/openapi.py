@@ -5,6 +5,8 @@ from __future__ import annotations
 from jobqueue import __version__
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 LEASE_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["lease"], "properties": {"lease": {"type": "string"}}}}}}
 
@@ -16,9 +18,11 @@ def _error_ref(description: str) -> dict:
 
 def _op(summary: str, ok: dict, *errors: int, params=(), body=None, public=False) -> dict:
     texts = {400: "Bad input", 401: "No or bad token", 403: "Wrong role", 404: "No such job",
-             409: "Not allowed in the job's state, or lease lost", 413: "Too large"}
+             409: "Not allowed in the job's state, or lease lost", 413: "Too large",
+             503: "The database is unavailable; retry after the Retry-After seconds"}
     op = {"summary": summary, "responses": dict(ok)}
-    for code in (() if public else (401, 403)) + errors:
+    # Every route reads the database, if only to check the token.
+    for code in (() if public else (401, 403)) + errors + (503,):
         op["responses"][str(code)] = _error_ref(texts[code])
     if params:
         op["parameters"] = list(params)
@@ -40,8 +44,8 @@ def _binary(description: str, mime: str = "application/octet-stream") -> dict:
 
 
 ROOT_PATHS = {
-    "/healthz": {"get": {"summary": "Liveness", "security": [],
-                         "responses": {"200": {"description": "OK"}}}},
+    "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {
+        "200": {"description": "OK"}, "503": _error_ref("The database is unavailable")}}},
     "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "responses": {
         "200": {"description": "Prometheus text format"}}}},
 }
@@ -58,7 +62,9 @@ def document() -> dict:
         "security": [{"bearer": []}],
         "paths": ROOT_PATHS | {"/api/v1" + path: item for path, item in {
             "/jobs": {
-                "post": _op("Submit a job", {"201": _json("Created", "Job")}, 400, 413, body={
+                "post": _op("Submit a job (the same Idempotency-Key and request: the same job)",
+                            {"201": _json("Created, or created before with this key", "Job")},
+                            400, 409, 413, params=[IDEMPOTENCY_KEY], body={
                     "required": True, "content": {"multipart/form-data": {"schema": {
                         "type": "object", "required": ["spec"], "properties": {
                             "spec": {"$ref": "#/components/schemas/JobSpec"},
@@ -101,7 +107,7 @@ def document() -> dict:
                     "required": True, "content": {"application/json": {"schema": {
                         "type": "object", "properties": {
                             "worker": {"type": "string"}, "cpus": {"type": "integer"},
-                            "wait": {"type": "number"}}}}}})},
+                            "wait": {"type": "number"}, "claim_id": {"type": "string"}}}}}})},
             "/worker/jobs/{job_id}/heartbeat": {"post": _op(
                 "Extend the lease; learn of cancellation", {"200": _json(
                     "Lease", schema={"type": "object", "properties": {

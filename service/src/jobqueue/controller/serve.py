@@ -1,5 +1,9 @@
 """Serve the controller without Apache, for development, demos and tests:
-`python -m jobqueue.controller.serve --port 8080`. Production runs it under mod_wsgi."""
+`python -m jobqueue.controller.serve --port 8080`. Production runs it under mod_wsgi.
+
+SIGTERM or SIGINT stops it promptly: it stops accepting, answers waiting claims at
+once (204), gives requests in flight a few seconds to finish, then exits.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,42 @@ import sys
 import threading
 
 from werkzeug.serving import make_server
+from werkzeug.wsgi import ClosingIterator
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.app import create_app
 from jobqueue.controller.db import make_engine, migrate
+
+
+DRAIN_SECONDS = 10.0
+
+
+class InFlight:
+    """WSGI middleware that counts requests being answered, so a stop can wait for them."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.count = 0
+        self._cond = threading.Condition()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self.count -= 1
+            self._cond.notify_all()
+
+    def __call__(self, environ, start_response):
+        with self._cond:
+            self.count += 1
+        try:
+            return ClosingIterator(self.app(environ, start_response), self._leave)
+        except BaseException:
+            self._leave()
+            raise
+
+    def drain(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count == 0, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +71,26 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(settings.database_url)
         migrate(engine)
         engine.dispose()
-    server = make_server(args.host, args.port, create_app(settings), threaded=True)
-    # shutdown() waits for serve_forever() to return, so it cannot run in this thread.
-    signal.signal(signal.SIGTERM,
-                  lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    app = create_app(settings)
+    requests = InFlight(app)
+    server = make_server(args.host, args.port, requests, threaded=True)
+    stopping = threading.Event()
+
+    def stop(*_args) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            # shutdown() waits for serve_forever() to return: not from this thread.
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     print(f"controller listening on http://{args.host}:{server.server_port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+    server.socket.close()  # refuse new connections at once: clients retry elsewhere or later
+    app.extensions["jobqueue"].backend.close()  # waiting claims answer 204 now
+    if not requests.drain(DRAIN_SECONDS):
+        logging.warning("stopping with %d request(s) unanswered", requests.count)
     return 0
 
 

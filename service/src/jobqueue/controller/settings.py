@@ -28,6 +28,7 @@ class ControllerSettings:
     default_output_limit: int = 1024
     allow_anonymous: bool = False
     log_tail_bytes: int = 1 << 20
+    idempotency_window_seconds: int = 24 * 3600
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -35,7 +36,8 @@ class ControllerSettings:
             object.__setattr__(self, "database_url", url)
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
                     "max_files", "max_job_cpus", "default_walltime", "max_walltime",
-                    "default_memory", "default_output_limit", "log_tail_bytes")
+                    "default_memory", "default_output_limit", "log_tail_bytes",
+                    "idempotency_window_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")

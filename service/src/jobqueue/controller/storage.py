@@ -1,18 +1,31 @@
 """Job files on disk: `<data_dir>/jobs/<id>/input/` as submitted, and `result/` as
 uploaded by the attempt that finished the job (its `output/` files plus stdout and
-stderr). Results land in a staging directory first and are moved into place only
-once the database has accepted them, so a refused upload never touches stored files.
+stderr).
+
+A result upload survives a crash at any step. It is written to
+`<data_dir>/uploads/staging.<pid>.<random>/`, flushed to disk, then renamed to
+`uploads/ready.<job>.<lease>.<random>/`: a complete upload of that attempt. Only then
+does the database record the outcome, and only after that is the ready directory
+renamed to the job's `result/`. Whatever a crash interrupts, start-up (`recover`)
+finishes or discards: staging of a dead process is dropped; a ready upload becomes
+the result if the database says its attempt finished the job, waits for the worker's
+retry if the attempt is still running, and is dropped otherwise. A refused upload
+never touches stored files.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
+from jobqueue import faults
 from jobqueue.archive import (
     ArchiveTooLarge,
     check_relative_path,
@@ -20,8 +33,39 @@ from jobqueue.archive import (
     pack_dir,
     safe_extract,
 )
+from jobqueue.states import JobState
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+
+
+def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` to disk (links are left as they are)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                _fsync_path(path)
+        _fsync_path(dirpath, directory=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _copy_capped(src: IO[bytes], dest: Path, budget: int) -> int:
@@ -40,6 +84,8 @@ class JobFiles:
     def __init__(self, data_dir: str | os.PathLike, max_files: int, log_tail_bytes: int):
         self.root = Path(data_dir) / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.uploads = Path(data_dir) / "uploads"
+        self.uploads.mkdir(exist_ok=True)
         self.max_files = max_files
         self.log_tail_bytes = log_tail_bytes
 
@@ -67,6 +113,10 @@ class JobFiles:
             names = list(iter_files(input_dir))
             if len(names) > self.max_files:
                 raise ValueError(f"a job may have at most {self.max_files} files")
+            # On disk before the database says the job exists.
+            fsync_tree(input_dir)
+            _fsync_path(input_dir.parent, directory=True)
+            _fsync_path(self.root, directory=True)
             return names
         except BaseException:
             self.delete(job_id)
@@ -80,23 +130,84 @@ class JobFiles:
     def stage_result(self, job_id: str, lease: str, results: IO[bytes] | None,
                      stdout: IO[bytes] | None, stderr: IO[bytes] | None,
                      max_bytes: int) -> Path:
-        staging = self.job_dir(job_id) / f"staging-{lease}"
-        shutil.rmtree(staging, ignore_errors=True)
+        """Write an attempt's upload to disk, durably; return its ready directory."""
+        staging = self.uploads / f"staging.{os.getpid()}.{secrets.token_hex(8)}"
         (staging / "output").mkdir(parents=True)
         try:
             if results is not None:
                 safe_extract(results, staging / "output", max_bytes, self.max_files)
+            faults.point("upload:writing")
             for name, stream in (("stdout", stdout), ("stderr", stderr)):
                 self._save_log_tail(stream, staging / name)
+            fsync_tree(staging)
+            faults.point("upload:staged")
+            ready = self.uploads / f"ready.{job_id}.{lease}.{secrets.token_hex(8)}"
+            os.rename(staging, ready)
+            _fsync_path(self.uploads, directory=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return staging
+        return ready
 
-    def commit_result(self, job_id: str, staging: Path) -> None:
+    def _ready(self, job_id: str, lease: str | None = None) -> list[Path]:
+        """Complete uploads waiting for the job (of one attempt, if `lease` is given)."""
+        prefix = f"ready.{job_id}." + (f"{lease}." if lease is not None else "")
+        return sorted(p for p in self.uploads.iterdir() if p.name.startswith(prefix))
+
+    def has_result(self, job_id: str) -> bool:
+        return (self.job_dir(job_id) / "result").is_dir()
+
+    def place_result(self, job_id: str, lease: str, own: Path | None = None) -> bool:
+        """Make a ready upload of the attempt that finished the job its result (`own`, the
+        caller's, first), unless it has one; drop the job's other uploads. Safe to run
+        twice, even at the same time: a rename onto an existing result fails, so the
+        first one in wins."""
         final = self.job_dir(job_id) / "result"
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        candidates = self._ready(job_id, lease)
+        if own in candidates:
+            candidates.remove(own)
+            candidates.insert(0, own)
+        for ready in candidates:
+            if final.is_dir():
+                break
+            try:
+                os.rename(ready, final)
+            except FileNotFoundError:
+                continue  # another request placed this one, or the job was deleted
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                break  # another request placed a result first
+            _fsync_path(final.parent, directory=True)
+        for leftover in self._ready(job_id):
+            self.discard(leftover)
+        return final.is_dir()
+
+    def recover(self, attempt_of: Callable[[str], tuple[JobState, str | None] | None]) -> None:
+        """Finish or drop what crashed uploads left. `attempt_of(job_id)` gives the job's
+        state and lease, or None if there is no such job."""
+        for path in sorted(self.uploads.iterdir()):
+            kind, _, rest = path.name.partition(".")
+            if kind == "staging":
+                pid = rest.partition(".")[0]
+                # A live process (another mod_wsgi process) may still be writing it.
+                if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+                    continue
+                log.info("dropping the staging of a cut upload: %s", path.name)
+                self.discard(path)
+            elif kind == "ready":
+                job_id, _, rest = rest.partition(".")
+                lease = rest.rpartition(".")[0]
+                attempt = attempt_of(job_id)
+                if attempt is not None and attempt[1] == lease:
+                    if attempt[0] is JobState.RUNNING:
+                        continue  # its worker retries the upload
+                    if attempt[0].finished:
+                        log.info("job %s: placing the result a crash left unplaced", job_id)
+                        self.place_result(job_id, lease)
+                        continue
+                log.info("dropping the upload of a superseded attempt: %s", path.name)
+                self.discard(path)
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)

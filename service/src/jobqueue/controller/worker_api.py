@@ -4,17 +4,17 @@ claim (long poll), heartbeat, input download, result upload and hand-back."""
 from __future__ import annotations
 
 import json
-import uuid
 
 from flask import Blueprint, g, jsonify, request, send_file
 
+from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.controller.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost
-from jobqueue.states import REPORTABLE, JobState
+from jobqueue.states import FINISHED, REPORTABLE, JobState
 
 bp = Blueprint("worker_api", __name__)
 
@@ -38,16 +38,21 @@ def claim():
     worker = body.get("worker", current_user().name)
     cpus = body.get("cpus", 1)
     wait = body.get("wait", state.settings.claim_wait_seconds)
+    claim_id = body.get("claim_id")
     if not isinstance(worker, str) or not 0 < len(worker) <= 128:
         raise bad_request("field 'worker' must be a name of 1 to 128 characters")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
         raise bad_request("field 'cpus' (free CPUs) must be a positive integer")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         raise bad_request("field 'wait' must be a number of seconds >= 0")
+    if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
+        raise bad_request("field 'claim_id' must be a string of 1 to 64 characters")
     g.db.close()  # hold no connection while waiting
-    claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds))
+    claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds),
+                                  claim_id)
     if claimed is None:
         return "", 204
+    faults.point("claim:after-commit")
     job = g.db.get(Job, claimed.job_id)
     return jsonify(job_json(job) | {"lease": claimed.lease,
                                     "lease_seconds": state.settings.lease_seconds})
@@ -103,38 +108,47 @@ def upload_result(job_id: str):
     lease = status["lease"]
     state = app_state()
     job = find_job(job_id)
-    if job.lease == lease and job.job_state.finished:
-        return jsonify(job_json(job) | {"duplicate": True})
-    if job.job_state is not JobState.RUNNING or job.lease != lease:
+    if job.lease == lease and job.job_state.finished and state.files.has_result(job_id):
+        return _duplicate(job)
+    if job.lease != lease or job.job_state not in (JobState.RUNNING, *FINISHED):
         raise _lease_lost(LeaseLost("this worker no longer holds the job"))
     g.db.commit()  # release the database while the upload is unpacked
 
     files = request.files
     try:
-        staging = state.files.stage_result(
-            job_id, f"{lease}-{uuid.uuid4().hex[:8]}", files.get("results") and
-            files["results"].stream, files.get("stdout") and files["stdout"].stream,
+        ready = state.files.stage_result(
+            job_id, lease, files.get("results") and files["results"].stream,
+            files.get("stdout") and files["stdout"].stream,
             files.get("stderr") and files["stderr"].stream, job.output_limit << 20)
     except ArchiveTooLarge as exc:
         raise ApiError(413, "too_large", f"results over the job's output limit: {exc}") from None
     except UnsafeArchive as exc:
         raise bad_request(f"results archive refused: {exc}") from None
+    job = g.db.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is not None and job.lease == lease and job.job_state.finished:
+        # A retry: this attempt's outcome is stored. Its files may not be, if a crash
+        # cut the first upload after the commit: then this upload's files are used.
+        g.db.commit()
+        state.files.place_result(job_id, lease, ready)
+        return _duplicate(job)
     try:
-        job = g.db.get(Job, job_id, with_for_update=True, populate_existing=True)
-        if job.lease == lease and job.job_state.finished:  # a retry raced us to it
-            state.files.discard(staging)
-            return jsonify(job_json(job) | {"duplicate": True})
         state.backend.finish(g.db, job, lease, status["state"], status.get("exit_code"),
                              status["message"])
-        g.db.commit()
     except LeaseLost as exc:
-        state.files.discard(staging)
+        state.files.discard(ready)
         raise _lease_lost(exc) from None
-    except BaseException:
-        state.files.discard(staging)
-        raise
-    state.files.commit_result(job_id, staging)
+    faults.point("upload:before-commit")
+    # If the commit fails, whether it happened is unknown: the ready upload stays for
+    # the worker's retry or for start-up to place or drop.
+    g.db.commit()
+    faults.point("upload:after-commit")
+    state.files.place_result(job_id, lease, ready)
+    faults.point("upload:placed")
     return jsonify(job_json(job) | {"duplicate": False})
+
+
+def _duplicate(job: Job):
+    return jsonify(job_json(job) | {"duplicate": True})
 
 
 @bp.post("/worker/jobs/<job_id>/release")

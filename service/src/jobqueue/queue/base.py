@@ -44,8 +44,10 @@ class PullQueue(QueueBackend):
     """A backend from which worker daemons pull jobs (the worker API is served for it)."""
 
     @abc.abstractmethod
-    def claim(self, worker: str, free_cpus: int, wait: float) -> Claim | None:
-        """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds."""
+    def claim(self, worker: str, free_cpus: int, wait: float,
+              claim_id: str | None = None) -> Claim | None:
+        """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds.
+        A claim retried with the same `claim_id` gets the job it already claimed."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, lease: str) -> tuple[object, bool]:

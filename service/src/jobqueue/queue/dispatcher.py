@@ -106,6 +106,7 @@ class Dispatcher(PullQueue):
         job.message = message
         job.lease = None
         job.lease_expires_at = None
+        job.claim_id = None
         if target is JobState.QUEUED:
             job.worker = None
             job.started_at = None
@@ -114,23 +115,43 @@ class Dispatcher(PullQueue):
             job.finished_at = now
 
     def close(self) -> None:
+        """Stop the listener and answer every waiting claim now (the server is stopping)."""
         self._closed.set()
+        self.wakeup.notify()
 
     # -- PullQueue --------------------------------------------------------------------
 
-    def claim(self, worker: str, free_cpus: int, wait: float) -> Claim | None:
+    def claim(self, worker: str, free_cpus: int, wait: float,
+              claim_id: str | None = None) -> Claim | None:
+        if claim_id is not None and (claim := self._claimed_before(worker, claim_id)):
+            return claim
         self._start_listener()
         deadline = time.monotonic() + wait
-        while True:
+        while not self._closed.is_set():
             seen = self.wakeup.generation
             self.sync()
-            claim = self._try_claim(worker, free_cpus)
+            claim = self._try_claim(worker, free_cpus, claim_id)
             remaining = deadline - time.monotonic()
             if claim is not None or remaining <= 0:
                 return claim
             self.wakeup.wait(seen, min(remaining, RECHECK_SECONDS))
+        return None
 
-    def _try_claim(self, worker: str, free_cpus: int) -> Claim | None:
+    def _claimed_before(self, worker: str, claim_id: str) -> Claim | None:
+        """The job a claim with this id already took, if its answer never reached the worker."""
+        with self.session_factory.begin() as session:
+            job = session.scalars(
+                select(Job).where(Job.claim_id == claim_id, Job.worker == worker,
+                                  Job.state == JobState.RUNNING.value)
+                .with_for_update()).first()
+            if job is None:
+                return None
+            job.lease_expires_at = utcnow() + self.lease
+            log.info("job %s: claim %s repeated; handed out again", job.id, claim_id)
+            return Claim(job.id, job.lease)
+
+    def _try_claim(self, worker: str, free_cpus: int, claim_id: str | None = None
+                   ) -> Claim | None:
         with self.session_factory.begin() as session:
             # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
             # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
@@ -144,6 +165,7 @@ class Dispatcher(PullQueue):
             job.state = check_transition(job.state, JobState.RUNNING).value
             job.attempts += 1
             job.worker = worker
+            job.claim_id = claim_id
             job.lease = new_lease()
             job.lease_expires_at = now + self.lease
             job.started_at = now
@@ -180,6 +202,7 @@ class Dispatcher(PullQueue):
             job.worker = None
             job.lease = None
             job.lease_expires_at = None
+            job.claim_id = None
             job.started_at = None
             job.message = "handed back by its worker; requeued"
             self._wake_on_commit(session)

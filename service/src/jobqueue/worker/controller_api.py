@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import IO
 
 import requests
 
 from jobqueue import https
+from jobqueue.backoff import retry_after
 
 API = "/api/v1"
 
@@ -21,14 +23,31 @@ class ControllerError(Exception):
     """The controller refused a request for a reason other than the lease."""
 
 
+class Unavailable(ControllerError):
+    """The controller answered 5xx (its database is down, it is restarting): try again."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# What a retry may cure: the controller unreachable, or answering that it cannot serve now.
+TRANSIENT = (requests.RequestException, Unavailable)
+
+
 class ControllerApi:
     def __init__(self, base_url: str, token: str, ca_bundle: str = "", timeout: float = 30.0):
         self.base = base_url.rstrip("/") + API
         self.timeout = timeout
         self.http = https.session(ca_bundle, user_agent="jobqueue-worker")
         self.http.headers["Authorization"] = f"Bearer {token}"
+        # When the controller last answered (not 5xx): a claim loop waiting out a backoff
+        # takes it as the sign that an outage is over.
+        self.last_answer = 0.0
 
     def _check(self, response: requests.Response) -> requests.Response:
+        if response.status_code < 500:
+            self.last_answer = time.monotonic()
         if response.status_code == 409:
             raise LeaseLost(response.json().get("message", "lease lost"))
         if response.status_code >= 400:
@@ -36,20 +55,26 @@ class ControllerApi:
                 message = response.json().get("message", response.text)
             except ValueError:
                 message = response.text[:200]
+            if response.status_code >= 500:
+                raise Unavailable(f"{response.status_code}: {message}",
+                                  retry_after(response.headers.get("Retry-After")))
             raise ControllerError(f"{response.status_code}: {message}")
         return response
 
-    def claim(self, worker: str, free_cpus: int, wait: float) -> dict | None:
+    def claim(self, worker: str, free_cpus: int, wait: float,
+              claim_id: str | None = None) -> dict | None:
+        """The next job, or None. Repeating a claim with the same `claim_id` after its
+        answer was lost returns the job it took, if it took one."""
+        body = {"worker": worker, "cpus": free_cpus, "wait": wait, "claim_id": claim_id}
         response = self._check(self.http.post(
-            f"{self.base}/worker/claim", json={"worker": worker, "cpus": free_cpus, "wait": wait},
-            timeout=wait + self.timeout))
+            f"{self.base}/worker/claim", json=body, timeout=wait + self.timeout))
         return None if response.status_code == 204 else response.json()
 
-    def heartbeat(self, job_id: str, lease: str) -> bool:
+    def heartbeat(self, job_id: str, lease: str, timeout: float | None = None) -> bool:
         """Renew the lease; return whether the job's owner asked to cancel it."""
         response = self._check(self.http.post(
             f"{self.base}/worker/jobs/{job_id}/heartbeat", json={"lease": lease},
-            timeout=self.timeout))
+            timeout=timeout or self.timeout))
         return bool(response.json()["cancel"])
 
     def download_input(self, job_id: str, lease: str, dest: IO[bytes]) -> None:

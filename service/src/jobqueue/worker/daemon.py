@@ -1,9 +1,17 @@
 """`jobqueue-worker`: claim jobs from the controller and run each through a Runner.
 
 Threads: one claimer (a single long-poll connection, whatever the number of slots),
-one heartbeat loop for all running jobs, and one thread per running job. The main
+one heartbeat loop for all running jobs, one that stops jobs whose lease it could not
+renew, and one thread per running job. The main
 thread only waits for SIGTERM/SIGINT and then hands back or finishes running jobs,
 so no job is ever dropped silently.
+
+A controller restart or a database outage of a few seconds costs no job an attempt:
+every call is retried with a bounded backoff (claims with the same claim id, so a
+claim whose answer was lost returns its job). No job runs twice at the same time: its
+processes die with the worker (see `tether`), a restarted worker hands back what its
+predecessor was running, and a worker that cannot renew a job's lease stops the job
+before the lease can run out and the job start again elsewhere.
 """
 
 from __future__ import annotations
@@ -17,15 +25,24 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
 from jobqueue.archive import UnsafeArchive, iter_files, pack_dir, safe_extract
+from jobqueue.backoff import Backoff
 from jobqueue.config import ConfigError
 from jobqueue.worker import settings as settings_module
-from jobqueue.worker.controller_api import ControllerApi, ControllerError, LeaseLost
+from jobqueue.worker.controller_api import (
+    TRANSIENT,
+    ControllerApi,
+    ControllerError,
+    LeaseLost,
+)
 from jobqueue.worker.runner import Limits, LocalRunner, Runner, RunningProcess, RunRequest
 from jobqueue.worker.settings import WorkerSettings
 
@@ -33,6 +50,11 @@ log = logging.getLogger("jobqueue.worker")
 
 MAX_INPUT_FILES = 100_000
 MAX_INPUT_BYTES = 1 << 40  # the controller already capped the upload
+CLAIM_ID_FILE = "claim-id"  # the id of the claim in flight, for a restarted worker
+LEASE_FILE = "lease"  # in a job's meta directory: what a restarted worker hands back
+CLAIM_BACKOFF_CAP = 10.0
+HAND_BACK_SECONDS = 20.0  # how long a hand-back is retried when the worker stops
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +64,10 @@ class ActiveJob:
     cpus: int
     spec: dict
     process: RunningProcess | None = None
+    reported: bool = False  # its result is uploaded: the lease ends with it
+    lease_seconds: float = 60.0
+    # When the controller last renewed the lease, at the latest (monotonic clock).
+    renewed: float = field(default_factory=time.monotonic)
     # Why the job is being stopped from outside: cancelled, timed_out, lease_lost, handed_back.
     stop_reason: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -77,18 +103,21 @@ class Worker:
         self.stopping = threading.Event()
         self.job_threads: list[threading.Thread] = []
         self.heartbeat_interval = settings.heartbeat_seconds
+        self.claim_id = ""
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def serve(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._clean_leftovers()
+        self._hand_back_leftovers()
         log.info("worker %s: %d CPUs, controller %s", self.settings.name, self.total_cpus,
                  self.settings.controller_url)
         claimer = threading.Thread(target=self._claim_loop, name="claimer", daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
         claimer.start()
         heartbeat.start()
+        fence.start()
         while not self.stopping.wait(1.0):
             pass
         log.info("stopping (%s running job(s), on_shutdown=%s)", len(self.active),
@@ -96,7 +125,7 @@ class Worker:
         with self.cond:
             self.cond.notify_all()
         if self.settings.on_shutdown == "requeue":
-            self.hand_back_all("the worker is shutting down")
+            self.hand_back_all("the worker is shutting down", HAND_BACK_SECONDS)
         for thread in list(self.job_threads):
             thread.join()
         claimer.join(self.settings.claim_wait_seconds + 35)
@@ -105,10 +134,44 @@ class Worker:
     def stop(self, *_args) -> None:
         self.stopping.set()
 
-    def _clean_leftovers(self) -> None:
-        """Directories left by a worker that was killed: their jobs were requeued."""
+    def _hand_back_leftovers(self) -> None:
+        """What a killed predecessor left. Its jobs' processes died with it (the tether);
+        hand the jobs back instead of leaving them to wait out their leases (retried
+        through an outage, and before any claim, which could otherwise get one of them
+        back while it is being handed back), resume its claim in flight (a job claimed
+        as it died comes back to this worker), and remove the rest."""
+        claim_id = self.work_dir / CLAIM_ID_FILE
+        self.claim_id = claim_id.read_text().strip() if claim_id.is_file() else ""
+        deadline = time.monotonic() + self.settings.retry_seconds
+        for lease in sorted(self.work_dir.glob(f"*.meta/{LEASE_FILE}")):
+            job_id = lease.parent.name.removesuffix(".meta")
+            log.info("job %s: left running by the previous worker; handing it back", job_id)
+            self._release(job_id, lease.read_text().strip(),
+                          max(0.0, deadline - time.monotonic()))
         for path in self.work_dir.iterdir():
-            shutil.rmtree(path, ignore_errors=True)
+            if path.name != CLAIM_ID_FILE:
+                shutil.rmtree(path, ignore_errors=True)
+        if not self.claim_id:
+            self._next_claim_id()
+
+    def _next_claim_id(self) -> None:
+        """A new claim: noted on disk before it is sent, for a restarted worker."""
+        self.claim_id = uuid.uuid4().hex
+        (self.work_dir / CLAIM_ID_FILE).write_text(self.claim_id)
+
+    def _retrying(self, what: str, call: Callable[[], T], budget: float) -> T:
+        """`call()`, retried through transient failures (controller restarting, database
+        down) with a bounded backoff for at most `budget` seconds."""
+        backoff = Backoff(budget=budget)
+        while True:
+            try:
+                return call()
+            except TRANSIENT as exc:
+                if backoff.expired:
+                    raise
+                delay = backoff.delay(getattr(exc, "retry_after", None))
+                log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
+                self._pause(delay)
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -116,11 +179,12 @@ class Worker:
         return self.total_cpus - sum(job.cpus for job in self.active.values())
 
     def _claim_loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(first=1.0, cap=CLAIM_BACKOFF_CAP)
         while not self.stopping.is_set():
             now = dt.datetime.now().time()
             if self.window.must_end(now) and self.active:
-                self.hand_back_all("outside the worker's service window")
+                self.hand_back_all("outside the worker's service window",
+                                   self.settings.retry_seconds)
             if not self.window.accepting(now):
                 self.stopping.wait(30)
                 continue
@@ -131,24 +195,50 @@ class Worker:
             if self.stopping.is_set():
                 break
             try:
-                job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds)
+                job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds,
+                                     self.claim_id)
             except (requests.RequestException, ControllerError) as exc:
-                log.warning("claim failed: %s; retrying in %.0f s", exc, backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # Retried with the same claim id: if this claim took a job, it comes back.
+                delay = backoff.delay(getattr(exc, "retry_after", None))
+                log.warning("claim failed: %s; retrying in %.1f s", exc, delay)
+                self._wait_for_controller(delay, isinstance(exc, TRANSIENT))
                 continue
-            backoff = 1.0
-            if job is None:
-                continue
-            if self.stopping.is_set():
-                self._release(job["id"], job["lease"])
-                break
-            self._start(job)
+            backoff.reset()
+            if job is not None:
+                if self.stopping.is_set():
+                    self._release(job["id"], job["lease"], HAND_BACK_SECONDS)
+                    break
+                self._start(job)
+            self._next_claim_id()
+
+    def _pause(self, delay: float) -> None:
+        """Wait `delay`, or less once another call gets an answer: the outage is over."""
+        answered = self.api.last_answer
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and self.api.last_answer == answered:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _wait_for_controller(self, delay: float, outage: bool) -> None:
+        """Wait `delay`, or less if the worker stops or, after an outage, any other call
+        (a heartbeat, an upload) gets an answer: the controller is back, claim now."""
+        answered = self.api.last_answer
+        deadline = time.monotonic() + delay
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            if outage and self.api.last_answer != answered:
+                return
+            self.stopping.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _start(self, job: dict) -> None:
-        active = ActiveJob(job["id"], job["lease"], job["cpus"], job)
+        active = ActiveJob(job["id"], job["lease"], job["cpus"], job,
+                           lease_seconds=job.get("lease_seconds", 60))
         self.heartbeat_interval = min(self.settings.heartbeat_seconds,
-                                      job.get("lease_seconds", 60) / 3)
+                                      active.lease_seconds / 3)
+        # Before the next claim id replaces this one: a restarted worker then either
+        # hands this job back or gets it again through the claim id, never loses it.
+        meta_dir = self.work_dir / f"{active.id}.meta"
+        shutil.rmtree(meta_dir, ignore_errors=True)
+        meta_dir.mkdir(mode=0o700)
+        (meta_dir / LEASE_FILE).write_text(active.lease)
         with self.cond:
             self.active[active.id] = active
         thread = threading.Thread(target=self._run_job, args=(active,), name=f"job-{active.id}")
@@ -157,47 +247,91 @@ class Worker:
 
     # -- stopping jobs from outside -------------------------------------------------------
 
-    def _stop_job(self, job: ActiveJob, reason: str) -> None:
+    def _stop_job(self, job: ActiveJob, reason: str, grace: float | None = None) -> None:
         with job.lock:
             if job.stop_reason is not None:
                 return
             job.stop_reason = reason
             process = job.process
         if process is not None:
-            process.kill(self.settings.kill_grace_seconds)
+            process.kill(self.settings.kill_grace_seconds if grace is None else grace)
 
-    def hand_back_all(self, why: str) -> None:
+    def hand_back_all(self, why: str, budget: float) -> None:
         with self.cond:
             jobs = list(self.active.values())
+        deadline = time.monotonic() + budget
         for job in jobs:
             log.info("job %s: handing back (%s)", job.id, why)
             self._stop_job(job, "handed_back")
-            self._release(job.id, job.lease)
+            self._release(job.id, job.lease, max(0.0, deadline - time.monotonic()))
 
-    def _release(self, job_id: str, lease: str) -> None:
+    def _release(self, job_id: str, lease: str, budget: float | None = None) -> None:
+        budget = self.settings.retry_seconds if budget is None else budget
         try:
-            self.api.release(job_id, lease)
-        except (LeaseLost, ControllerError, requests.RequestException) as exc:
+            self._retrying(f"job {job_id}: hand-back",
+                           lambda: self.api.release(job_id, lease), budget)
+        except LeaseLost:
+            pass  # already finished, requeued or handed back by an earlier try
+        except (ControllerError, requests.RequestException) as exc:
             # The lease will expire and the controller requeues the job.
             log.warning("job %s: could not hand back (%s); its lease will expire", job_id, exc)
 
     def _heartbeat_loop(self) -> None:
+        backoff = Backoff()
         while not (self.stopping.is_set() and not self.active):
             with self.cond:
-                jobs = [j for j in self.active.values() if j.stop_reason is None]
+                jobs = [j for j in self.active.values()
+                        if j.stop_reason is None and not j.reported]
+            failed = None
             for job in jobs:
+                sent = time.monotonic()
                 try:
-                    if self.api.heartbeat(job.id, job.lease):
+                    # A heartbeat slower than its interval is as good as lost.
+                    if self.api.heartbeat(job.id, job.lease,
+                                          timeout=max(2.0, self.heartbeat_interval)):
                         log.info("job %s: cancelled by its owner", job.id)
                         threading.Thread(target=self._stop_job, args=(job, "cancelled"),
                                          daemon=True).start()
                 except LeaseLost:
+                    if job.reported:
+                        continue  # the upload finished the job meanwhile
                     log.warning("job %s: lease lost; stopping it", job.id)
                     threading.Thread(target=self._stop_job, args=(job, "lease_lost"),
                                      daemon=True).start()
                 except (requests.RequestException, ControllerError) as exc:
                     log.warning("job %s: heartbeat failed: %s", job.id, exc)
-            time.sleep(self.heartbeat_interval)
+                    failed = exc
+                else:
+                    job.renewed = sent
+            if failed is None:
+                backoff.reset()
+                time.sleep(self.heartbeat_interval)
+            else:  # try again soon: the lease runs out while the controller is away
+                time.sleep(min(backoff.delay(getattr(failed, "retry_after", None)),
+                               self.heartbeat_interval))
+
+    def _fence_loop(self) -> None:
+        """Stop jobs whose lease could not be renewed for so long that it may run out
+        before they are stopped: the controller would then start them elsewhere while
+        they still run here (the worker is cut off from the controller, not dead)."""
+        while not (self.stopping.is_set() and not self.active):
+            with self.cond:
+                jobs = [j for j in self.active.values()
+                        if j.stop_reason is None and not j.reported]
+            for job in jobs:
+                # Stopped at `lease - margin`, gone `grace` later: before the lease ends.
+                grace = min(self.settings.kill_grace_seconds, job.lease_seconds / 4)
+                margin = min(grace + job.lease_seconds / 10, job.lease_seconds / 2)
+                unrenewed = time.monotonic() - job.renewed
+                if unrenewed < job.lease_seconds - margin:
+                    continue
+                if job.process is not None and job.process.wait(0) is not None:
+                    continue  # it has ended: its upload goes on and may still make it
+                log.warning("job %s: lease not renewed for %.1f s; stopping the job before "
+                            "it runs out", job.id, unrenewed)
+                threading.Thread(target=self._stop_job, args=(job, "lease_lost", grace),
+                                 daemon=True).start()
+            time.sleep(0.25)
 
     # -- running one job ------------------------------------------------------------------
 
@@ -205,9 +339,8 @@ class Worker:
         job_dir = self.work_dir / job.id
         meta_dir = self.work_dir / f"{job.id}.meta"  # logs and archives, outside the job's reach
         try:
-            for path in (job_dir, meta_dir):
-                shutil.rmtree(path, ignore_errors=True)
-                path.mkdir(mode=0o700)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            job_dir.mkdir(mode=0o700)
             self._fetch_input(job, job_dir, meta_dir)
             inputs = _fingerprint(job_dir)
             code = self._execute(job, job_dir, meta_dir)
@@ -234,7 +367,13 @@ class Worker:
 
     def _fetch_input(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=meta_dir) as archive:
-            self.api.download_input(job.id, job.lease, archive)
+            def download() -> None:
+                archive.seek(0)
+                archive.truncate()
+                self.api.download_input(job.id, job.lease, archive)
+
+            self._retrying(f"job {job.id}: input download", download,
+                           self.settings.retry_seconds)
             archive.seek(0)
             safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES)
 
@@ -285,20 +424,12 @@ class Worker:
 
     def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
                 results: Path | None, meta_dir: Path) -> None:
-        """Upload until the controller answers; a retry of a stored upload is harmless."""
-        backoff = 1.0
-        deadline = time.monotonic() + max(60.0, self.heartbeat_interval * 6)
-        while True:
-            try:
-                self.api.upload_result(job.id, job.lease, state, code, message, results,
-                                       meta_dir / "stdout", meta_dir / "stderr")
-                return
-            except requests.RequestException as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("job %s: upload failed: %s; retrying", job.id, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 15.0)
+        """Upload until the controller takes it; a retry of a stored upload is harmless.
+        Heartbeats go on meanwhile, so the lease holds through an outage."""
+        self._retrying(f"job {job.id}: upload", lambda: self.api.upload_result(
+            job.id, job.lease, state, code, message, results, meta_dir / "stdout",
+            meta_dir / "stderr"), self.settings.retry_seconds)
+        job.reported = True
 
 
 def main(argv: list[str] | None = None) -> int:

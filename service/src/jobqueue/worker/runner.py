@@ -1,7 +1,8 @@
 """How a job's process is started, limited and stopped: the seam the worker calls.
 
 `LocalRunner` starts the job's script in its own session (so the whole process group
-can be killed) under resource limits. Confinement (a separate user, an AppArmor
+can be killed) under resource limits, through a tether that kills the job if the
+worker dies (see `jobqueue.worker.tether`). Confinement (a separate user, an AppArmor
 profile) plugs in at `LocalRunner.confine`, which wraps the command line.
 """
 
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,14 +61,24 @@ class Runner(abc.ABC):
 
 
 class _ProcessGroup(RunningProcess):
-    def __init__(self, popen: subprocess.Popen):
+    def __init__(self, popen: subprocess.Popen, tether: int):
         self.popen = popen
+        self.tether = tether  # write end of the tether's pipe: closing it kills the job
+        self._lock = threading.Lock()
 
     def wait(self, timeout: float | None) -> int | None:
         try:
-            return self.popen.wait(timeout)
+            code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._release_tether()
+        return code
+
+    def _release_tether(self) -> None:
+        with self._lock:
+            if self.tether >= 0:
+                os.close(self.tether)
+                self.tether = -1
 
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -79,6 +91,7 @@ class _ProcessGroup(RunningProcess):
             self.popen.wait()
         # Children that outlived the leader are still in its process group.
         self._signal_group(signal.SIGKILL)
+        self._release_tether()
 
 
 class LocalRunner(Runner):
@@ -92,11 +105,19 @@ class LocalRunner(Runner):
         return argv
 
     def start(self, request: RunRequest) -> RunningProcess:
-        command = [self.python, "-m", "jobqueue.worker.limits",
+        # Only the worker holds the write end (pipes are not inherited by other jobs).
+        watch, tether = os.pipe()
+        command = [self.python, "-m", "jobqueue.worker.tether", str(watch),
                    json.dumps(request.limits.rlimits()), "--", *request.argv]
-        with open(request.stdout, "wb") as out, open(request.stderr, "wb") as err:
-            popen = subprocess.Popen(
-                self.confine(request, command), cwd=request.job_dir, env=request.env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-                close_fds=True)
-        return _ProcessGroup(popen)
+        try:
+            with open(request.stdout, "wb") as out, open(request.stderr, "wb") as err:
+                popen = subprocess.Popen(
+                    self.confine(request, command), cwd=request.job_dir, env=request.env,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                    close_fds=True, pass_fds=(watch,))
+        except BaseException:
+            os.close(tether)
+            raise
+        finally:
+            os.close(watch)
+        return _ProcessGroup(popen, tether)

@@ -42,6 +42,7 @@ class WorkerSettings:
     on_shutdown: str = "requeue"
     python: str = ""
     kill_grace_seconds: float = 5.0
+    retry_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -60,6 +61,8 @@ class WorkerSettings:
             raise ConfigError(f"setting 'on_shutdown' must be one of {ON_SHUTDOWN}")
         if self.heartbeat_seconds <= 0 or self.claim_wait_seconds < 0:
             raise ConfigError("settings 'heartbeat_seconds' and 'claim_wait_seconds' must be > 0")
+        if self.retry_seconds < 0:
+            raise ConfigError("setting 'retry_seconds' must be >= 0")
         for key in ("service_start", "service_stop", "service_end"):
             _clock(key, getattr(self, key))
 
