@@ -178,7 +178,7 @@ def test_a_worker_error_hands_the_job_back_instead_of_losing_it(cluster):
     c = cluster()
     settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
                               work_dir=str(c.root / "work-broken"), claim_wait_seconds=1)
-    worker = Worker(settings, runner=BrokenRunner())
+    worker = Worker(settings, runner=BrokenRunner(Path(settings.work_dir)))
     thread = threading.Thread(target=worker.serve)
     thread.start()
     try:

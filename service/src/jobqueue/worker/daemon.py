@@ -33,7 +33,7 @@ from typing import TypeVar
 
 import requests
 
-from jobqueue.archive import UnsafeArchive, iter_files, pack_dir, safe_extract
+from jobqueue.archive import UnsafeArchive, safe_extract
 from jobqueue.backoff import Backoff
 from jobqueue.config import ConfigError
 from jobqueue.worker import settings as settings_module
@@ -43,7 +43,14 @@ from jobqueue.worker.controller_api import (
     ControllerError,
     LeaseLost,
 )
-from jobqueue.worker.runner import Limits, LocalRunner, Runner, RunningProcess, RunRequest
+from jobqueue.worker.runner import (
+    Limits,
+    LocalRunner,
+    Runner,
+    RunningProcess,
+    RunRequest,
+    Workspace,
+)
 from jobqueue.worker.settings import WorkerSettings
 
 log = logging.getLogger("jobqueue.worker")
@@ -73,16 +80,17 @@ class ActiveJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _fingerprint(root: Path) -> dict[str, tuple[int, int]]:
-    return {rel: ((st := (root / rel).lstat()).st_size, st.st_mtime_ns)
-            for rel in iter_files(root)}
+LIMIT_NAMES = {"memory": "memory limit", "output": "output limit", "cpu": "CPU time limit",
+               "walltime": "wall time"}
 
 
-def _describe(state: str, code: int | None) -> str:
+def _describe(state: str, code: int | None, limit: str | None = None) -> str:
     if state == "timed_out":
         return "killed: wall time exceeded"
     if state == "cancelled":
         return "cancelled by its owner"
+    if limit is not None:
+        return f"killed: {LIMIT_NAMES.get(limit, limit)} exceeded"
     if code is not None and code < 0:
         return f"killed by signal {signal.Signals(-code).name}"
     return f"exited with status {code}"
@@ -94,8 +102,8 @@ class Worker:
         self.settings = settings
         self.api = api or ControllerApi(settings.controller_url, settings.token,
                                         settings.ca_bundle)
-        self.runner = runner or LocalRunner()
         self.work_dir = Path(settings.work_dir)
+        self.runner = runner or make_runner(settings)
         self.total_cpus = settings.total_cpus
         self.window = settings.window()
         self.active: dict[str, ActiveJob] = {}
@@ -109,7 +117,10 @@ class Worker:
 
     def serve(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.runner.recover()
         self._hand_back_leftovers()
+        # Before any claim: a worker whose confinement is not in force runs nothing.
+        self.runner.self_check()
         log.info("worker %s: %d CPUs, controller %s", self.settings.name, self.total_cpus,
                  self.settings.controller_url)
         claimer = threading.Thread(target=self._claim_loop, name="claimer", daemon=True)
@@ -336,17 +347,18 @@ class Worker:
     # -- running one job ------------------------------------------------------------------
 
     def _run_job(self, job: ActiveJob) -> None:
-        job_dir = self.work_dir / job.id
         meta_dir = self.work_dir / f"{job.id}.meta"  # logs and archives, outside the job's reach
+        workspace: Workspace | None = None
         try:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            job_dir.mkdir(mode=0o700)
-            self._fetch_input(job, job_dir, meta_dir)
-            inputs = _fingerprint(job_dir)
-            code = self._execute(job, job_dir, meta_dir)
+            # Each attempt has a directory of its own: an earlier attempt's clean-up
+            # never touches a later one's.
+            workspace = self.runner.workspace(f"{job.id}-{uuid.uuid4().hex[:8]}")
+            self._fetch_input(job, workspace.job_dir, meta_dir)
+            request = self._request(job, workspace.job_dir, meta_dir)
+            code = self._execute(job, workspace, request)
             if job.stop_reason in ("lease_lost", "handed_back"):
                 return
-            self._report(job, code, job_dir, meta_dir, inputs)
+            self._report(job, code, workspace, request, meta_dir)
         except LeaseLost:
             log.warning("job %s: lease lost", job.id)
         except Exception as exc:  # whatever broke, the job goes back, never silently lost
@@ -359,7 +371,8 @@ class Worker:
                 self._stop_job(job, "handed_back")
                 self._release(job.id, job.lease)
         finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+            if workspace is not None:
+                workspace.close()
             shutil.rmtree(meta_dir, ignore_errors=True)
             with self.cond:
                 self.active.pop(job.id, None)
@@ -377,7 +390,7 @@ class Worker:
             archive.seek(0)
             safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES)
 
-    def _execute(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> int | None:
+    def _request(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> RunRequest:
         spec = job.spec
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -393,12 +406,16 @@ class Worker:
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,
                         max_file_size=min(self.settings.max_file_size, spec["output_limit"] << 20))
-        request = RunRequest(job.id, job_dir, [self.settings.python, spec["entry"], *spec["args"]],
-                             limits, meta_dir / "stdout", meta_dir / "stderr", env)
+        return RunRequest(job.id, job_dir, [self.settings.python, spec["entry"], *spec["args"]],
+                          limits, meta_dir / "stdout", meta_dir / "stderr", env,
+                          output_limit=spec["output_limit"] << 20, cpus=job.cpus)
+
+    def _execute(self, job: ActiveJob, workspace: Workspace, request: RunRequest) -> int | None:
+        spec = job.spec
         with job.lock:
             if job.stop_reason is not None:
                 return None
-            job.process = self.runner.start(request)
+            job.process = workspace.start(request)
         log.info("job %s: started (%d CPUs)", job.id, job.cpus)
         code = job.process.wait(spec["walltime"])
         if code is None:
@@ -406,16 +423,16 @@ class Worker:
             code = job.process.wait(None)
         return code
 
-    def _report(self, job: ActiveJob, code: int | None, job_dir: Path, meta_dir: Path,
-                inputs: dict) -> None:
-        state = job.stop_reason or ("succeeded" if code == 0 else "failed")
-        message = _describe(state, code)
+    def _report(self, job: ActiveJob, code: int | None, workspace: Workspace,
+                request: RunRequest, meta_dir: Path) -> None:
         results: Path | None = meta_dir / "results.tar.gz"
-        with open(results, "wb") as fh:
-            # Inputs the job left as they were are already stored on the controller.
-            size = pack_dir(job_dir, fh, keep=lambda rel: inputs.get(rel) != (
-                (st := (job_dir / rel).lstat()).st_size, st.st_mtime_ns))
-        if size > job.spec["output_limit"] << 20:
+        outcome = workspace.collect(request, results)
+        state = job.stop_reason or ("succeeded" if code == 0 and not outcome.limit else "failed")
+        message = _describe(state, code, outcome.limit)
+        size = outcome.results_bytes
+        if outcome.limit == "output":
+            results = None
+        elif size > request.output_limit:
             state, results = "failed", None
             message = (f"output of {size} bytes exceeds the job's limit of "
                        f"{job.spec['output_limit']} MiB")
@@ -430,6 +447,13 @@ class Worker:
             job.id, job.lease, state, code, message, results, meta_dir / "stdout",
             meta_dir / "stderr"), self.settings.retry_seconds)
         job.reported = True
+
+
+def make_runner(settings: WorkerSettings) -> Runner:
+    if settings.runner == "systemd":
+        from jobqueue.worker.systemd_runner import SystemdRunner
+        return SystemdRunner(settings)
+    return LocalRunner(Path(settings.work_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(settings)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    worker.serve()
+    try:
+        worker.serve()
+    except RuntimeError as exc:  # the runner's self-check: refuse to run jobs unconfined
+        log.error("%s", exc)
+        return 1
     return 0
 
 

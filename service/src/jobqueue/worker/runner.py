@@ -1,9 +1,13 @@
-"""How a job's process is started, limited and stopped: the seam the worker calls.
+"""Where and how a job runs: the seam the worker calls.
 
-`LocalRunner` starts the job's script in its own session (so the whole process group
-can be killed) under resource limits, through a tether that kills the job if the
-worker dies (see `jobqueue.worker.tether`). Confinement (a separate user, an AppArmor
-profile) plugs in at `LocalRunner.confine`, which wraps the command line.
+A `Runner` gives each attempt a `Workspace`: the directory its inputs go to, a way to
+start the job and stop it, and, once it has ended, its logs and the files it made.
+
+`LocalRunner` (for `jobqueue dev`, the tests and hosts without systemd) runs the job as
+the worker's own user, in its own session (so the whole process group can be killed),
+under resource limits, through a tether that kills the job if the worker dies (see
+`jobqueue.worker.tether`). It confines nothing. `jobqueue.worker.systemd_runner` runs
+each job confined in a slot of its own.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import abc
 import contextlib
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jobqueue.archive import iter_files, pack_dir
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,15 @@ class RunRequest:
     stdout: Path
     stderr: Path
     env: dict[str, str] = field(default_factory=dict)
+    output_limit: int = 1 << 30  # bytes: all files the job makes plus its logs
+    cpus: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as far as the runner knows."""
+    results_bytes: int       # content packed into the results archive
+    limit: str | None = None  # the limit that ended it: memory, output, cpu, walltime
 
 
 class RunningProcess(abc.ABC):
@@ -54,10 +71,38 @@ class RunningProcess(abc.ABC):
         """Stop the job and everything it started: SIGTERM, then SIGKILL after `grace`."""
 
 
-class Runner(abc.ABC):
+class Workspace(abc.ABC):
+    """One attempt's place on the worker. `job_dir` is empty and private to this attempt
+    until `close`."""
+
+    job_dir: Path
+
     @abc.abstractmethod
     def start(self, request: RunRequest) -> RunningProcess:
-        """Start the job in its directory; return at once."""
+        """Start the job in `job_dir`; return at once."""
+
+    @abc.abstractmethod
+    def collect(self, request: RunRequest, results: Path) -> Outcome:
+        """After the job ended: its logs to `request.stdout`/`stderr`, the files it made or
+        changed (regular files only) as tar.gz to `results`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove everything the attempt left."""
+
+
+class Runner(abc.ABC):
+    @abc.abstractmethod
+    def workspace(self, name: str) -> Workspace:
+        """A fresh workspace for one attempt; `name` is unique to the attempt."""
+
+    @abc.abstractmethod
+    def recover(self) -> None:
+        """On start: stop whatever a previous worker left running."""
+
+    @abc.abstractmethod
+    def self_check(self) -> None:
+        """On start: raise RuntimeError if the confinement it promises is not in force."""
 
 
 class _ProcessGroup(RunningProcess):
@@ -94,15 +139,28 @@ class _ProcessGroup(RunningProcess):
         self._release_tether()
 
 
-class LocalRunner(Runner):
-    """Runs jobs as the worker's own user, limited by rlimits."""
+def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
+    return {rel: ((st := (root / rel).lstat()).st_size, st.st_mtime_ns)
+            for rel in iter_files(root)}
 
-    def __init__(self, python: str = sys.executable):
+
+class LocalRunner(Runner):
+    """Runs jobs as the worker's own user, limited by rlimits, in `work_dir`."""
+
+    def __init__(self, work_dir: Path | None = None, python: str = sys.executable):
+        self.work_dir = work_dir
         self.python = python  # runs the limits shim; jobs may use another interpreter
 
-    def confine(self, request: RunRequest, argv: list[str]) -> list[str]:
-        """Wrap the command in confinement; the plain runner adds none."""
-        return argv
+    def recover(self) -> None:
+        """Nothing to do: a previous worker's jobs died with it (the tether)."""
+
+    def self_check(self) -> None:
+        """Nothing to check: this runner promises no confinement."""
+
+    def workspace(self, name: str) -> LocalWorkspace:
+        if self.work_dir is None:
+            raise RuntimeError("LocalRunner needs a work_dir for workspaces")
+        return LocalWorkspace(self, self.work_dir / name)
 
     def start(self, request: RunRequest) -> RunningProcess:
         # Only the worker holds the write end (pipes are not inherited by other jobs).
@@ -112,7 +170,7 @@ class LocalRunner(Runner):
         try:
             with open(request.stdout, "wb") as out, open(request.stderr, "wb") as err:
                 popen = subprocess.Popen(
-                    self.confine(request, command), cwd=request.job_dir, env=request.env,
+                    command, cwd=request.job_dir, env=request.env,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
                     close_fds=True, pass_fds=(watch,))
         except BaseException:
@@ -121,3 +179,30 @@ class LocalRunner(Runner):
         finally:
             os.close(watch)
         return _ProcessGroup(popen, tether)
+
+
+class LocalWorkspace(Workspace):
+    def __init__(self, runner: LocalRunner, job_dir: Path):
+        self.runner = runner
+        self.job_dir = job_dir
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(mode=0o700)
+        self.inputs: dict[str, tuple[int, int]] = {}
+
+    def start(self, request: RunRequest) -> RunningProcess:
+        self.inputs = fingerprint(self.job_dir)
+        return self.runner.start(request)
+
+    def collect(self, request: RunRequest, results: Path) -> Outcome:
+        def changed(rel: str) -> bool:
+            # Inputs the job left as they were are already stored on the controller;
+            # hard-linked files may be the worker's own, links point elsewhere.
+            info = (self.job_dir / rel).lstat()
+            return (stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+                    and self.inputs.get(rel) != (info.st_size, info.st_mtime_ns))
+
+        with open(results, "wb") as fh:
+            return Outcome(pack_dir(self.job_dir, fh, keep=changed))
+
+    def close(self) -> None:
+        shutil.rmtree(self.job_dir, ignore_errors=True)

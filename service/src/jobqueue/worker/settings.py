@@ -13,6 +13,7 @@ from jobqueue.config import ConfigError, load_settings
 DEFAULT_PATH = "/etc/jobqueue/worker.toml"
 ENV_PREFIX = "JOBQUEUE_WORKER_"
 ON_SHUTDOWN = ("requeue", "finish")
+RUNNERS = ("local", "systemd")
 
 
 def _clock(name: str, value: str | None) -> dt.time | None:
@@ -43,6 +44,13 @@ class WorkerSettings:
     python: str = ""
     kill_grace_seconds: float = 5.0
     retry_seconds: float = 300.0
+    # "local": jobs run as the worker's user, unconfined (jobqueue dev, tests).
+    # "systemd": each job runs confined in a slot unit (see jobqueue.worker.systemd_runner).
+    runner: str = "local"
+    slots: int = 0  # job slots of the systemd runner; 0: one per CPU
+    slots_dir: str = "/var/lib/jobqueue-slots"
+    slot_unit: str = "jobqueue-job@{slot}.service"
+    slot_user: str = "jq-slot{slot}"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -61,6 +69,10 @@ class WorkerSettings:
             raise ConfigError(f"setting 'on_shutdown' must be one of {ON_SHUTDOWN}")
         if self.heartbeat_seconds <= 0 or self.claim_wait_seconds < 0:
             raise ConfigError("settings 'heartbeat_seconds' and 'claim_wait_seconds' must be > 0")
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"setting 'runner' must be one of {RUNNERS}, not {self.runner!r}")
+        if self.slots < 0:
+            raise ConfigError("setting 'slots' must be >= 0")
         if self.retry_seconds < 0:
             raise ConfigError("setting 'retry_seconds' must be >= 0")
         for key in ("service_start", "service_stop", "service_end"):
@@ -73,6 +85,10 @@ class WorkerSettings:
         if self.cpus > 0:
             return min(self.cpus, available)
         return max(1, available + self.cpus)
+
+    @property
+    def slot_count(self) -> int:
+        return self.slots or self.total_cpus
 
     def window(self) -> ServiceWindow:
         return ServiceWindow(_clock("service_start", self.service_start),

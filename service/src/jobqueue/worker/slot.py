@@ -1,0 +1,212 @@
+"""Inside a job slot's unit, as the slot's own user: `python -m jobqueue.worker.slot
+run|finish SLOT_DIR`.
+
+A slot directory holds what the worker hands over and what it takes back:
+
+    request.json   written by the worker: the job's argv, environment, rlimits, limits
+    work/          the job's directory: the worker's inputs, then whatever the job makes
+    outbox/        stdout, stderr, status.json, results.tar.gz: for the worker to read
+
+`run` is the unit's main process. It starts the job, keeps its files under the output
+limit while it runs, and when the job's first process ends, kills every process the
+slot's user still has (a daemonised child does not outlive its job). `finish` is the
+unit's ExecStopPost: it runs after systemd has stopped everything else in the unit,
+packs the files the job made (regular files owned by the slot's user only: no links,
+nothing of the worker's) and wipes the work directory. Both run with the job's own
+identity and confinement, so nothing they read can be more than the job could read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from jobqueue.worker import limits
+
+REQUEST = "request.json"
+STATUS = "status.json"
+RESULTS = "results.tar.gz"
+POLL_SECONDS = 0.25
+USAGE_EVERY = 4  # polls between two measurements of the job's disk use
+
+
+class OutputLimit(Exception):
+    pass
+
+
+def own_files(root: Path):
+    """(relative path, lstat) of the slot user's regular files under `root`, sorted;
+    links, devices and the worker's files (the untouched inputs) are left out."""
+    uid = os.getuid()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_uid == uid and info.st_nlink == 1:
+                yield path.relative_to(root).as_posix(), info
+
+
+def log_bytes(slot: Path) -> int:
+    total = 0
+    for log in ("stdout", "stderr"):
+        with contextlib.suppress(OSError):
+            total += (slot / "outbox" / log).lstat().st_size
+    return total
+
+
+def disk_use(slot: Path) -> int:
+    """Bytes the job has written: its own files in work/ and its two logs."""
+    return log_bytes(slot) + sum(info.st_size for _, info in own_files(slot / "work"))
+
+
+def _signal_job(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _kill_the_rest() -> None:
+    """SIGKILL every other process of this user: in a slot, all of them are the job's."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(-1, signal.SIGKILL)
+
+
+def _clear(directory: Path, only_own: bool = False) -> None:
+    """Remove what this user can below `directory` (its own dirs made writable first);
+    with `only_own`, only what this user owns (not the worker's fresh inputs)."""
+    uid = os.getuid()
+    for dirpath, dirnames, _ in os.walk(directory, followlinks=False):
+        for name in dirnames:
+            path = Path(dirpath, name)
+            with contextlib.suppress(OSError):
+                if path.lstat().st_uid == uid and not path.is_symlink():
+                    path.chmod(0o700)
+    for dirpath, dirnames, filenames in os.walk(directory, topdown=False, followlinks=False):
+        for name in filenames + dirnames:
+            path = Path(dirpath, name)
+            with contextlib.suppress(OSError):
+                if only_own and path.lstat().st_uid != uid:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+
+
+def _create(path: Path):
+    """A new file for the worker to read, whatever the job left at that name."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644),
+                     "wb")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with _create(path) as fh:
+        fh.write(json.dumps(data).encode())
+
+
+def open_regular(path: Path, uid: int):
+    """For the worker: open a file of the outbox only if it is a regular file of the
+    slot's user (the job could have left a link or a FIFO at that name)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != uid or info.st_nlink != 1:
+        os.close(fd)
+        raise PermissionError(f"{path} is not a regular file of the slot's user")
+    return os.fdopen(fd, "rb")
+
+
+def run(slot: Path) -> int:
+    if os.getuid() == 0:  # kill(-1) below would hit the whole machine
+        print("jobqueue slot: refusing to run a job as root", file=sys.stderr)
+        return 2
+    request = json.loads((slot / REQUEST).read_text())
+    outbox = slot / "outbox"
+    # Whatever an earlier job of this slot left that the worker could not remove.
+    _clear(outbox)
+    _clear(slot / "work", only_own=True)
+    limit = request["output_limit"]
+    with _create(outbox / "stdout") as out, _create(outbox / "stderr") as err:
+        # `run` has one thread: limits can be set between fork and exec.
+        job = subprocess.Popen(
+            request["argv"], cwd=slot / "work", env=request["env"], stdin=subprocess.DEVNULL,
+            stdout=out, stderr=err, start_new_session=True,
+            preexec_fn=lambda: limits.apply(request["rlimits"]))
+    # Stopped from outside (cancel, wall time): the job gets the signal, `run` reports.
+    signal.signal(signal.SIGTERM, lambda *_: _signal_job(job.pid, signal.SIGTERM))
+    exceeded, polls = None, 0
+    while job.poll() is None:
+        time.sleep(POLL_SECONDS)
+        polls += 1
+        if polls % USAGE_EVERY == 0 and disk_use(slot) > limit:
+            exceeded = "output"
+            _kill_the_rest()
+    _kill_the_rest()
+    _write_json(outbox / STATUS, {"exit_code": job.returncode, "limit": exceeded})
+    return 0
+
+
+def pack(slot: Path) -> int:
+    """Pack the job's own files into outbox/results.tar.gz; bytes of content packed."""
+    request = json.loads((slot / REQUEST).read_text())
+    budget = request["output_limit"] - log_bytes(slot)
+    work, total = slot / "work", 0
+    with _create(slot / "outbox" / RESULTS) as dest, tarfile.open(fileobj=dest, mode="w:gz") as tar:
+        for rel, info in own_files(work):
+            total += info.st_size
+            if total > budget:
+                raise OutputLimit(total)
+            try:
+                source = os.open(work / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM):
+                    os.chmod(work / rel, info.st_mode | stat.S_IRUSR, follow_symlinks=False)
+                    source = os.open(work / rel, os.O_RDONLY | os.O_NOFOLLOW)
+                else:
+                    raise
+            with os.fdopen(source, "rb") as fh:
+                member = tarfile.TarInfo(rel)
+                member.size, member.mtime, member.mode = info.st_size, info.st_mtime, 0o644
+                tar.addfile(member, fh)
+    return total
+
+
+def finish(slot: Path) -> int:
+    status_path = slot / "outbox" / STATUS
+    try:
+        status = json.loads(status_path.read_text())
+    except (OSError, ValueError):
+        status = {"exit_code": None, "limit": None}  # `run` was stopped before it ended
+    try:
+        status["results_bytes"] = pack(slot)
+    except OutputLimit:
+        (slot / "outbox" / RESULTS).unlink(missing_ok=True)
+        status["limit"] = "output"
+    _write_json(status_path, status)
+    _clear(slot / "work")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("run", "finish"):
+        print("usage: python -m jobqueue.worker.slot run|finish SLOT_DIR", file=sys.stderr)
+        return 2
+    slot = Path(argv[1])
+    return run(slot) if argv[0] == "run" else finish(slot)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

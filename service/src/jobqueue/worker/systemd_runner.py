@@ -1,0 +1,260 @@
+"""Each job confined in a slot: `runner = "systemd"`.
+
+A worker has a fixed pool of slots, one per job it may run at once. Slot N is a user of
+its own (`jq-slotN`), a directory (`slots_dir/N`, see `jobqueue.worker.slot`) and a
+systemd unit (`jobqueue-job@N.service`) that runs the job as that user, under its
+AppArmor profile, without network, in a cgroup with the job's memory, CPU and task
+limits. The worker itself stays unprivileged: it starts, stops and sets limits on
+those units through systemd's D-Bus API, which a polkit rule allows for the worker's
+user and these unit names only (the roles install both). A slot's user cannot read
+the worker's token or config, other slots, or anything its profile does not list.
+
+The worker writes the inputs and `request.json` into the slot, sets the limits
+(`systemctl set-property --runtime`), starts the unit and polls it. The unit packs the
+job's results itself, as the slot's user, so nothing is read with more rights than the
+job had; the worker copies them out of the slot's outbox only if they are regular
+files of the slot's user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from jobqueue.worker import slot as slot_files
+from jobqueue.worker.runner import (
+    Limits,
+    Outcome,
+    Runner,
+    RunningProcess,
+    RunRequest,
+    Workspace,
+)
+from jobqueue.worker.settings import WorkerSettings
+
+log = logging.getLogger("jobqueue.worker")
+
+SYSTEMCTL_TIMEOUT = 120.0  # a stop waits for the unit's clean-up, slow under emulation
+# systemd's Result for a unit ended by a limit it enforces.
+LIMIT_RESULTS = {"oom-kill": "memory", "timeout": "walltime"}
+
+# Started in a slot before the first job: must be denied both.
+CANARY = """
+import json, socket, sys
+found = {}
+try:
+    open(sys.argv[1]).read(1)
+    found["secret"] = "read"
+except OSError as exc:
+    found["secret"] = type(exc).__name__
+try:
+    socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5).close()
+    found["network"] = "connected"
+except OSError as exc:
+    found["network"] = type(exc).__name__
+print(json.dumps(found))
+"""
+
+
+class SystemdError(RuntimeError):
+    pass
+
+
+def systemctl(*args: str) -> str:
+    result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
+                            timeout=SYSTEMCTL_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        raise SystemdError(f"systemctl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def unit_state(unit: str) -> dict[str, str]:
+    out = systemctl("show", unit, "-p", "ActiveState,Result,ExecMainCode,ExecMainStatus")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+class SystemdRunner(Runner):
+    def __init__(self, settings: WorkerSettings):
+        self.settings = settings
+        self.slots_dir = Path(settings.slots_dir)
+        self.free = list(range(1, settings.slot_count + 1))
+        self.lock = threading.Lock()
+
+    def unit(self, slot: int) -> str:
+        return self.settings.slot_unit.format(slot=slot)
+
+    def uid(self, slot: int) -> int:
+        return pwd.getpwnam(self.settings.slot_user.format(slot=slot)).pw_uid
+
+    def recover(self) -> None:
+        """Stop every slot's unit: jobs a killed worker left running are not tethered to
+        it (systemd runs them), and their attempts are handed back by the worker."""
+        for slot in self.free:
+            with contextlib.suppress(SystemdError):
+                systemctl("stop", self.unit(slot))
+            with contextlib.suppress(SystemdError):
+                systemctl("reset-failed", self.unit(slot))
+
+    def self_check(self) -> None:
+        secret = self.settings.token_file or os.environ.get("JOBQUEUE_WORKER_CONFIG", "")
+        url = urlsplit(self.settings.controller_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        argv = [sys.executable, "-c", CANARY, secret, url.hostname or "", str(port)]
+        workspace = self.workspace("canary")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                request = RunRequest("canary", workspace.job_dir, argv,
+                                     Limits(walltime=60, cpu_seconds=60, memory_bytes=256 << 20),
+                                     Path(tmp, "stdout"), Path(tmp, "stderr"),
+                                     {"PATH": "/usr/bin:/bin"}, output_limit=1 << 20)
+                process = workspace.start(request)
+                code = process.wait(SYSTEMCTL_TIMEOUT)
+                if code is None:
+                    process.kill(0)
+                workspace.collect(request, Path(tmp, "results"))
+                found = json.loads(request.stdout.read_text() or "{}")
+        except (SystemdError, OSError, ValueError) as exc:
+            raise RuntimeError(f"the job slots do not work: {exc}") from None
+        finally:
+            workspace.close()
+        if code != 0 or found.get("secret") in (None, "read") or \
+                found.get("network") in (None, "connected"):
+            raise RuntimeError(f"confinement is not in force, refusing to run jobs: a job "
+                               f"in a slot got {found or 'nothing'} (exit status {code})")
+        log.info("confinement checked: a job in a slot was denied the secret (%s) and the "
+                 "network (%s)", found["secret"], found["network"])
+
+    def workspace(self, name: str) -> SlotWorkspace:
+        with self.lock:
+            if not self.free:
+                raise SystemdError("no free job slot")  # the worker claims per CPU: a bug
+            slot = self.free.pop(0)
+        return SlotWorkspace(self, slot)
+
+    def release(self, slot: int) -> None:
+        with self.lock:
+            self.free.append(slot)
+            self.free.sort()
+
+
+def _remove_contents(directory: Path) -> None:
+    """Remove what the worker can (its own files, the slot's user removed its own)."""
+    for path in directory.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+class SlotWorkspace(Workspace):
+    def __init__(self, runner: SystemdRunner, slot: int):
+        self.runner = runner
+        self.slot = slot
+        self.unit = runner.unit(slot)
+        self.uid = runner.uid(slot)
+        self.slot_dir = runner.slots_dir / str(slot)
+        self.job_dir = self.slot_dir / "work"
+        self.state: dict[str, str] = {}
+        for part in ("work", "outbox"):
+            _remove_contents(self.slot_dir / part)
+
+    def start(self, request: RunRequest) -> RunningProcess:
+        # The inputs are the worker's, readable by the slot's group: the job may add
+        # files next to them (directories group-writable), not change them in place.
+        for dirpath, _, _ in os.walk(self.job_dir):
+            os.chmod(dirpath, 0o2770)
+        rlimits = request.limits.rlimits()
+        del rlimits["memory_bytes"]  # the cgroup limits the whole job, not each process
+        (self.slot_dir / slot_files.REQUEST).write_text(json.dumps({
+            "argv": request.argv, "env": request.env, "rlimits": rlimits,
+            "output_limit": request.output_limit}))
+        memory = request.limits.memory_bytes
+        systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
+                  "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
+        systemctl("start", self.unit)
+        return SlotProcess(self)
+
+    def collect(self, request: RunRequest, results: Path) -> Outcome:
+        outbox = self.slot_dir / "outbox"
+        for name, target in (("stdout", request.stdout), ("stderr", request.stderr),
+                             (slot_files.RESULTS, results)):
+            try:
+                with slot_files.open_regular(outbox / name, self.uid) as src, \
+                        open(target, "wb") as dest:
+                    shutil.copyfileobj(src, dest)
+            except FileNotFoundError:
+                Path(target).write_bytes(b"")
+        status = self.status()
+        limit = LIMIT_RESULTS.get(self.state.get("Result", "")) or status.get("limit")
+        size = status.get("results_bytes", 0)
+        return Outcome(size if isinstance(size, int) else 0, limit)
+
+    def status(self) -> dict:
+        try:
+            with slot_files.open_regular(self.slot_dir / "outbox" / slot_files.STATUS,
+                                         self.uid) as fh:
+                status = json.loads(fh.read(65536))
+        except (OSError, ValueError):
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def close(self) -> None:
+        try:
+            if self.state.get("ActiveState") == "failed":
+                systemctl("reset-failed", self.unit)
+        except SystemdError as exc:
+            log.warning("slot %d: %s", self.slot, exc)
+        for part in ("work", "outbox"):
+            _remove_contents(self.slot_dir / part)
+        with contextlib.suppress(FileNotFoundError):
+            (self.slot_dir / slot_files.REQUEST).unlink()
+        self.runner.release(self.slot)
+
+
+class SlotProcess(RunningProcess):
+    def __init__(self, workspace: SlotWorkspace):
+        self.workspace = workspace
+        self.code: int | None = None
+
+    def _ended(self) -> bool:
+        state = unit_state(self.workspace.unit)
+        if state.get("ActiveState") not in ("inactive", "failed"):
+            return False
+        self.workspace.state = state
+        code = self.workspace.status().get("exit_code")
+        if not isinstance(code, int):  # the unit ended before `run` could say
+            code = -9 if state.get("ExecMainCode") in ("2", "killed") else \
+                int(state.get("ExecMainStatus") or 1) or 1
+        self.code = code
+        return True
+
+    def wait(self, timeout: float | None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.1
+        while self.code is None and not self._ended():
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else
+                       max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 1.0)
+        return self.code
+
+    def kill(self, grace: float) -> None:
+        # The unit's own TimeoutStopSec is the grace: SIGTERM to all, then SIGKILL.
+        try:
+            systemctl("stop", self.workspace.unit)
+        except SystemdError as exc:
+            log.warning("slot %d: %s", self.workspace.slot, exc)
+        self.wait(None)

@@ -1,0 +1,148 @@
+"""The program inside a job slot (`jobqueue.worker.slot`), run here as an unprivileged
+uid of its own (setpriv), the way the slot's unit runs it; systemd, AppArmor and the
+polkit rule around it are tested on the VMs (tests/worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from jobqueue.worker import slot as slot_files
+
+SLOT_UID = 64_321  # no account needed; nothing else on the machine runs as it
+# The system's interpreter: a virtualenv may link into a home the slot cannot enter.
+PYTHON = "/usr/bin/python3"
+SOURCE = str(Path(slot_files.__file__).parents[2])  # the jobqueue package's parent
+
+pytestmark = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv")
+                                or not os.access(PYTHON, os.X_OK),
+                                reason="needs root and setpriv to act as a slot's user")
+
+
+@pytest.fixture
+def slot():
+    """A slot laid out as the worker role makes it: the worker (root here) owns the
+    directories, the slot's user writes into work/ and outbox/."""
+    root = Path(tempfile.mkdtemp(prefix="slot-", dir="/tmp"))
+    root.chmod(0o755)
+    for part in ("work", "outbox"):
+        (root / part).mkdir()
+        os.chown(root / part, 0, SLOT_UID)
+        (root / part).chmod(0o2770)
+    (root / "work" / "input.txt").write_text("the worker's input\n")
+    (root / "work" / "input.txt").chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def as_slot_user(slot: Path, step: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
+         PYTHON, "-m", "jobqueue.worker.slot", step, str(slot)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
+
+
+def request(slot: Path, code: str, output_limit: int = 1 << 20) -> None:
+    (slot / "work" / "job.py").write_text(code)
+    (slot / "work" / "job.py").chmod(0o644)
+    (slot / slot_files.REQUEST).write_text(json.dumps({
+        "argv": [PYTHON, "job.py"], "env": {"PATH": "/usr/bin:/bin"},
+        "rlimits": {"cpu_seconds": 60}, "output_limit": output_limit}))
+
+
+def status(slot: Path) -> dict:
+    return json.loads((slot / "outbox" / slot_files.STATUS).read_text())
+
+
+def result_names(slot: Path) -> list[str]:
+    with tarfile.open(slot / "outbox" / slot_files.RESULTS) as tar:
+        return tar.getnames()
+
+
+def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
+    request(slot, "import os\n"
+                  "open('out.txt', 'w').write('result')\n"
+                  "os.makedirs('sub/deeper')\n"
+                  "open('sub/deeper/x.txt', 'w').write('x')\n"
+                  "os.symlink('/etc/shadow', 'shadow-link')\n"
+                  "os.link('out.txt', 'hard-link')\n"
+                  "open('locked.txt', 'w').write('mine')\n"
+                  "os.chmod('locked.txt', 0)\n"
+                  "print('hello')\n")
+    assert as_slot_user(slot, "run").returncode == 0
+    assert status(slot)["exit_code"] == 0
+    assert as_slot_user(slot, "finish").returncode == 0
+    # Not the worker's input, not the links; a file the job locked is still its result.
+    assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
+    assert (slot / "outbox" / "stdout").read_text() == "hello\n"
+    assert status(slot)["results_bytes"] == len("mine") + len("x")
+    # Wiped: the next job of this slot (another user's, maybe) finds nothing.
+    assert list((slot / "work").iterdir()) == []
+
+
+def test_a_daemonised_child_does_not_outlive_its_job(slot):
+    request(slot, "import os, time\n"
+                  "if os.fork() == 0:\n"
+                  "    os.setsid()\n"
+                  "    open('child.pid', 'w').write(str(os.getpid()))\n"
+                  "    time.sleep(300)\n"
+                  "time.sleep(1)\n")
+    assert as_slot_user(slot, "run").returncode == 0
+    child = int((slot / "work" / "child.pid").read_text())
+    time.sleep(0.2)
+    state = Path(f"/proc/{child}/status")
+    assert not state.exists() or "\nState:\tZ" in state.read_text()
+
+
+def test_output_over_the_limit_stops_the_job_while_it_runs(slot):
+    request(slot, "import time\n"
+                  "with open('fill', 'wb') as f:\n"
+                  "    while True:\n"
+                  "        f.write(b'x' * 65536)\n"
+                  "        f.flush()\n"
+                  "        time.sleep(0.001)\n",
+            output_limit=2 << 20)
+    started = time.monotonic()
+    assert as_slot_user(slot, "run", timeout=60).returncode == 0
+    assert time.monotonic() - started < 30
+    assert status(slot)["limit"] == "output"
+    assert status(slot)["exit_code"] == -9
+
+
+def test_finish_drops_results_over_the_limit(slot):
+    request(slot, "open('big', 'wb').write(b'x' * 3000)\n", output_limit=2000)
+    as_slot_user(slot, "run")
+    as_slot_user(slot, "finish")
+    assert status(slot)["limit"] == "output"
+    assert not (slot / "outbox" / slot_files.RESULTS).exists()
+
+
+def test_the_worker_reads_only_regular_files_of_the_slots_user(slot):
+    outbox = slot / "outbox"
+    (outbox / "link").symlink_to("/etc/hostname")
+    os.mkfifo(outbox / "fifo")
+    (outbox / "rootfile").write_text("not the slot's")
+    for name in ("link", "fifo", "rootfile"):
+        with pytest.raises(OSError):
+            slot_files.open_regular(outbox / name, SLOT_UID)
+    (outbox / "ok").write_text("fine")
+    os.chown(outbox / "ok", SLOT_UID, SLOT_UID)
+    with slot_files.open_regular(outbox / "ok", SLOT_UID) as fh:
+        assert fh.read() == b"fine"
+
+
+def test_run_refuses_root(slot):
+    request(slot, "print('never')\n")
+    result = subprocess.run([sys.executable, "-m", "jobqueue.worker.slot", "run", str(slot)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "root" in result.stderr
