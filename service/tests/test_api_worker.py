@@ -243,6 +243,32 @@ def test_lease_expiry_of_a_cancelled_job_cancels_it(make_stack):
     assert stack.job(job)["state"] == "cancelled"
 
 
+def test_release_with_an_error_uses_up_attempts_then_fails_the_job(make_stack):
+    stack = make_stack(max_attempts=2)
+    job = stack.submit_ok()["id"]
+    messages = []
+    for _ in range(2):
+        lease = stack.claim_ok()["lease"]
+        response = stack.http.post(f"/api/v1/worker/jobs/{job}/release",
+                                   json={"lease": lease, "error": "OSError: disk full"},
+                                   headers=stack.headers("w1"))
+        assert response.status_code == 200
+        messages.append(stack.job(job)["message"])
+    assert "attempt 1 failed on its worker: OSError: disk full" in messages[0]
+    failed = stack.job(job)
+    assert (failed["state"], failed["attempts"]) == ("failed", 2) and failed["finished_at"]
+    assert "OSError: disk full" in failed["message"]
+    assert stack.claim().status_code == 204
+
+
+def test_release_rejects_a_bad_error_field(stack):
+    job = stack.submit_ok()["id"]
+    lease = stack.claim_ok()["lease"]
+    response = stack.http.post(f"/api/v1/worker/jobs/{job}/release",
+                               json={"lease": lease, "error": 42}, headers=stack.headers("w1"))
+    assert response.status_code == 400 and "'error'" in response.get_json()["message"]
+
+
 def test_release_requeues_without_using_an_attempt(stack):
     job = stack.submit_ok()["id"]
     lease = stack.claim_ok()["lease"]

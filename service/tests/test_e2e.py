@@ -174,7 +174,8 @@ class BrokenRunner(LocalRunner):
         raise RuntimeError("the runner is broken")
 
 
-def test_a_worker_error_hands_the_job_back_instead_of_losing_it(cluster):
+def test_a_worker_error_uses_up_the_attempt_and_ends_the_job_failed(cluster):
+    """The same error on every attempt ends the job with its reason, not a loop."""
     c = cluster()
     settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
                               work_dir=str(c.root / "work-broken"), claim_wait_seconds=1)
@@ -183,14 +184,21 @@ def test_a_worker_error_hands_the_job_back_instead_of_losing_it(cluster):
     thread.start()
     try:
         job_id = c.submit(SLOW_JOB, args=["0"])
-        back = c.wait_for(job_id, lambda j: j["state"] == "queued" and "handed back" in
-                          j["message"])
-        assert back["attempts"] == 0  # handing back does not use up an attempt
+        job = c.client.wait(job_id, timeout=60, interval=0.2)
     finally:
         worker.stop()
         thread.join(30)
-    c.start_worker("w2")
-    assert c.client.wait(job_id, timeout=60, interval=0.2)["state"] == "succeeded"
+    assert (job["state"], job["attempts"]) == ("failed", 3)
+    assert "RuntimeError: the runner is broken" in job["message"]
+
+
+def test_results_the_controller_refuses_end_the_job_failed_with_the_reason(cluster):
+    c = cluster()
+    c.start_worker("w1")
+    job_id = c.submit("open('a:b.txt', 'w').write('x')\n")
+    job = c.client.wait(job_id, timeout=60, interval=0.2)
+    assert (job["state"], job["attempts"]) == ("failed", 1)
+    assert job["message"].startswith("results refused by the controller")
 
 
 def test_sigterm_stops_the_controller_promptly_answering_waiting_claims(cluster):

@@ -154,9 +154,13 @@ def _duplicate(job: Job):
 @bp.post("/worker/jobs/<job_id>/release")
 @require("worker")
 def release(job_id: str):
-    lease = _lease_from(json_body())
+    body = json_body()
+    lease = _lease_from(body)
+    error = body.get("error")
+    if error is not None and (not isinstance(error, str) or not 0 < len(error) <= 1000):
+        raise bad_request("field 'error' must be a message of 1 to 1000 characters")
     try:
-        app_state().backend.release(job_id, lease)
+        app_state().backend.release(job_id, lease, error)
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
     return jsonify(released=True)

@@ -59,5 +59,7 @@ class PullQueue(QueueBackend):
         """Record the attempt's outcome in `session` if `lease` still holds. Raise LeaseLost."""
 
     @abc.abstractmethod
-    def release(self, job_id: str, lease: str) -> None:
-        """Put a running job back in the queue without using up an attempt. Raise LeaseLost."""
+    def release(self, job_id: str, lease: str, error: str | None = None) -> None:
+        """Put a running job back in the queue. Without `error` (the worker is stopping)
+        that uses up no attempt; with it (the attempt failed on the worker) it does, and
+        the job fails after its last attempt. Raise LeaseLost."""

@@ -193,18 +193,27 @@ class Dispatcher(PullQueue):
         job.finished_at = now
         job.lease_expires_at = None
 
-    def release(self, job_id: str, lease: str) -> None:
+    def release(self, job_id: str, lease: str, error: str | None = None) -> None:
         with self.session_factory.begin() as session:
+            now = utcnow()
             job = session.get(Job, job_id, with_for_update=True)
-            self._check_lease(job, lease, utcnow())
+            self._check_lease(job, lease, now)
+            if error is not None and job.attempts >= self.max_attempts:
+                job.state = check_transition(job.state, JobState.FAILED).value
+                job.message = f"failed on its worker on {job.attempts} attempts: {error}"
+                job.lease = job.lease_expires_at = job.claim_id = None
+                job.finished_at = now
+                return
             job.state = check_transition(job.state, JobState.QUEUED).value
-            job.attempts -= 1  # handed back on purpose: not a failed attempt
+            if error is None:
+                job.attempts -= 1  # handed back on purpose: not a failed attempt
             job.worker = None
             job.lease = None
             job.lease_expires_at = None
             job.claim_id = None
             job.started_at = None
-            job.message = "handed back by its worker; requeued"
+            job.message = ("handed back by its worker; requeued" if error is None else
+                           f"attempt {job.attempts} failed on its worker: {error}; requeued")
             self._wake_on_commit(session)
 
     # -- helpers ----------------------------------------------------------------------

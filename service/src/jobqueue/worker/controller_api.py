@@ -100,6 +100,7 @@ class ControllerApi:
             for fh in handles.values():
                 fh.close()
 
-    def release(self, job_id: str, lease: str) -> None:
+    def release(self, job_id: str, lease: str, error: str | None = None) -> None:
+        body = {"lease": lease} | ({"error": error[:1000]} if error else {})
         self._check(self.http.post(f"{self.base}/worker/jobs/{job_id}/release",
-                                   json={"lease": lease}, timeout=self.timeout))
+                                   json=body, timeout=self.timeout))

@@ -187,6 +187,8 @@ class Worker:
     # -- claiming -------------------------------------------------------------------------
 
     def _free_cpus(self) -> int:
+        if self.runner.capacity is not None and len(self.active) >= self.runner.capacity:
+            return 0  # every slot is taken
         return self.total_cpus - sum(job.cpus for job in self.active.values())
 
     def _claim_loop(self) -> None:
@@ -276,11 +278,13 @@ class Worker:
             self._stop_job(job, "handed_back")
             self._release(job.id, job.lease, max(0.0, deadline - time.monotonic()))
 
-    def _release(self, job_id: str, lease: str, budget: float | None = None) -> None:
+    def _release(self, job_id: str, lease: str, budget: float | None = None,
+                 error: str | None = None) -> None:
+        """Hand the job back; with `error`, as a failed attempt (it counts)."""
         budget = self.settings.retry_seconds if budget is None else budget
         try:
             self._retrying(f"job {job_id}: hand-back",
-                           lambda: self.api.release(job_id, lease), budget)
+                           lambda: self.api.release(job_id, lease, error), budget)
         except LeaseLost:
             pass  # already finished, requeued or handed back by an earlier try
         except (ControllerError, requests.RequestException) as exc:
@@ -369,7 +373,8 @@ class Worker:
                 log.exception("job %s: unexpected error; handing it back", job.id)
             if job.stop_reason is None:
                 self._stop_job(job, "handed_back")
-                self._release(job.id, job.lease)
+                # A failed attempt: the same error every time must not loop for ever.
+                self._release(job.id, job.lease, error=f"{type(exc).__name__}: {exc}")
         finally:
             if workspace is not None:
                 workspace.close()
@@ -442,10 +447,28 @@ class Worker:
     def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
                 results: Path | None, meta_dir: Path) -> None:
         """Upload until the controller takes it; a retry of a stored upload is harmless.
-        Heartbeats go on meanwhile, so the lease holds through an outage."""
-        self._retrying(f"job {job.id}: upload", lambda: self.api.upload_result(
-            job.id, job.lease, state, code, message, results, meta_dir / "stdout",
-            meta_dir / "stderr"), self.settings.retry_seconds)
+        Heartbeats go on meanwhile, so the lease holds through an outage. Results the
+        controller refuses (4xx: a file name it does not accept, over its upload cap)
+        end the job failed with its reason, logs and files left out."""
+        def upload(state=state, message=message, results=results, logs=meta_dir) -> dict:
+            return self.api.upload_result(job.id, job.lease, state, code, message, results,
+                                          logs / "stdout", logs / "stderr")
+        try:
+            self._retrying(f"job {job.id}: upload", upload, self.settings.retry_seconds)
+        except LeaseLost:
+            raise
+        except ControllerError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
+            log.warning("job %s: results refused: %s", job.id, exc)
+            reason = f"results refused by the controller: {exc}"
+            empty = meta_dir / "refused"
+            empty.mkdir(exist_ok=True)
+            for name in ("stdout", "stderr"):
+                (empty / name).write_bytes(b"")
+            self._retrying(f"job {job.id}: upload",
+                           lambda: upload("failed", reason, None, empty),
+                           self.settings.retry_seconds)
         job.reported = True
 
 

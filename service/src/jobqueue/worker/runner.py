@@ -92,6 +92,8 @@ class Workspace(abc.ABC):
 
 
 class Runner(abc.ABC):
+    capacity: int | None = None  # jobs it can run at once, if limited
+
     @abc.abstractmethod
     def workspace(self, name: str) -> Workspace:
         """A fresh workspace for one attempt; `name` is unique to the attempt."""

@@ -89,6 +89,7 @@ class SystemdRunner(Runner):
         self.settings = settings
         self.slots_dir = Path(settings.slots_dir)
         self.free = list(range(1, settings.slot_count + 1))
+        self.capacity = settings.slot_count
         self.lock = threading.Lock()
 
     def unit(self, slot: int) -> str:
