@@ -243,6 +243,29 @@ def test_lease_expiry_of_a_cancelled_job_cancels_it(make_stack):
     assert stack.job(job)["state"] == "cancelled"
 
 
+def test_a_worker_token_cannot_claim_in_another_workers_name(stack):
+    stack.submit_ok()
+    response = stack.http.post("/api/v1/worker/claim", json={"worker": "w2", "cpus": 1,
+                                                             "wait": 0},
+                               headers=stack.headers("w1"))
+    assert response.status_code == 403 and "'w1'" in response.get_json()["message"]
+
+
+def test_another_worker_with_a_stolen_lease_is_refused_everywhere(stack):
+    job = stack.submit_ok()["id"]
+    lease = stack.claim_ok(who="w1")["lease"]
+    w2 = stack.headers("w2")
+    assert stack.heartbeat(job, lease, who="w2").status_code == 409
+    assert stack.http.get(f"/api/v1/worker/jobs/{job}/input?lease={lease}",
+                          headers=w2).status_code == 409
+    assert stack.upload(job, lease, who="w2").status_code == 409
+    assert stack.http.post(f"/api/v1/worker/jobs/{job}/release", json={"lease": lease},
+                           headers=w2).status_code == 409
+    # The job is untouched: its own worker finishes it.
+    assert stack.heartbeat(job, lease, who="w1").status_code == 200
+    assert stack.upload(job, lease, who="w1").status_code == 200
+
+
 def test_release_with_an_error_uses_up_attempts_then_fails_the_job(make_stack):
     stack = make_stack(max_attempts=2)
     job = stack.submit_ok()["id"]

@@ -41,6 +41,10 @@ def claim():
     claim_id = body.get("claim_id")
     if not isinstance(worker, str) or not 0 < len(worker) <= 128:
         raise bad_request("field 'worker' must be a name of 1 to 128 characters")
+    # A worker is who its token says: a token cannot claim in another worker's name.
+    if worker != current_user().name:
+        raise ApiError(403, "forbidden", f"this token belongs to worker "
+                       f"{current_user().name!r}, not {worker!r}")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
         raise bad_request("field 'cpus' (free CPUs) must be a positive integer")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
@@ -63,7 +67,7 @@ def claim():
 def heartbeat(job_id: str):
     lease = _lease_from(json_body())
     try:
-        expires, cancel = app_state().backend.heartbeat(job_id, lease)
+        expires, cancel = app_state().backend.heartbeat(job_id, lease, current_user().name)
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
     return jsonify(lease_expires_at=expires.isoformat(), cancel=cancel)
@@ -73,7 +77,8 @@ def heartbeat(job_id: str):
 @require("worker")
 def get_input(job_id: str):
     job = find_job(job_id)
-    if job.job_state is not JobState.RUNNING or job.lease != request.args.get("lease"):
+    if job.job_state is not JobState.RUNNING or job.lease != request.args.get("lease") \
+            or job.worker != current_user().name:
         raise _lease_lost(LeaseLost("this worker no longer holds the job"))
     g.db.commit()
     return send_file(app_state().files.input_archive(job_id), mimetype="application/gzip",
@@ -108,6 +113,8 @@ def upload_result(job_id: str):
     lease = status["lease"]
     state = app_state()
     job = find_job(job_id)
+    if job.worker != current_user().name:
+        raise _lease_lost(LeaseLost("this worker does not hold the job"))
     if job.lease == lease and job.job_state.finished and state.files.has_result(job_id):
         return _duplicate(job)
     if job.lease != lease or job.job_state not in (JobState.RUNNING, *FINISHED):
@@ -160,7 +167,7 @@ def release(job_id: str):
     if error is not None and (not isinstance(error, str) or not 0 < len(error) <= 1000):
         raise bad_request("field 'error' must be a message of 1 to 1000 characters")
     try:
-        app_state().backend.release(job_id, lease, error)
+        app_state().backend.release(job_id, lease, error, current_user().name)
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
     return jsonify(released=True)

@@ -50,7 +50,8 @@ class PullQueue(QueueBackend):
         A claim retried with the same `claim_id` gets the job it already claimed."""
 
     @abc.abstractmethod
-    def heartbeat(self, job_id: str, lease: str) -> tuple[object, bool]:
+    def heartbeat(self, job_id: str, lease: str, worker: str | None = None
+                  ) -> tuple[object, bool]:
         """Extend the lease; return (new expiry, cancel requested). Raise LeaseLost."""
 
     @abc.abstractmethod
@@ -59,7 +60,8 @@ class PullQueue(QueueBackend):
         """Record the attempt's outcome in `session` if `lease` still holds. Raise LeaseLost."""
 
     @abc.abstractmethod
-    def release(self, job_id: str, lease: str, error: str | None = None) -> None:
+    def release(self, job_id: str, lease: str, error: str | None = None,
+                worker: str | None = None) -> None:
         """Put a running job back in the queue. Without `error` (the worker is stopping)
         that uses up no attempt; with it (the attempt failed on the worker) it does, and
         the job fails after its last attempt. Raise LeaseLost."""

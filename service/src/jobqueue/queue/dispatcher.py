@@ -175,11 +175,12 @@ class Dispatcher(PullQueue):
             self.on_claim(waited)
         return claim
 
-    def heartbeat(self, job_id: str, lease: str) -> tuple[dt.datetime, bool]:
+    def heartbeat(self, job_id: str, lease: str, worker: str | None = None
+                  ) -> tuple[dt.datetime, bool]:
         with self.session_factory.begin() as session:
             job = session.get(Job, job_id, with_for_update=True)
             now = utcnow()
-            self._check_lease(job, lease, now)
+            self._check_lease(job, lease, now, worker)
             job.lease_expires_at = now + self.lease
             return job.lease_expires_at, job.cancel_requested
 
@@ -193,11 +194,12 @@ class Dispatcher(PullQueue):
         job.finished_at = now
         job.lease_expires_at = None
 
-    def release(self, job_id: str, lease: str, error: str | None = None) -> None:
+    def release(self, job_id: str, lease: str, error: str | None = None,
+                worker: str | None = None) -> None:
         with self.session_factory.begin() as session:
             now = utcnow()
             job = session.get(Job, job_id, with_for_update=True)
-            self._check_lease(job, lease, now)
+            self._check_lease(job, lease, now, worker)
             if error is not None and job.attempts >= self.max_attempts:
                 job.state = check_transition(job.state, JobState.FAILED).value
                 job.message = f"failed on its worker on {job.attempts} attempts: {error}"
@@ -219,8 +221,10 @@ class Dispatcher(PullQueue):
     # -- helpers ----------------------------------------------------------------------
 
     @staticmethod
-    def _check_lease(job: Job | None, lease: str, now: dt.datetime) -> None:
-        if job is None or job.job_state is not JobState.RUNNING or job.lease != lease:
+    def _check_lease(job: Job | None, lease: str, now: dt.datetime,
+                     worker: str | None = None) -> None:
+        if job is None or job.job_state is not JobState.RUNNING or job.lease != lease \
+                or (worker is not None and job.worker != worker):
             raise LeaseLost("this worker no longer holds the job")
         if job.lease_expires_at is None or job.lease_expires_at < now:
             raise LeaseLost("the job's lease has expired")
