@@ -27,7 +27,7 @@ ROLE_PACKAGES=(
     apache2 libapache2-mod-wsgi-py3 ssl-cert
     python3-venv python3-pip python3-psycopg2 python3-cryptography python3-apt
     postgresql
-    acl apparmor-utils ca-certificates rsync curl
+    acl apparmor-utils polkitd ca-certificates rsync curl
 )
 
 if [ "$(id -u)" -ne 0 ]; then

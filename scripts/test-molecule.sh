@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run every Molecule scenario (create, converge, idempotence, check, verify,
 # destroy) and report how long each took. Usage: scripts/test-molecule.sh
-# [scenario...] where a scenario is one of: install controller worker cluster.
+# [scenario...] where a scenario is one of: install apparmor controller worker
+# cluster.
 #
 # With no arguments the scenarios run in two lanes side by side, about even in
-# length: cluster then install, and controller then worker. One lane
+# length: cluster, install then apparmor, and controller then worker. One lane
 # alone leaves a core idle about a third of the time (single-VM steps, VM
 # boots, Vagrant and Molecule on the control machine). Named scenarios run one
 # after another. Logs: build/molecule/<scenario>.log
@@ -16,6 +17,7 @@ export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 # scenario name -> "directory molecule-scenario"
 declare -A SCENARIOS=(
     [install]="roles/jobqueue_install default"
+    [apparmor]="roles/apparmor default"
     [controller]="roles/controller default"
     [worker]="roles/worker default"
     [cluster]=". cluster"
@@ -23,7 +25,7 @@ declare -A SCENARIOS=(
 if [ $# -gt 0 ]; then
     LANES=("$*")
 else
-    LANES=("cluster install" "controller worker")
+    LANES=("cluster install apparmor" "controller worker")
 fi
 
 # Settings every scenario shares, named explicitly: Molecule finds them by

@@ -64,7 +64,7 @@ def test_job_runs_on_a_worker_with_expected_output(admin, worker_names):
 
 
 def test_job_no_worker_can_take_is_not_claimed(admin):
-    # Every VM has one CPU: nobody may claim a four-CPU job.
+    # No worker VM has more than two CPUs: nobody may claim a four-CPU job.
     job_id = submit(admin, {"name": "verify-too-big", "entry": "run.py", "args": [],
                             "cpus": 4, "walltime": 60},
                     [("run.py", b"print('should never run')\n")])

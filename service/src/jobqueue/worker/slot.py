@@ -163,6 +163,8 @@ def pack(slot: Path) -> int:
     """Pack the job's own files into outbox/results.tar.gz; bytes of content packed."""
     request = json.loads((slot / REQUEST).read_text())
     budget = request["output_limit"] - log_bytes(slot)
+    if budget < 0:
+        raise OutputLimit(-budget)
     work, total = slot / "work", 0
     with _create(slot / "outbox" / RESULTS) as dest, tarfile.open(fileobj=dest, mode="w:gz") as tar:
         for rel, info in own_files(work):

@@ -24,6 +24,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -174,8 +175,13 @@ class SlotWorkspace(Workspace):
     def start(self, request: RunRequest) -> RunningProcess:
         # The inputs are the worker's, readable by the slot's group: the job may add
         # files next to them (directories group-writable), not change them in place.
-        for dirpath, _, _ in os.walk(self.job_dir):
+        for dirpath, _, filenames in os.walk(self.job_dir):
             os.chmod(dirpath, 0o2770)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                mode = os.lstat(path).st_mode
+                if stat.S_ISREG(mode):
+                    os.chmod(path, mode | 0o040 | (0o010 if mode & 0o100 else 0))
         rlimits = request.limits.rlimits()
         del rlimits["memory_bytes"]  # the cgroup limits the whole job, not each process
         (self.slot_dir / slot_files.REQUEST).write_text(json.dumps({

@@ -1,0 +1,339 @@
+"""Hostile jobs, submitted through the public API like any user's, against a worker
+that confines each job in a slot (worker_confinement). Every case checks from
+outside the job that the attack failed (the host's files and processes, the
+controller's access log, what the API hands out), and the worker stays healthy and
+runs the next job normally."""
+
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+from conftest import submit, wait
+
+testinfra_hosts = ["ansible://workers"]
+
+TOKEN = "/etc/jobqueue/worker.token"
+SLOTS = "/var/lib/jobqueue-slots"
+NONCE = uuid.uuid4().hex  # marks what the attacks leave, to look for it outside
+
+# Prints what it got for each attempt: "ok" means the attack worked.
+PROBE = """
+import json, os, sys
+def attempt(what, action):
+    try:
+        action()
+        return "ok"
+    except BaseException as exc:
+        return type(exc).__name__
+"""
+
+
+def run_job(admin, code: str, **spec) -> tuple[dict, dict]:
+    """Submit `code` as main.py, wait for it; the job and its log."""
+    job_id = submit(admin, {"name": "hostile", "entry": "main.py", "args": [],
+                            "walltime": 120} | spec, [("main.py", code.encode())])
+    job = wait(admin, job_id)
+    log = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+    return job, log
+
+
+def probe_results(log: dict) -> dict:
+    lines = [line for line in log["stdout"].splitlines() if line.startswith("{")]
+    assert lines, f"the job printed no findings; stderr:\n{log['stderr']}"
+    return json.loads(lines[-1])
+
+
+def results_archive(admin, job_id) -> dict[str, bytes]:
+    response = admin.get(f"{admin.base}/jobs/{job_id}/results", timeout=60)
+    assert response.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else b"<" + m.type + b">")
+                for m in tar.getmembers()}
+
+
+def controller_host():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(inventory)
+    name = min(runner.get_hosts("controllers"))
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+
+
+@pytest.fixture(scope="module")
+def worker_pid(host):
+    pid = int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout)
+    assert pid > 0
+    return pid
+
+
+def test_the_profiles_are_enforced_and_the_units_hardened(host):
+    with host.sudo():
+        status = json.loads(host.check_output("aa-status --json"))
+    assert status["profiles"]["jobqueue-worker"] == "enforce"
+    assert status["profiles"]["jobqueue-job-1"] == "enforce"
+    assert "jobqueue-worker" in {p for procs in status["processes"].values()
+                                 for p in [x["profile"] for x in procs]}
+    for unit in ("jobqueue-worker.service", "jobqueue-job@1.service"):
+        out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+        score = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        assert score <= 2.0, f"{unit}: exposure {score}\n{out}"
+
+
+def test_a_job_cannot_read_the_workers_secrets_or_state(admin, host):
+    job, log = run_job(admin, PROBE + f"""
+found = {{}}
+others = [f"{SLOTS}/{{n}}/request.json" for n in (1, 2)
+          if not os.getcwd().startswith(f"{SLOTS}/{{n}}/")]
+for path in ["{TOKEN}", "/etc/jobqueue/worker.toml", "/etc/jobqueue/ca.crt",
+             "/var/lib/jobqueue-worker/claim-id", "/etc/ssh/ssh_host_ed25519_key",
+             "/etc/shadow", *others]:
+    found[path] = attempt(path, lambda: open(path).read())
+found["list worker state"] = attempt("ls", lambda: os.listdir("/var/lib/jobqueue-worker"))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    found = probe_results(log)
+    assert all(outcome != "ok" for outcome in found.values()), found
+    with host.sudo():
+        token = host.file(TOKEN).content_string.strip()
+    assert token and token not in log["stdout"] + log["stderr"]
+
+
+def test_a_job_has_no_network(admin):
+    controller = controller_host()
+    address = controller.ansible.get_variables().get("jobqueue_address") or \
+        controller.ansible.get_variables()["inventory_hostname"]
+    job, log = run_job(admin, PROBE + f"""
+import socket, urllib.request
+found = {{}}
+found["https to the controller"] = attempt("https", lambda: urllib.request.urlopen(
+    "https://{address}/hostile-{NONCE}", timeout=5))
+found["tcp to the controller"] = attempt("tcp", lambda: socket.create_connection(
+    ("{address}", 443), timeout=5))
+found["udp out"] = attempt("udp", lambda: socket.socket(socket.AF_INET,
+    socket.SOCK_DGRAM).sendto(b"x", ("{address}", 53)))
+found["netlink"] = attempt("netlink", lambda: socket.socket(socket.AF_NETLINK,
+    socket.SOCK_RAW, 0))
+found["system bus"] = attempt("dbus", lambda: socket.socket(socket.AF_UNIX).connect(
+    "/run/dbus/system_bus_socket"))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    found = probe_results(log)
+    assert all(outcome != "ok" for outcome in found.values()), found
+    with controller.sudo():
+        access = controller.run("grep -rs hostile-%s /var/log/apache2/", NONCE)
+    assert access.rc == 1, f"the controller saw the job's request: {access.stdout}"
+
+
+def test_a_job_cannot_write_outside_its_directory(admin, host):
+    targets = ["/var/lib/jobqueue-worker", "/etc/jobqueue", "/var/tmp", "/opt/jobqueue/venv",
+               SLOTS, f"{SLOTS}/1", f"{SLOTS}/2/work"]
+    job, log = run_job(admin, PROBE + f"""
+found = {{}}
+for directory in {targets!r}:
+    path = os.path.join(directory, "hostile-{NONCE}")
+    found[path] = attempt(path, lambda: open(path, "w").write("x"))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    found = probe_results(log)
+    own_slot_work = [p for p, outcome in found.items() if outcome == "ok"]
+    # At most its own slot's work directory (slot 2's, if it ran there).
+    assert own_slot_work in ([], [f"{SLOTS}/2/work/hostile-{NONCE}"]), found
+    with host.sudo():
+        leftovers = host.run("find / -xdev -name 'hostile-%s' -not -path '/proc/*'", NONCE)
+    assert leftovers.stdout.strip() == "", leftovers.stdout
+
+
+def test_links_in_results_never_carry_a_secret_out(admin, host):
+    job, log = run_job(admin, PROBE + f"""
+found = {{}}
+found["symlink"] = attempt("symlink", lambda: os.symlink("{TOKEN}", "token-link"))
+found["hardlink"] = attempt("hardlink", lambda: os.link("{TOKEN}", "token-hard"))
+os.symlink("/etc", "etc-link")
+os.symlink("../../..", "up-link")
+open("real.txt", "w").write("mine")
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    assert probe_results(log)["hardlink"] != "ok"
+    files = results_archive(admin, job["id"])
+    assert set(files) == {"real.txt"}, files
+    with host.sudo():
+        token = host.file(TOKEN).content_string.strip().encode()
+    assert all(token not in content for content in files.values())
+
+
+def test_forged_archives_and_names_do_not_reach_the_controller(admin):
+    job, _ = run_job(admin, f"""
+import io, os, tarfile
+def forged(path):
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("../../../tmp/escape-{NONCE}", "/tmp/absolute-{NONCE}"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+forged("results.tar.gz")
+for outbox in ("../outbox/results.tar.gz",):
+    try:
+        forged(outbox)
+    except OSError as exc:
+        print("outbox:", type(exc).__name__)
+open("plain.txt", "w").write("ok")
+""")
+    assert job["state"] == "succeeded", job
+    files = results_archive(admin, job["id"])
+    assert "plain.txt" in files and "results.tar.gz" in files
+    assert not any(NONCE in name for name in files), files
+    controller = controller_host()
+    with controller.sudo():
+        found = controller.run("find / -xdev -name '*-%s' -not -path '/proc/*'", NONCE)
+    assert found.stdout.strip() == "", found.stdout
+
+
+def test_a_job_cannot_signal_or_trace_the_worker(admin, host, worker_pid):
+    job, log = run_job(admin, PROBE + f"""
+import ctypes, signal
+found = {{}}
+found["kill"] = attempt("kill", lambda: os.kill({worker_pid}, signal.SIGKILL))
+found["see"] = attempt("see", lambda: open("/proc/{worker_pid}/status").read())
+found["mem"] = attempt("mem", lambda: open("/proc/{worker_pid}/mem", "rb").read(1))
+libc = ctypes.CDLL(None, use_errno=True)
+def ptrace():
+    if libc.ptrace(16, {worker_pid}, None, None) != 0:  # PTRACE_ATTACH
+        raise OSError(ctypes.get_errno(), "ptrace")
+found["ptrace"] = attempt("ptrace", ptrace)
+found["kill init"] = attempt("kill 1", lambda: os.kill(1, signal.SIGTERM))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    found = probe_results(log)
+    assert all(outcome != "ok" for outcome in found.values()), found
+    assert int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout) == worker_pid
+
+
+def test_a_running_job_cannot_reach_another_running_job(admin, host):
+    """Two jobs at once on one worker (two slots): the second attacks the first."""
+    victim = submit(admin, {"name": "victim", "entry": "main.py", "walltime": 300},
+                    [("main.py", f"""
+import os, time
+open("secret.txt", "w").write("victim-{NONCE}")
+os.chmod("secret.txt", 0o644)
+time.sleep(90)
+""".encode())])
+    deadline = time.monotonic() + 180
+    while admin.get(f"{admin.base}/jobs/{victim}", timeout=30).json()["state"] != "running":
+        assert time.monotonic() < deadline, "the victim never started"
+        time.sleep(2)
+    victim_pids = [int(p) for p in host.run("pgrep -u jq-slot1,jq-slot2 -f main.py").stdout.split()]
+    assert victim_pids, "the victim runs no process"
+    job, log = run_job(admin, PROBE + f"""
+import glob, signal
+found = {{}}
+for slot in glob.glob("{SLOTS}/*/") or ["{SLOTS}/1/", "{SLOTS}/2/"]:
+    if os.getcwd().startswith(slot):
+        continue
+    found["read " + slot] = attempt("read", lambda: open(slot + "work/secret.txt").read())
+    found["list " + slot] = attempt("list", lambda: os.listdir(slot + "work"))
+    found["write " + slot] = attempt("write", lambda: open(slot + "work/planted", "w").write("x"))
+    found["remove " + slot] = attempt("rm", lambda: os.unlink(slot + "work/secret.txt"))
+for pid in {victim_pids!r}:
+    found[f"see {{pid}}"] = attempt("see", lambda: open(f"/proc/{{pid}}/environ").read())
+    found[f"signal {{pid}}"] = attempt("kill", lambda: os.kill(pid, signal.SIGKILL))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    found = probe_results(log)
+    assert found and all(outcome != "ok" for outcome in found.values()), found
+    assert f"victim-{NONCE}" not in log["stdout"]
+    admin.post(f"{admin.base}/jobs/{victim}/cancel", timeout=30)
+    victim_job = wait(admin, victim)
+    assert victim_job["state"] == "cancelled" and victim_job["worker"] == job["worker"]
+    with host.sudo():
+        assert host.run("find %s -name planted", SLOTS).stdout.strip() == ""
+
+
+def test_a_fork_bomb_stops_at_the_task_limit(admin, host):
+    job, log = run_job(admin, """
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(600)
+            os._exit(0)
+        children += 1
+except OSError as exc:
+    print("forks:", children, type(exc).__name__, flush=True)
+""", walltime=300)
+    assert job["state"] == "succeeded", job
+    forks = int(log["stdout"].split("forks:")[1].split()[0])
+    assert 10 < forks < 512, log["stdout"]
+    # Its children died with it.
+    assert not host.process.filter(user="jq-slot1") and not host.process.filter(user="jq-slot2")
+
+
+def test_a_memory_bomb_is_killed_at_the_jobs_memory_limit(admin):
+    job, _ = run_job(admin, """
+blocks = []
+while True:
+    blocks.append(bytearray(16 << 20))
+""", memory=128)
+    assert job["state"] == "failed" and "memory limit" in job["message"], job
+
+
+def test_filling_the_disk_stops_at_the_output_limit(admin, host):
+    job, _ = run_job(admin, """
+with open("fill", "wb") as out:
+    while True:
+        out.write(b"x" * (1 << 20))
+""", output_limit=8)
+    assert job["state"] == "failed" and "output limit" in job["message"], job
+    with host.sudo():
+        assert host.run("find %s -name fill", SLOTS).stdout.strip() == ""
+
+
+def test_huge_stdout_stops_at_the_output_limit(admin):
+    job, _ = run_job(admin, """
+import sys
+line = "y" * 1023 + "\\n"
+while True:
+    sys.stdout.write(line)
+""", output_limit=4)
+    assert job["state"] == "failed" and "output limit" in job["message"], job
+
+
+def test_an_endless_loop_ends_at_its_wall_time(admin):
+    job, _ = run_job(admin, "while True:\n    pass\n", walltime=15)
+    assert job["state"] == "timed_out", job
+
+
+def test_a_daemonised_child_does_not_outlive_its_job(admin, host):
+    job, _ = run_job(admin, f"""
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        while True:
+            open("/tmp/alive-{NONCE}", "w").write(str(os.getpid()))
+            time.sleep(1)
+    os._exit(0)
+time.sleep(2)
+""")
+    assert job["state"] == "succeeded", job
+    time.sleep(3)
+    for user in ("jq-slot1", "jq-slot2"):
+        assert not host.process.filter(user=user), f"{user} still runs a process"
+
+
+def test_after_all_that_the_worker_is_the_same_and_runs_the_next_job(admin, host, worker_pid):
+    assert host.service("jobqueue-worker").is_running
+    assert int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout) == worker_pid
+    job, log = run_job(admin, "print(sum(range(10)))\n")
+    assert job["state"] == "succeeded" and log["stdout"] == "45\n", (job, log)
