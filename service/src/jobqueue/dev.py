@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         client_config = data_dir / "client.toml"
         client_config.write_text(f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
         print(f"jobqueue dev: controller {cluster.url}, one worker; Ctrl-C stops both.\n"
+              "  Jobs run as you, unconfined (runner = local): for trusted code only.\n"
               f"  export JOBQUEUE_CLIENT_CONFIG={client_config}\n"
               f"  jobqueue submit my_script.py --wait\n"
               f"  logs: {data_dir}/*.log", flush=True)
