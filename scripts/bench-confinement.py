@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Benchmark: what confinement costs on a deployed cluster (VMs).
+
+On the same workers, in one run: trivial jobs submitted all at once through the public
+API, first with each job confined in a slot (the deployed `runner = "systemd"`), then
+with the workers switched to the plain runner (`runner = "local"`, a runtime drop-in
+that the end of the run removes), then confined again. Prints for each: jobs per
+second from the first submit to the last result, and the per-job time on the worker
+(started_at to finished_at, median and p95, from the controller's own timestamps),
+and the ratios.
+
+usage: scripts/bench-confinement.py -i INVENTORY [--client build/admin-client.toml]
+                                    [--jobs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+
+from jobqueue.client import Client
+
+DROP_IN = "/run/systemd/system/jobqueue-worker.service.d/bench-unconfined.conf"
+# The plain runner sets rlimits in the job's process: the confined daemon's filter
+# forbids that.
+UNCONFINED = ("[Service]\nEnvironment=JOBQUEUE_WORKER_RUNNER=local\n"
+              "SystemCallFilter=\nSystemCallFilter=@system-service\n")
+
+
+def on_workers(inventory: str, module: str, args: dict) -> None:
+    subprocess.run(["ansible", "workers", "-i", inventory, "-b", "-m", module,
+                    "-a", json.dumps(args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def set_confined(inventory: str, confined: bool) -> None:
+    if confined:
+        on_workers(inventory, "ansible.builtin.file", {"path": DROP_IN, "state": "absent"})
+    else:
+        on_workers(inventory, "ansible.builtin.file",
+                   {"path": DROP_IN.rsplit("/", 1)[0], "state": "directory", "mode": "0755"})
+        on_workers(inventory, "ansible.builtin.copy",
+                   {"dest": DROP_IN, "content": UNCONFINED, "mode": "0644"})
+    on_workers(inventory, "ansible.builtin.systemd_service",
+               {"name": "jobqueue-worker", "state": "restarted", "daemon_reload": True})
+
+
+def seconds(a: str, b: str) -> float:
+    return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
+
+
+def run_batch(client: Client, jobs: int) -> dict:
+    # One job first: the restarted workers are claiming (and past their self-check).
+    client.wait(client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"], timeout=600)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: client.submit({"main.py": b"pass\n"},
+                                                    {"entry": "main.py"})["id"], range(jobs)))
+    done = [client.wait(job_id, timeout=1800, interval=0.5) for job_id in ids]
+    elapsed = time.monotonic() - start
+    failed = [j for j in done if j["state"] != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
+    on_worker = sorted(seconds(j["started_at"], j["finished_at"]) for j in done)
+    return {"jobs_per_s": jobs / elapsed, "elapsed_s": elapsed,
+            "worker_median_s": statistics.median(on_worker),
+            "worker_p95_s": on_worker[min(len(on_worker) - 1, round(0.95 * (len(on_worker) - 1)))]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-i", "--inventory", required=True)
+    parser.add_argument("--client", default="build/admin-client.toml")
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    with open(args.client, "rb") as fh:
+        config = tomllib.load(fh)
+    client = Client(config["url"], config["token"], config.get("ca_bundle"))
+    results = {}
+    try:
+        for label, confined in (("confined", True), ("unconfined", False)):
+            set_confined(args.inventory, confined)
+            results[label] = run_batch(client, args.jobs)
+            print(f"{label:11s} {results[label]}", flush=True)
+    finally:
+        set_confined(args.inventory, True)
+    on, off = results["confined"], results["unconfined"]
+    print(f"\n{'':11s} {'jobs/s':>8s} {'on worker p50':>14s} {'p95':>8s}   ({args.jobs} trivial jobs)")
+    for label, r in results.items():
+        print(f"{label:11s} {r['jobs_per_s']:8.2f} {r['worker_median_s']:13.2f}s "
+              f"{r['worker_p95_s']:7.2f}s")
+    print(f"throughput confined/unconfined: {on['jobs_per_s'] / off['jobs_per_s']:.2f}; "
+          f"per-job overhead of confinement: "
+          f"{on['worker_median_s'] - off['worker_median_s']:+.2f} s (median)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
