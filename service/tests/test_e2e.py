@@ -158,6 +158,18 @@ def test_cancel_and_walltime_stop_running_jobs(cluster):
     assert c.client.wait(cancelled, timeout=30, interval=0.2)["state"] == "cancelled"
     job = c.client.wait(timed, timeout=30, interval=0.2)
     assert job["state"] == "timed_out" and "wall time" in job["message"]
+    assert job["limit"] == "walltime"
+
+
+def test_the_job_record_says_which_limit_ended_it(cluster):
+    c = cluster()
+    c.start_worker("w1", cpus=2)
+    too_big = c.submit("open('big', 'wb').write(b'x' * (3 << 20))\n", output_limit=1)
+    fine = c.submit("print('ok')\n")
+    job = c.client.wait(too_big, timeout=30, interval=0.2)
+    assert (job["state"], job["limit"]) == ("failed", "output"), job
+    assert "output limit" in job["message"] or "exceeds" in job["message"]
+    assert c.client.wait(fine, timeout=30, interval=0.2)["limit"] is None
 
 
 def test_failing_job_reports_its_exit_code_and_stderr(cluster):

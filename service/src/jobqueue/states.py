@@ -50,3 +50,7 @@ def check_transition(current: JobState | str, target: JobState | str) -> JobStat
     if target not in TRANSITIONS[current]:
         raise IllegalTransition(current, target)
     return target
+
+
+# The limits a worker reports as having ended a job (its record's "limit").
+LIMITS = ("memory", "walltime", "output", "cpu")

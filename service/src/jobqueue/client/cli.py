@@ -52,6 +52,7 @@ STATUS_FIELDS = (
     "attempts",
     "worker",
     "exit_code",
+    "limit",
     "message",
     "cancel_requested",
     "created_at",

@@ -115,6 +115,8 @@ class Job(Base):
     claim_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The limit that ended the last attempt, if one did (jobqueue.states.LIMITS).
+    limit_hit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

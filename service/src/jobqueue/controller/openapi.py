@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jobqueue import __version__
+from jobqueue.states import LIMITS
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
@@ -156,6 +157,8 @@ def document() -> dict:
                     "entry": {"type": "string"}, "args": {"type": "array"},
                     "cpus": {"type": "integer"}, "attempts": {"type": "integer"},
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
+                    "limit": {"type": ["string", "null"], "enum": [*LIMITS, None],
+                              "description": "the limit that ended the job, if one did"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},
             },
         },

@@ -52,6 +52,7 @@ def job_json(job: Job) -> dict:
         "attempts": job.attempts,
         "worker": job.worker,
         "exit_code": job.exit_code,
+        "limit": job.limit_hit,
         "message": job.message,
         "cancel_requested": job.cancel_requested,
         "created_at": _time(job.created_at),

@@ -14,7 +14,7 @@ from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.controller.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost
-from jobqueue.states import FINISHED, REPORTABLE, JobState
+from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 
 bp = Blueprint("worker_api", __name__)
 
@@ -102,6 +102,8 @@ def _parse_status() -> dict:
     message = status.get("message", "")
     if not isinstance(message, str):
         raise bad_request("status 'message' must be a string")
+    if status.get("limit") not in (None, *LIMITS):
+        raise bad_request("status 'limit' must be null or one of: " + ", ".join(LIMITS))
     status["message"] = message[:10000]
     return status
 
@@ -140,7 +142,7 @@ def upload_result(job_id: str):
         return _duplicate(job)
     try:
         state.backend.finish(g.db, job, lease, status["state"], status.get("exit_code"),
-                             status["message"])
+                             status["message"], status.get("limit"))
     except LeaseLost as exc:
         state.files.discard(ready)
         raise _lease_lost(exc) from None

@@ -56,7 +56,7 @@ class PullQueue(QueueBackend):
 
     @abc.abstractmethod
     def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
-               message: str) -> None:
+               message: str, limit: str | None = None) -> None:
         """Record the attempt's outcome in `session` if `lease` still holds. Raise LeaseLost."""
 
     @abc.abstractmethod

@@ -185,11 +185,12 @@ class Dispatcher(PullQueue):
             return job.lease_expires_at, job.cancel_requested
 
     def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
-               message: str) -> None:
+               message: str, limit: str | None = None) -> None:
         now = utcnow()
         self._check_lease(job, lease, now)
         job.state = check_transition(job.state, state).value
         job.exit_code = exit_code
+        job.limit_hit = limit
         job.message = message
         job.finished_at = now
         job.lease_expires_at = None

@@ -85,9 +85,10 @@ class ControllerApi:
                 dest.write(chunk)
 
     def upload_result(self, job_id: str, lease: str, state: str, exit_code: int | None,
-                      message: str, results: Path | None, stdout: Path, stderr: Path) -> dict:
+                      message: str, results: Path | None, stdout: Path, stderr: Path,
+                      limit: str | None = None) -> dict:
         status = json.dumps({"lease": lease, "state": state, "exit_code": exit_code,
-                             "message": message})
+                             "message": message, "limit": limit})
         handles = {"stdout": open(stdout, "rb"), "stderr": open(stderr, "rb")}
         if results is not None:
             handles["results"] = open(results, "rb")

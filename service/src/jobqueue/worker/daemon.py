@@ -80,6 +80,8 @@ class ActiveJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+# A job killed by the kernel for an rlimit.
+SIGNAL_LIMITS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "output"}
 LIMIT_NAMES = {"memory": "memory limit", "output": "output limit", "cpu": "CPU time limit",
                "walltime": "wall time"}
 
@@ -432,27 +434,30 @@ class Worker:
                 request: RunRequest, meta_dir: Path) -> None:
         results: Path | None = meta_dir / "results.tar.gz"
         outcome = workspace.collect(request, results)
-        state = job.stop_reason or ("succeeded" if code == 0 and not outcome.limit else "failed")
-        message = _describe(state, code, outcome.limit)
+        limit = outcome.limit or SIGNAL_LIMITS.get(-code if code else 0)
+        if job.stop_reason == "timed_out":
+            limit = "walltime"
+        state = job.stop_reason or ("succeeded" if code == 0 and not limit else "failed")
+        message = _describe(state, code, limit)
         size = outcome.results_bytes
-        if outcome.limit == "output":
+        if limit == "output":
             results = None
-        elif size > request.output_limit:
-            state, results = "failed", None
+        elif size >= request.output_limit:  # a file cut at the limit (RLIMIT_FSIZE) reached it
+            state, results, limit = "failed", None, "output"
             message = (f"output of {size} bytes exceeds the job's limit of "
                        f"{job.spec['output_limit']} MiB")
-        self._upload(job, state, code, message, results, meta_dir)
+        self._upload(job, state, code, message, results, meta_dir, limit)
         log.info("job %s: %s (%s)", job.id, state, message)
 
     def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
-                results: Path | None, meta_dir: Path) -> None:
+                results: Path | None, meta_dir: Path, limit: str | None = None) -> None:
         """Upload until the controller takes it; a retry of a stored upload is harmless.
         Heartbeats go on meanwhile, so the lease holds through an outage. Results the
         controller refuses (4xx: a file name it does not accept, over its upload cap)
         end the job failed with its reason, logs and files left out."""
         def upload(state=state, message=message, results=results, logs=meta_dir) -> dict:
             return self.api.upload_result(job.id, job.lease, state, code, message, results,
-                                          logs / "stdout", logs / "stderr")
+                                          logs / "stdout", logs / "stderr", limit)
         try:
             self._retrying(f"job {job.id}: upload", upload, self.settings.retry_seconds)
         except LeaseLost:

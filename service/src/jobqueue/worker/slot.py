@@ -151,7 +151,7 @@ def run(slot: Path) -> int:
     while job.poll() is None:
         time.sleep(POLL_SECONDS)
         polls += 1
-        if polls % USAGE_EVERY == 0 and disk_use(slot) > limit:
+        if polls % USAGE_EVERY == 0 and disk_use(slot) >= limit:
             exceeded = "output"
             _kill_the_rest()
     _kill_the_rest()
@@ -169,7 +169,7 @@ def pack(slot: Path) -> int:
     with _create(slot / "outbox" / RESULTS) as dest, tarfile.open(fileobj=dest, mode="w:gz") as tar:
         for rel, info in own_files(work):
             total += info.st_size
-            if total > budget:
+            if total >= budget:
                 raise OutputLimit(total)
             try:
                 source = os.open(work / rel, os.O_RDONLY | os.O_NOFOLLOW)
