@@ -3,12 +3,16 @@ profile with aa-exec, as root and with every file world-readable and -writable, 
 that AppArmor alone stands between them and what they try."""
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 testinfra_hosts = ["ansible://confined"]
 
 JOB = "aa-exec -p jobqueue-job-1 --"
+ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
 @pytest.fixture()
@@ -85,3 +89,17 @@ def test_denials_reach_the_kernel_log(root):
     root.run(f"{JOB} cat /etc/jobqueue/worker.token")
     log = root.run("journalctl -k --no-pager -n 200").stdout
     assert 'apparmor="DENIED"' in log and 'profile="jobqueue-job-1"' in log
+
+
+@pytest.mark.parametrize("override", ["apparmor_mode=audit", "apparmor_slot_count=many"])
+def test_a_wrong_variable_fails_the_play_naming_it(override, tmp_path):
+    """Before any task runs: the role's argument specs reject it."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text("- hosts: confined\n  gather_facts: false\n  roles: [apparmor]\n")
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook),
+         "--check", "-e", override], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode != 0
+    assert override.split("=")[0] in result.stdout + result.stderr
+    assert "Validating arguments against arg spec" in result.stdout
