@@ -113,8 +113,9 @@ class SystemdRunner(Runner):
         url = urlsplit(self.settings.controller_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         argv = [sys.executable, "-c", CANARY, secret, url.hostname or "", str(port)]
-        workspace = self.workspace("canary")
+        workspace = None
         try:
+            workspace = self.workspace("canary")
             with tempfile.TemporaryDirectory() as tmp:
                 request = RunRequest("canary", workspace.job_dir, argv,
                                      Limits(walltime=60, cpu_seconds=60, memory_bytes=256 << 20),
@@ -126,10 +127,11 @@ class SystemdRunner(Runner):
                     process.kill(0)
                 workspace.collect(request, Path(tmp, "results"))
                 found = json.loads(request.stdout.read_text() or "{}")
-        except (SystemdError, OSError, ValueError) as exc:
+        except (SystemdError, OSError, ValueError, KeyError) as exc:  # KeyError: no slot user
             raise RuntimeError(f"the job slots do not work: {exc}") from None
         finally:
-            workspace.close()
+            if workspace is not None:
+                workspace.close()
         if code != 0 or found.get("secret") in (None, "read") or \
                 found.get("network") in (None, "connected"):
             raise RuntimeError(f"confinement is not in force, refusing to run jobs: a job "
