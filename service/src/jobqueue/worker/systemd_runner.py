@@ -178,7 +178,10 @@ class SlotWorkspace(Workspace):
         # The inputs are the worker's, readable by the slot's group: the job may add
         # files next to them (directories group-writable), not change them in place.
         for dirpath, _, filenames in os.walk(self.job_dir):
-            os.chmod(dirpath, 0o2770)
+            # work/ itself is the role's (setgid, which the worker may not set: its
+            # unit has RestrictSUIDSGID); what it holds has the slot's group already.
+            if dirpath != str(self.job_dir):
+                os.chmod(dirpath, 0o770)
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 mode = os.lstat(path).st_mode
