@@ -109,8 +109,9 @@ def _create(path: Path):
     """A new file for the worker to read, whatever the job left at that name."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644),
-                     "wb")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(fd, 0o644)  # whatever the umask: the worker reads it as "other"
+    return os.fdopen(fd, "wb")
 
 
 def _write_json(path: Path, data: dict) -> None:
