@@ -86,8 +86,8 @@ def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
     assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
     assert (slot / "outbox" / "stdout").read_text() == "hello\n"
     assert status(slot)["results_bytes"] == len("mine") + len("x")
-    # Wiped: the next job of this slot (another user's, maybe) finds nothing.
-    assert list((slot / "work").iterdir()) == []
+    # The job's files are gone: only the worker's own, which the worker removes.
+    assert sorted(p.name for p in (slot / "work").iterdir()) == ["input.txt", "job.py"]
 
 
 def test_a_daemonised_child_does_not_outlive_its_job(slot):

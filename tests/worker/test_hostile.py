@@ -164,7 +164,7 @@ print(json.dumps(found))
     assert job["state"] == "succeeded", job
     assert probe_results(log)["hardlink"] != "ok"
     files = results_archive(admin, job["id"])
-    assert set(files) == {"real.txt"}, files
+    assert set(files) == {"main.py", "real.txt"}, files  # the input, and its own file
     with host.sudo():
         token = host.file(TOKEN).content_string.strip().encode()
     assert all(token not in content for content in files.values())

@@ -199,7 +199,7 @@ def finish(slot: Path) -> int:
         (slot / "outbox" / RESULTS).unlink(missing_ok=True)
         status["limit"] = "output"
     _write_json(status_path, status)
-    _clear(slot / "work")
+    _clear(slot / "work", only_own=True)  # the worker removes its own inputs
     return 0
 
 
