@@ -9,7 +9,9 @@ import json
 import os
 import tarfile
 import time
+import tomllib
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import testinfra
@@ -104,10 +106,11 @@ print(json.dumps(found))
     assert token and token not in log["stdout"] + log["stderr"]
 
 
-def test_a_job_has_no_network(admin):
+def test_a_job_has_no_network(admin, host):
     controller = controller_host()
-    address = controller.ansible.get_variables().get("jobqueue_address") or \
-        controller.ansible.get_variables()["inventory_hostname"]
+    with host.sudo():  # the address the worker itself reaches the controller at
+        config = tomllib.loads(host.file("/etc/jobqueue/worker.toml").content_string)
+    address = urlsplit(config["controller_url"]).hostname
     job, log = run_job(admin, PROBE + f"""
 import socket, urllib.request
 found = {{}}
@@ -231,8 +234,10 @@ time.sleep(90)
     while admin.get(f"{admin.base}/jobs/{victim}", timeout=30).json()["state"] != "running":
         assert time.monotonic() < deadline, "the victim never started"
         time.sleep(2)
-    victim_pids = [int(p) for p in host.run("pgrep -u jq-slot1,jq-slot2 -f main.py").stdout.split()]
-    assert victim_pids, "the victim runs no process"
+    while not (victim_pids := [int(p) for p in host.run(
+            "pgrep -u jq-slot1,jq-slot2 -f 'python main.py'").stdout.split()]):
+        assert time.monotonic() < deadline, "the victim runs no process"
+        time.sleep(1)
     job, log = run_job(admin, PROBE + f"""
 import glob, signal
 found = {{}}
