@@ -19,13 +19,28 @@ def test_run_experiment_left_checked_results():
         assert result["sum"] == sum(x * x for x in range(1000))
 
 
-def test_every_worker_takes_a_share_of_the_queue(admin, worker_names):
+# Tries the worker's token (it must fail: site.yml confines every job), then
+# holds its worker's only slot for a while.
+SHARE_JOB = b"""
+import time
+try:
+    open("/etc/jobqueue/worker.token").read()
+    print("token: read")
+except OSError as exc:
+    print("token:", type(exc).__name__)
+time.sleep(20)
+"""
+
+
+def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names):
     # One CPU per worker VM: while each runs one of these, it can take no
     # other, so two one-CPU jobs submitted together run on two workers.
     spec = {"entry": "run.py", "args": [], "cpus": 1, "walltime": 300}
-    script = [("run.py", b"import time\ntime.sleep(20)\nprint('done')\n")]
-    ids = [submit(admin, {**spec, "name": f"verify-share-{n}"}, script)
+    ids = [submit(admin, {**spec, "name": f"verify-share-{n}"}, [("run.py", SHARE_JOB)])
            for n in range(len(worker_names))]
     jobs = [wait(admin, job_id) for job_id in ids]
     assert [job["state"] for job in jobs] == ["succeeded"] * len(ids)
     assert {job["worker"] for job in jobs} == worker_names
+    for job_id in ids:
+        stdout = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()["stdout"]
+        assert stdout == "token: PermissionError\n", stdout

@@ -19,6 +19,9 @@ import testinfra.utils.ansible_runner
 from conftest import submit, wait
 
 testinfra_hosts = ["ansible://workers"]
+# Needs one worker with two slots (the worker scenario); the cluster scenario
+# deselects it and checks confinement on each of its workers instead.
+pytestmark = pytest.mark.hostile
 
 TOKEN = "/etc/jobqueue/worker.token"
 SLOTS = "/var/lib/jobqueue-slots"
