@@ -4,7 +4,7 @@
 On the same workers, in one run: trivial jobs submitted all at once through the public
 API, first with each job confined in a slot (the deployed `runner = "systemd"`), then
 with the workers switched to the plain runner (`runner = "local"`, a runtime drop-in
-that the end of the run removes), then confined again. Prints for each: jobs per
+that the end of the run removes, so the workers end confined). Prints for each: jobs per
 second from the first submit to the last result, and the per-job time on the worker
 (started_at to finished_at, median and p95, from the controller's own timestamps),
 and the ratios.

@@ -93,9 +93,10 @@ def test_denials_reach_the_kernel_log(root):
 
 @pytest.mark.parametrize("override", ["apparmor_mode=audit", "apparmor_slot_count=many"])
 def test_a_wrong_variable_fails_the_play_naming_it(override, tmp_path):
-    """Before any task runs: the role's argument specs reject it."""
+    """Before any task runs: the role's argument specs reject it. The play targets every
+    host of the scenario's inventory, whatever its groups are called there."""
     playbook = tmp_path / "play.yml"
-    playbook.write_text("- hosts: confined\n  gather_facts: false\n  roles: [apparmor]\n")
+    playbook.write_text("- hosts: all\n  gather_facts: false\n  roles: [apparmor]\n")
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES))
     result = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook),
