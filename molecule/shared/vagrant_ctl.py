@@ -7,10 +7,13 @@ usage: vagrant_ctl.py up DIR INSTANCE_CONFIG | destroy DIR
 """
 
 import fcntl
+import glob
 import json
 import os
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import vagrant
 
@@ -29,13 +32,26 @@ def parse_ssh_config(text: str) -> list[dict]:
              "port": int(h["Port"]), "identity_file": h["IdentityFile"]} for h in hosts]
 
 
+def domains_defined(root: str) -> bool:
+    """Whether Vagrant has made a libvirt domain for one of this directory's VMs: it
+    does so only once the box is in libvirt's storage pool."""
+    return bool(glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id")))
+
+
 def up(root: str, instance_config: str) -> None:
     v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
-    # Scenarios may run side by side: one `vagrant up` at a time, so that a new
-    # box is copied into libvirt's pool once, not by two processes at once.
-    with open(os.path.join(tempfile.gettempdir(), "jobqueue-vagrant-up.lock"), "w") as lock:
+    # Scenarios may run side by side, and two `vagrant up` that both find the box
+    # missing from libvirt's pool would both copy it in. So each holds a lock until
+    # its first domain exists (the box is in the pool by then), and the VMs of the
+    # scenarios boot side by side after that.
+    with (open(os.path.join(tempfile.gettempdir(), "jobqueue-vagrant-up.lock"), "w") as lock,
+          ThreadPoolExecutor(1) as pool):
         fcntl.flock(lock, fcntl.LOCK_EX)
-        v.up(provider="libvirt")
+        started = pool.submit(v.up, provider="libvirt")
+        while not started.done() and not domains_defined(root):
+            time.sleep(1)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        started.result()
     # One `vagrant ssh-config` for all VMs: each vagrant command costs seconds.
     instances = parse_ssh_config(v.ssh_config())
     with open(instance_config, "w") as out:

@@ -3,7 +3,9 @@ workers): the experiment's checked results are on the control machine, and the
 workers share the queue. Each worker's own checks are in tests/worker."""
 
 import json
+import os
 
+import testinfra
 from conftest import build_dir, submit, wait
 
 testinfra_hosts = ["ansible://controllers"]
@@ -32,12 +34,20 @@ time.sleep(20)
 """
 
 
+def offered_cpus(name: str) -> int:
+    """What a worker offers: every CPU of its VM (worker_cpus 0), a slot each."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return int(testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+               .check_output("nproc"))
+
+
 def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names):
-    # One CPU per worker VM: while each runs one of these, it can take no
-    # other, so two one-CPU jobs submitted together run on two workers.
+    # As many one-CPU jobs as the workers have CPUs, submitted together: they
+    # can all run at once only if every worker takes its share.
     spec = {"entry": "run.py", "args": [], "cpus": 1, "walltime": 300}
+    slots = sum(offered_cpus(name) for name in worker_names)
     ids = [submit(admin, {**spec, "name": f"verify-share-{n}"}, [("run.py", SHARE_JOB)])
-           for n in range(len(worker_names))]
+           for n in range(slots)]
     jobs = [wait(admin, job_id) for job_id in ids]
     assert [job["state"] for job in jobs] == ["succeeded"] * len(ids)
     assert {job["worker"] for job in jobs} == worker_names

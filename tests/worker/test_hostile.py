@@ -18,9 +18,17 @@ import testinfra
 import testinfra.utils.ansible_runner
 from conftest import submit, wait
 
-testinfra_hosts = ["ansible://workers"]
-# Needs one worker with two slots (the worker scenario); the cluster scenario
-# deselects it and checks confinement on each of its workers instead.
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+
+
+def inventory_workers() -> list[str]:
+    return sorted(testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("workers"))
+
+
+# The suite attacks one worker, the inventory's first, which needs two slots (one
+# attack runs beside its victim); while it runs the scenario's other workers are
+# stopped, so that every job lands on the worker under attack.
+testinfra_hosts = [f"ansible://{inventory_workers()[0]}"] if INVENTORY else []
 pytestmark = pytest.mark.hostile
 
 TOKEN = "/etc/jobqueue/worker.token"
@@ -62,11 +70,28 @@ def results_archive(admin, job_id) -> dict[str, bytes]:
                 for m in tar.getmembers()}
 
 
+def inventory_host(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
 def controller_host():
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    runner = testinfra.utils.ansible_runner.AnsibleRunner(inventory)
-    name = min(runner.get_hosts("controllers"))
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+    return inventory_host(min(runner.get_hosts("controllers")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def only_the_attacked_worker_claims(host):
+    slot_users = host.run("getent passwd jq-slot1 jq-slot2").stdout.splitlines()
+    assert len(slot_users) == 2, "the worker under attack needs two job slots"
+    others = [inventory_host(name) for name in inventory_workers()
+              if name != host.backend.get_hostname()]
+    for other in others:
+        with other.sudo():
+            other.check_output("systemctl stop jobqueue-worker")
+    yield
+    for other in others:
+        with other.sudo():
+            other.check_output("systemctl start jobqueue-worker")
 
 
 @pytest.fixture(scope="module")
