@@ -31,10 +31,28 @@ class ArchiveTooLarge(UnsafeArchive):
     """An archive whose content is over the size cap."""
 
 
+# What the file systems take (NAME_MAX), and a whole relative path short enough to
+# stay inside PATH_MAX with a job's directory in front of it.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 3000
+
+
+def check_name_length(name: str) -> None:
+    """Raise if `name` is longer than a file system would take."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > PATH_MAX_BYTES:
+        raise UnsafeArchive(f"file name too long ({len(encoded)} bytes, at most "
+                            f"{PATH_MAX_BYTES}): {name[:60]!r}...")
+    if any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
+        raise UnsafeArchive(f"file name too long (a part of over {NAME_MAX_BYTES} bytes): "
+                            f"{name[:60]!r}...")
+
+
 def check_relative_path(name: str) -> PurePosixPath:
     """Return `name` as a clean relative path inside a job directory, or raise."""
     if not name or "\x00" in name or "\\" in name:
         raise UnsafeArchive(f"invalid file name {name!r}")
+    check_name_length(name)
     path = PurePosixPath(name)  # folds "." and repeated slashes
     if path.is_absolute():
         raise UnsafeArchive(f"absolute path not allowed: {name!r}")
@@ -155,6 +173,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise UnsafeArchive(f"archive member {name!r} has an absolute path")
     if "\\" in name or "\x00" in name:
         raise UnsafeArchive(f"archive member {name!r} has an invalid name")
+    check_name_length(name)
     if ".." in name.split("/"):
         raise UnsafeArchive(f"archive member {name!r} contains '..'")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
@@ -163,6 +182,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
         link = member.linkname
         if not link or link.startswith("/") or "\x00" in link:
             raise UnsafeArchive(f"archive member {name!r} links to absolute path {link!r}")
+        check_name_length(link)
         # Symbolic links are relative to their directory; hard links to the archive root.
         base = posixpath.dirname(_clean_name(name)) if member.issym() else ""
         resolved = posixpath.normpath(posixpath.join(base, link))

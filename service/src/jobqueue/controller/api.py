@@ -92,10 +92,14 @@ def _created(job: Job, replayed: bool):
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
-        stamp, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(stamp), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise bad_request("invalid cursor") from None
+        text, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        stamp = dt.datetime.fromisoformat(text)
+        if stamp.tzinfo is None:
+            raise ValueError("no time zone")
+        # In UTC, as the database holds it (a stamp near year 1 or 9999 may not fit).
+        return stamp.astimezone(dt.UTC), job_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise bad_request("invalid cursor (pass on the 'next' of an earlier page)") from None
 
 
 def _encode_cursor(job: Job) -> str:
@@ -165,8 +169,10 @@ def get_file(job_id: str, name: str):
         raise bad_request(str(exc)) from None
     if path is None:
         raise not_found("file")
+    # A job may name its files as it likes; a header may not hold control characters.
+    download_name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in path.name)
     return send_file(path, mimetype="application/octet-stream", as_attachment=True,
-                     download_name=path.name)
+                     download_name=download_name)
 
 
 @bp.get("/jobs/<job_id>/log")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, g, jsonify, render_template
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import PathConverter
 
 from jobqueue.controller import errors
 from jobqueue.controller import settings as settings_module
@@ -52,9 +53,16 @@ def _recover_uploads(files: JobFiles, session_factory) -> None:
         logging.getLogger(__name__).warning("recovering uploads: %s", exc)
 
 
+class FilePathConverter(PathConverter):
+    """`<path:...>` that also matches a line break: a job may put one in a file name."""
+
+    regex = "[^/](?s:.)*?"
+
+
 def create_app(settings: ControllerSettings | None = None) -> Flask:
     settings = settings or settings_module.load()
     app = Flask(__name__)
+    app.url_map.converters["path"] = FilePathConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_files + 16
     app.config["JOBQUEUE"] = settings

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from jobqueue.archive import UnsafeArchive, check_relative_path
+from jobqueue.controller import jsonin
 from jobqueue.controller.errors import bad_request
 from jobqueue.controller.settings import ControllerSettings
 
@@ -36,10 +36,7 @@ def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
 def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
     if raw is None:
         raise bad_request("the multipart form needs a 'spec' part holding the job's JSON spec")
-    try:
-        spec = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"the spec is not valid JSON: {exc}") from None
+    spec = jsonin.loads(raw, "the spec")
     if not isinstance(spec, dict):
         raise bad_request("the spec must be a JSON object")
     unknown = sorted(set(spec) - KNOWN_KEYS)

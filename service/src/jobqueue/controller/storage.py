@@ -106,9 +106,15 @@ class JobFiles:
                 budget = max_bytes - _tree_size(input_dir)
             for name, stream in files:
                 target = input_dir / check_relative_path(name)
+                if target.is_dir() and not target.is_symlink():
+                    raise ValueError(f"file {name!r} has the name of a directory of the job")
                 if target.exists() or target.is_symlink():
                     raise ValueError(f"file {name!r} is given twice")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError):
+                    raise ValueError(f"file {name!r} would be inside another file of the "
+                                     "job") from None
                 budget -= _copy_capped(stream, target, budget)
             names = list(iter_files(input_dir))
             if len(names) > self.max_files:

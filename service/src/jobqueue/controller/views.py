@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import current_app, g, url_for
+from flask import current_app, g, request, url_for
 
+from jobqueue.controller import jsonin
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, not_found
 from jobqueue.controller.models import Job
@@ -69,9 +70,7 @@ def job_json(job: Job) -> dict:
 
 
 def json_body() -> dict:
-    from flask import request
-
-    body = request.get_json(silent=True)
+    body = jsonin.loads(request.get_data(), "the request body")
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     return body

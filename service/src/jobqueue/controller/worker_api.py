@@ -3,12 +3,11 @@ claim (long poll), heartbeat, input download, result upload and hand-back."""
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
+from jobqueue.controller import jsonin
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.controller.models import Job
@@ -17,6 +16,9 @@ from jobqueue.queue import LeaseLost
 from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 
 bp = Blueprint("worker_api", __name__)
+# Bounds that keep a worker's numbers inside what every database stores.
+MAX_WORKER_CPUS = 1 << 20
+EXIT_CODE_BOUND = 1 << 31
 
 
 def _lease_lost(exc: LeaseLost) -> ApiError:
@@ -45,8 +47,9 @@ def claim():
     if worker != current_user().name:
         raise ApiError(403, "forbidden", f"this token belongs to worker "
                        f"{current_user().name!r}, not {worker!r}")
-    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
-        raise bad_request("field 'cpus' (free CPUs) must be a positive integer")
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_WORKER_CPUS:
+        raise bad_request(f"field 'cpus' (free CPUs) must be an integer from 1 to "
+                          f"{MAX_WORKER_CPUS}")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         raise bad_request("field 'wait' must be a number of seconds >= 0")
     if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
@@ -86,10 +89,7 @@ def get_input(job_id: str):
 
 
 def _parse_status() -> dict:
-    try:
-        status = json.loads(request.form.get("status", ""))
-    except ValueError:
-        raise bad_request("part 'status' must hold the attempt's JSON status") from None
+    status = jsonin.loads(request.form.get("status", ""), "part 'status' (the attempt's status)")
     if not isinstance(status, dict):
         raise bad_request("part 'status' must be a JSON object")
     _lease_from(status)
@@ -97,8 +97,9 @@ def _parse_status() -> dict:
         raise bad_request("status 'state' must be one of: "
                           + ", ".join(sorted(s.value for s in REPORTABLE)))
     code = status.get("exit_code")
-    if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
-        raise bad_request("status 'exit_code' must be an integer or null")
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                             or not -EXIT_CODE_BOUND <= code < EXIT_CODE_BOUND):
+        raise bad_request("status 'exit_code' must be a 32-bit integer or null")
     message = status.get("message", "")
     if not isinstance(message, str):
         raise bad_request("status 'message' must be a string")
