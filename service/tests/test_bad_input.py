@@ -97,7 +97,7 @@ def test_a_claim_with_absurd_cpus_is_400(stack, cpus):
 @pytest.mark.parametrize("wait", ["NaN", "Infinity", "-Infinity"])
 def test_a_claim_waiting_a_non_number_is_400_and_leaves_the_job_queued(stack, wait):
     job = stack.submit_ok()
-    body = '{"worker": "w1", "cpus": 1, "wait": %s}' % wait
+    body = '{"worker": "w1", "cpus": 1, "wait": ' + wait + "}"
     response = stack.http.post("/api/v1/worker/claim", data=body,
                                content_type="application/json", headers=stack.headers("w1"))
     assert_refused(response, 400, wait.lstrip("-"))
@@ -140,7 +140,8 @@ def test_a_claim_of_nan_does_not_spin_a_thread(stack):
 def test_the_upload_status_with_nan_is_400(stack):
     job = stack.submit_ok()
     claimed = stack.claim_ok()
-    data = {"status": '{"lease": "%s", "state": "failed", "exit_code": NaN}' % claimed["lease"],
+    status = '{"lease": "' + claimed["lease"] + '", "state": "failed", "exit_code": NaN}'
+    data = {"status": status,
             "stdout": (io.BytesIO(b""), "stdout")}
     response = stack.http.post(f"/api/v1/worker/jobs/{job['id']}/result", data=data,
                                headers=stack.headers("w1"), content_type="multipart/form-data")
