@@ -117,6 +117,59 @@ def test_claim_long_poll_wakes_on_submit(stack):
     assert got["waited"] < 0.3 + 0.9
 
 
+def claim_with_capacity(stack, cpus, capacity, wait=0):
+    body = {"worker": "w1", "cpus": cpus, "wait": wait, "capacity": capacity}
+    return stack.http.post("/api/v1/worker/claim", json=body, headers=stack.headers("w1"))
+
+
+def test_a_claim_with_capacity_fits_the_job_to_what_is_free_when_handed_out(stack):
+    first = stack.submit_ok()["id"]
+    claimed = claim_with_capacity(stack, 2, {"cpus": 2}).get_json()
+    assert claimed["id"] == first
+    big = stack.submit_ok(spec={"entry": "main.py", "cpus": 2})["id"]
+    # One of the two CPUs is taken by the running job, whatever 'cpus' says is free.
+    assert claim_with_capacity(stack, 2, {"cpus": 2}).status_code == 204
+    assert stack.upload(first, claimed["lease"]).status_code == 200
+    # A stale 'cpus' (one free, as when the claim was sent) no longer holds it back.
+    assert claim_with_capacity(stack, 1, {"cpus": 2}).get_json()["id"] == big
+
+
+def test_a_claim_with_capacity_counts_the_workers_jobs(stack):
+    stack.submit_ok()
+    stack.submit_ok()
+    assert claim_with_capacity(stack, 4, {"cpus": 4, "jobs": 1}).status_code == 200
+    assert claim_with_capacity(stack, 4, {"cpus": 4, "jobs": 1}).status_code == 204
+    assert claim_with_capacity(stack, 4, {"cpus": 4, "jobs": 2}).status_code == 200
+
+
+def test_a_waiting_claim_wakes_when_its_workers_job_ends(stack):
+    first = stack.submit_ok()["id"]
+    lease = claim_with_capacity(stack, 1, {"cpus": 1}).get_json()["lease"]
+    second = stack.submit_ok()["id"]
+    got = {}
+
+    def waiter():
+        started = time.monotonic()
+        got["response"] = claim_with_capacity(stack, 1, {"cpus": 1}, wait=10)
+        got["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.3)
+    assert stack.upload(first, lease).status_code == 200
+    thread.join(15)
+    assert got["response"].get_json()["id"] == second
+    assert got["waited"] < 0.3 + 0.5  # woken by the end of the job, not the 1 s re-check
+
+
+@pytest.mark.parametrize("capacity", [0, [], {"cpus": 0}, {"cpus": "2"}, {"jobs": 1},
+                                      {"cpus": 2, "jobs": 0}, {"cpus": 2, "gpus": 1},
+                                      {"cpus": 1 << 30}])
+def test_a_bad_capacity_is_400(stack, capacity):
+    response = claim_with_capacity(stack, 1, capacity)
+    assert response.status_code == 400 and "capacity" in response.get_json()["message"]
+
+
 def test_claim_wait_is_bounded_by_settings(make_stack):
     stack = make_stack(claim_wait_seconds=1)
     started = time.monotonic()

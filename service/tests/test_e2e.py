@@ -4,6 +4,7 @@ Runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -61,8 +62,8 @@ class Cluster(LocalCluster):
 
     def start_worker(self, name: str, cpus: int = 1, **extra):
         # A short claim wait bounds how long a worker takes to stop.
-        return super().start_worker(name, self.tokens[name], cpus, heartbeat_seconds=0.5,
-                                    claim_wait_seconds=2, **extra)
+        settings = {"heartbeat_seconds": 0.5, "claim_wait_seconds": 2} | extra
+        return super().start_worker(name, self.tokens[name], cpus, **settings)
 
     def submit(self, script: str, args=(), **spec) -> str:
         job = self.client.submit({"main.py": script.encode()},
@@ -109,6 +110,24 @@ def test_mapper_job_runs_on_all_its_cpus(cluster, tmp_path):
     assert c.client.log(job_id)["stdout"].strip() == "cpus 2 processes 2"
     # The job's directories were removed; only the worker's next claim id is kept.
     assert [p.name for p in (tmp_path / "work-w1").iterdir()] == ["claim-id"]
+
+
+def test_a_job_starts_as_soon_as_the_cpus_it_needs_free_up(cluster):
+    """A worker's waiting claim is not stuck with the free CPUs it had when it was sent:
+    a 2-CPU job queued behind a running 1-CPU job on a 2-CPU worker starts within a
+    second of that job's end, not when the claim's long poll runs out."""
+    c = cluster(claim_wait_seconds=30)
+    c.start_worker("w1", cpus=2, claim_wait_seconds=30)
+    first = c.submit(SLOW_JOB, args=["2"], cpus=1)
+    c.wait_for(first, lambda j: j["state"] == "running")
+    time.sleep(0.5)  # the worker's next claim (one CPU free) is waiting now
+    second = c.submit(SLOW_JOB, args=["0"], cpus=2)
+    done_first = c.client.wait(first, timeout=60, interval=0.1)
+    done_second = c.client.wait(second, timeout=60, interval=0.1)
+    assert done_first["state"] == done_second["state"] == "succeeded", c.logs()
+    gap = (dt.datetime.fromisoformat(done_second["started_at"])
+           - dt.datetime.fromisoformat(done_first["finished_at"])).total_seconds()
+    assert gap < 1.0, f"the 2-CPU job started {gap:.1f} s after the CPUs freed up"
 
 
 def test_killed_worker_job_is_requeued_and_finished_once(cluster, tmp_path):

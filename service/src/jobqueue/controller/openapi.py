@@ -107,8 +107,15 @@ def document() -> dict:
                     "204": {"description": "Nothing to do within 'wait'"}}, 400, body={
                     "required": True, "content": {"application/json": {"schema": {
                         "type": "object", "properties": {
-                            "worker": {"type": "string"}, "cpus": {"type": "integer"},
-                            "wait": {"type": "number"}, "claim_id": {"type": "string"}}}}}})},
+                            "worker": {"type": "string"},
+                            "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+                            "wait": {"type": "number", "minimum": 0},
+                            "claim_id": {"type": "string"},
+                            "capacity": {"type": "object", "properties": {
+                                "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+                                "jobs": {"type": "integer", "minimum": 1,
+                                         "maximum": 1 << 20}},
+                                "required": ["cpus"]}}}}}})},
             "/worker/jobs/{job_id}/heartbeat": {"post": _op(
                 "Extend the lease; learn of cancellation", {"200": _json(
                     "Lease", schema={"type": "object", "properties": {

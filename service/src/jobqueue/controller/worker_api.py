@@ -12,7 +12,7 @@ from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.controller.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
-from jobqueue.queue import LeaseLost
+from jobqueue.queue import LeaseLost, WorkerCapacity
 from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 
 bp = Blueprint("worker_api", __name__)
@@ -54,15 +54,34 @@ def claim():
         raise bad_request("field 'wait' must be a number of seconds >= 0")
     if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
         raise bad_request("field 'claim_id' must be a string of 1 to 64 characters")
+    capacity = _capacity(body)
     g.db.close()  # hold no connection while waiting
     claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds),
-                                  claim_id)
+                                  claim_id, capacity)
     if claimed is None:
         return "", 204
     faults.point("claim:after-commit")
     job = g.db.get(Job, claimed.job_id)
     return jsonify(job_json(job) | {"lease": claimed.lease,
                                     "lease_seconds": state.settings.lease_seconds})
+
+
+def _capacity(body: dict) -> WorkerCapacity | None:
+    """The optional `capacity` {"cpus", "jobs"}: all the worker has, running jobs included."""
+    capacity = body.get("capacity")
+    if capacity is None:
+        return None
+    if not isinstance(capacity, dict) or set(capacity) - {"cpus", "jobs"}:
+        raise bad_request("field 'capacity' must be an object with 'cpus' and, optionally, "
+                          "'jobs'")
+    cpus, jobs = capacity.get("cpus"), capacity.get("jobs")
+    for key, value in (("cpus", cpus), ("jobs", jobs)):
+        if (value is not None or key == "cpus") and (
+                isinstance(value, bool) or not isinstance(value, int)
+                or not 1 <= value <= MAX_WORKER_CPUS):
+            raise bad_request(f"field 'capacity.{key}' must be an integer from 1 to "
+                              f"{MAX_WORKER_CPUS}")
+    return WorkerCapacity(cpus, jobs)
 
 
 @bp.post("/worker/jobs/<job_id>/heartbeat")

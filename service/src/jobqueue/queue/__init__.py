@@ -5,7 +5,7 @@ The controller talks to one `QueueBackend`, chosen by the `queue_backend` settin
 
 from __future__ import annotations
 
-from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend
+from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend, WorkerCapacity
 
 
 def make_backend(name: str, session_factory, settings) -> QueueBackend:
@@ -16,4 +16,4 @@ def make_backend(name: str, session_factory, settings) -> QueueBackend:
     raise ValueError(f"setting 'queue_backend': unknown backend {name!r} (known: dispatcher)")
 
 
-__all__ = ["LeaseLost", "PullQueue", "QueueBackend", "make_backend"]
+__all__ = ["LeaseLost", "PullQueue", "QueueBackend", "WorkerCapacity", "make_backend"]

@@ -40,14 +40,26 @@ class Claim:
     lease: str
 
 
+@dataclass(frozen=True)
+class WorkerCapacity:
+    """All a worker offers: its CPUs, and how many jobs it runs at once (None: one per CPU
+    at most, as every job takes at least one)."""
+
+    cpus: int
+    jobs: int | None = None
+
+
 class PullQueue(QueueBackend):
     """A backend from which worker daemons pull jobs (the worker API is served for it)."""
 
     @abc.abstractmethod
     def claim(self, worker: str, free_cpus: int, wait: float,
-              claim_id: str | None = None) -> Claim | None:
+              claim_id: str | None = None, capacity: WorkerCapacity | None = None
+              ) -> Claim | None:
         """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds.
-        A claim retried with the same `claim_id` gets the job it already claimed."""
+        A claim retried with the same `claim_id` gets the job it already claimed. With
+        `capacity`, what fits is what the worker has left beside its running jobs at the
+        moment a job is handed out, not `free_cpus` as it was when the claim was sent."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None

@@ -1,9 +1,11 @@
 """The dispatcher: a database-backed queue that worker daemons pull jobs from.
 
 Claims are long polls: a worker's request waits on an in-process condition that every
-submission (and every requeue) signals, so an idle worker gets a new job within
-milliseconds. Across processes the signal travels by PostgreSQL LISTEN/NOTIFY; on
-SQLite, where there is no such channel, waiters also re-check once a second.
+submission, requeue and finished job signals, so an idle worker gets a new job within
+milliseconds, and a worker that says what it has in all (its capacity) gets one as
+soon as its running jobs leave room. Across processes the signal travels by
+PostgreSQL LISTEN/NOTIFY; on SQLite, where there is no such channel, waiters also
+re-check once a second.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 
 from jobqueue.controller.models import Job, new_lease, utcnow
-from jobqueue.queue.base import Claim, LeaseLost, PullQueue
+from jobqueue.queue.base import Claim, LeaseLost, PullQueue, WorkerCapacity
 from jobqueue.states import JobState, check_transition
 
 log = logging.getLogger(__name__)
@@ -110,9 +112,9 @@ class Dispatcher(PullQueue):
         if target is JobState.QUEUED:
             job.worker = None
             job.started_at = None
-            self._wake_on_commit(session)
         else:
             job.finished_at = now
+        self._wake_on_commit(session)
 
     def close(self) -> None:
         """Stop the listener and answer every waiting claim now (the server is stopping)."""
@@ -122,7 +124,8 @@ class Dispatcher(PullQueue):
     # -- PullQueue --------------------------------------------------------------------
 
     def claim(self, worker: str, free_cpus: int, wait: float,
-              claim_id: str | None = None) -> Claim | None:
+              claim_id: str | None = None, capacity: WorkerCapacity | None = None
+              ) -> Claim | None:
         if claim_id is not None and (claim := self._claimed_before(worker, claim_id)):
             return claim
         self._start_listener()
@@ -130,7 +133,7 @@ class Dispatcher(PullQueue):
         while not self._closed.is_set():
             seen = self.wakeup.generation
             self.sync()
-            claim = self._try_claim(worker, free_cpus, claim_id)
+            claim = self._try_claim(worker, free_cpus, claim_id, capacity)
             remaining = deadline - time.monotonic()
             if claim is not None or remaining <= 0:
                 return claim
@@ -150,9 +153,13 @@ class Dispatcher(PullQueue):
             log.info("job %s: claim %s repeated; handed out again", job.id, claim_id)
             return Claim(job.id, job.lease)
 
-    def _try_claim(self, worker: str, free_cpus: int, claim_id: str | None = None
-                   ) -> Claim | None:
+    def _try_claim(self, worker: str, free_cpus: int, claim_id: str | None = None,
+                   capacity: WorkerCapacity | None = None) -> Claim | None:
         with self.session_factory.begin() as session:
+            if capacity is not None:
+                free_cpus = self._left_on(session, worker, capacity)
+                if free_cpus <= 0:
+                    return None
             # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
             # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
             job = session.scalars(
@@ -175,6 +182,16 @@ class Dispatcher(PullQueue):
             self.on_claim(waited)
         return claim
 
+    @staticmethod
+    def _left_on(session, worker: str, capacity: WorkerCapacity) -> int:
+        """CPUs the worker has left beside the jobs it runs (0 if it runs all it may)."""
+        used, running = session.execute(
+            select(func.coalesce(func.sum(Job.cpus), 0), func.count())
+            .where(Job.state == JobState.RUNNING.value, Job.worker == worker)).one()
+        if capacity.jobs is not None and running >= capacity.jobs:
+            return 0
+        return capacity.cpus - used
+
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
                   ) -> tuple[dt.datetime, bool]:
         with self.session_factory.begin() as session:
@@ -194,6 +211,7 @@ class Dispatcher(PullQueue):
         job.message = message
         job.finished_at = now
         job.lease_expires_at = None
+        self._wake_on_commit(session)  # its worker's waiting claim has CPUs again
 
     def release(self, job_id: str, lease: str, error: str | None = None,
                 worker: str | None = None) -> None:
@@ -206,6 +224,7 @@ class Dispatcher(PullQueue):
                 job.message = f"failed on its worker on {job.attempts} attempts: {error}"
                 job.lease = job.lease_expires_at = job.claim_id = None
                 job.finished_at = now
+                self._wake_on_commit(session)
                 return
             job.state = check_transition(job.state, JobState.QUEUED).value
             if error is None:

@@ -62,10 +62,13 @@ class ControllerApi:
         return response
 
     def claim(self, worker: str, free_cpus: int, wait: float,
-              claim_id: str | None = None) -> dict | None:
+              claim_id: str | None = None, capacity: dict | None = None) -> dict | None:
         """The next job, or None. Repeating a claim with the same `claim_id` after its
-        answer was lost returns the job it took, if it took one."""
-        body = {"worker": worker, "cpus": free_cpus, "wait": wait, "claim_id": claim_id}
+        answer was lost returns the job it took, if it took one. With `capacity` (all
+        the worker's CPUs and jobs at once) the controller fits the job to what is free
+        when it hands it out, so jobs that end during the wait count."""
+        body = {"worker": worker, "cpus": free_cpus, "wait": wait, "claim_id": claim_id,
+                "capacity": capacity}
         response = self._check(self.http.post(
             f"{self.base}/worker/claim", json=body, timeout=wait + self.timeout))
         return None if response.status_code == 204 else response.json()

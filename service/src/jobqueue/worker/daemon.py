@@ -188,6 +188,11 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------------
 
+    @property
+    def capacity(self) -> dict:
+        """What the worker has in all, for the controller to fit jobs to as they end."""
+        return {"cpus": self.total_cpus, "jobs": self.runner.capacity}
+
     def _free_cpus(self) -> int:
         if self.runner.capacity is not None and len(self.active) >= self.runner.capacity:
             return 0  # every slot is taken
@@ -211,7 +216,7 @@ class Worker:
                 break
             try:
                 job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds,
-                                     self.claim_id)
+                                     self.claim_id, self.capacity)
             except (requests.RequestException, ControllerError) as exc:
                 # Retried with the same claim id: if this claim took a job, it comes back.
                 delay = backoff.delay(getattr(exc, "retry_after", None))
