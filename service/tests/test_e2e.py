@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -254,13 +255,25 @@ def test_sigterm_stops_the_controller_promptly_answering_waiting_claims(cluster)
     assert answers and answers[0][0] == 204 and answers[0][1] < 5, answers
 
 
+DEV = [sys.executable, "-c", "import sys; from jobqueue.client.cli import main; "
+       "sys.exit(main(sys.argv[1:]))", "dev"]
+
+
 def test_jobqueue_dev_stops_its_processes_on_sigterm(tmp_path):
-    dev = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from jobqueue.client.cli import main; "
-         "sys.exit(main(sys.argv[1:]))", "dev", "--data-dir", str(tmp_path), "--port", "0",
-         "--cpus", "1"], stdout=subprocess.PIPE, text=True)
+    data, work = tmp_path / "data", tmp_path / "work"
+    dev = subprocess.Popen(DEV + ["--data-dir", str(data), "--work-dir", str(work),
+                                  "--port", "0", "--cpus", "1"], stdout=subprocess.PIPE, text=True)
     try:
         assert "jobqueue dev: controller" in dev.stdout.readline()
+        # Whatever holds a token is its owner's alone; jobs run outside the data.
+        for name in ("client.toml", "dev.token", "dev-worker.token"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
+        assert data.stat().st_mode & 0o777 == 0o700
+        deadline = time.monotonic() + 30
+        while not (work / "claim-id").exists():
+            assert time.monotonic() < deadline, "the worker never used its work directory"
+            time.sleep(0.2)
+        assert not list(data.glob("work-*"))
         children = subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True,
                                   text=True).stdout.split()
         assert len(children) == 2  # the controller and the worker
@@ -272,3 +285,22 @@ def test_jobqueue_dev_stops_its_processes_on_sigterm(tmp_path):
     for pid in children:
         status = Path(f"/proc/{pid}/status")
         assert not status.exists() or "\nState:\tZ" in status.read_text(), pid
+
+
+def test_jobqueue_dev_on_a_busy_port_says_so(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(DEV + ["--data-dir", str(tmp_path / "d"), "--port", str(port)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} is in use" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_jobqueue_dev_refuses_a_work_dir_inside_its_data(tmp_path):
+    result = subprocess.run(DEV + ["--data-dir", str(tmp_path), "--work-dir",
+                                   str(tmp_path / "work"), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "must not hold one another" in result.stderr

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -330,6 +331,28 @@ def test_admin_cli_creates_several_users_at_once(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         admin.main(args + ["create-users", "dee:root"])
     assert "unknown role 'root'" in capsys.readouterr().err
+
+
+def test_admin_cli_without_settings_says_so_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    for key in ("JOBQUEUE_DATABASE_URL", "JOBQUEUE_DATA_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert admin.main(["--config", str(tmp_path / "none.toml"), "list-users"]) == 2
+    err = capsys.readouterr().err
+    assert "no settings" in err and "none.toml" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_admin_cli_before_migrate_says_to_migrate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_DATA_DIR", str(tmp_path / "data"))
+    args = ["--config", str(tmp_path / "none.toml")]
+    assert admin.main(args + ["create-user", "ann"]) == 2
+    assert "run `jobqueue-admin migrate` first" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # no empty database left behind
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    sqlite3.connect(tmp_path / "empty.db").close()  # a database with no schema
+    assert admin.main(args + ["list-users"]) == 2
+    assert "no schema yet" in capsys.readouterr().err
 
 
 def test_admin_cli_reports_bad_database(tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,17 +20,35 @@ from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte on."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
 def _token(sessions, data_dir: Path, name: str, role: str) -> str:
     """The token kept in `data_dir`, issued on first use."""
     path = data_dir / f"{name}.token"
     if path.exists():
+        path.chmod(0o600)  # kept by an older version with the umask's mode
         return path.read_text().strip()
     with sessions.begin() as session:
         user, _ = get_or_create_user(session, name, role)
         token = issue_token(session, user, "jobqueue dev")
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    write_private(path, token + "\n")
     return token
+
+
+def _port_in_use(port: int) -> bool:
+    if port == 0:
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _interrupt(*_args) -> None:
@@ -38,13 +57,23 @@ def _interrupt(*_args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobqueue dev", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.path.expanduser("~/.local/share/jobqueue-dev"))
+    parser.add_argument("--data-dir", default=os.path.expanduser("~/.local/share/jobqueue-dev"),
+                        help="the database, job files, tokens and logs")
+    parser.add_argument("--work-dir", default=os.path.expanduser("~/.cache/jobqueue-dev/work"),
+                        help="where the worker runs jobs: keep it out of --data-dir")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--cpus", type=int, default=0, help="worker CPUs (0: all)")
     args = parser.parse_args(argv)
 
     data_dir = Path(args.data_dir).resolve()
+    work_dir = Path(args.work_dir).resolve()
+    if work_dir.is_relative_to(data_dir) or data_dir.is_relative_to(work_dir):
+        parser.error(f"--work-dir {work_dir} and --data-dir {data_dir} must not hold one "
+                     "another: jobs would reach the database and the tokens by relative paths")
+    if _port_in_use(args.port):
+        parser.error(f"port {args.port} is in use (another jobqueue dev?): give --port")
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     settings = ControllerSettings(data_dir=str(data_dir / "controller"))
     engine = make_engine(settings.database_url)
     migrate(engine)
@@ -57,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     try:
         cluster = LocalCluster(data_dir, settings, port=args.port)
-        cluster.start_worker("dev-worker", worker_token, cpus=args.cpus)
+        cluster.start_worker("dev-worker", worker_token, cpus=args.cpus, work_dir=work_dir)
         client_config = data_dir / "client.toml"
-        client_config.write_text(f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
+        write_private(client_config, f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
         print(f"jobqueue dev: controller {cluster.url}, one worker; Ctrl-C stops both.\n"
               "  Jobs run as you, unconfined (runner = local): for trusted code only.\n"
+              f"  web page: {cluster.url}/ (sign in with the token in {data_dir}/dev.token)\n"
               f"  export JOBQUEUE_CLIENT_CONFIG={client_config}\n"
               f"  jobqueue submit my_script.py --wait\n"
-              f"  logs: {data_dir}/*.log", flush=True)
+              f"  jobs run in {work_dir}; logs: {data_dir}/*.log", flush=True)
         while all(p.poll() is None for p in (cluster.controller, *cluster.workers.values())):
             time.sleep(0.5)
         print("jobqueue dev: a process stopped:\n" + cluster.logs(), file=sys.stderr)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
@@ -133,11 +136,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _settings(config: str | None) -> settings_module.ControllerSettings:
+    """The controller's settings, if there are any: with none, the defaults would make a
+    new, empty database under /var/lib, which is never what the caller meant."""
+    path = config or os.environ.get("JOBQUEUE_CONFIG", settings_module.DEFAULT_PATH)
+    given = [f"JOBQUEUE_{key}" for key in ("DATABASE_URL", "DATA_DIR")
+             if f"JOBQUEUE_{key}" in os.environ]
+    if not Path(path).is_file() and not given:
+        raise AdminError(f"no settings: {path} does not exist and neither JOBQUEUE_DATABASE_URL "
+                         "nor JOBQUEUE_DATA_DIR is set (give --config FILE)")
+    return settings_module.load(config)
+
+
+def _require_schema(url: str) -> None:
+    """Commands other than migrate need the database to exist with its schema."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).is_file():
+        raise AdminError(f"no database at {parsed.database}: run `jobqueue-admin migrate` first")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = settings_module.load(args.config)
+        settings = _settings(args.config)
+        if args.func is not cmd_migrate:
+            _require_schema(settings.database_url)
         engine = make_engine(settings.database_url)
+        if args.func is not cmd_migrate and not inspect(engine).has_table("users"):
+            raise AdminError("the database has no schema yet: run `jobqueue-admin migrate` first")
         code = args.func(args, engine, make_session_factory(engine))
         engine.dispose()
         return code
