@@ -552,6 +552,51 @@ def test_submit_arguments() -> None:
     assert (args.output_limit, args.name, args.wait) == (10, "n", True)
 
 
+def test_script_arguments_after_a_double_dash() -> None:
+    args = cli.parse_command_line(
+        cli.build_parser(),
+        ["submit", "run.py", "--cpus", "2", "--arg", "first", "--", "-n", "5", "--", "x"])
+    assert args.args + args.script_args == ["first", "-n", "5", "--", "x"]
+    assert args.cpus == 2 and args.path == "run.py"
+    with pytest.raises(cli.UsageError, match="only submit"):
+        cli.parse_command_line(cli.build_parser(), ["list", "--", "x"])
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobqueue import __version__
+
+    assert cli.main(["--version"]) == cli.EXIT_OK
+    assert capsys.readouterr().out.strip() == f"jobqueue {__version__}"
+
+
+def test_times_are_shown_in_the_local_zone_with_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time_module.tzset()
+    try:
+        assert cli._time("2026-01-02T03:04:05+00:00") == "2026-01-02 08:34:05 IST"
+        assert cli._time(None) == ""
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jobqueue list | head -1`: the reader leaves; no error, no traceback."""
+    import subprocess
+
+    env = dict(os.environ, JOBQUEUE_URL="http://127.0.0.1:1", JOBQUEUE_TOKEN="t")
+    code = ("import sys\nfrom jobqueue.client import cli\n"
+            "cli.cmd_list = lambda args: [print('x' * 100) for _ in range(100000)] and 0\n"
+            "sys.exit(cli.main(['list']))\n")
+    result = subprocess.run(f"{sys.executable} -c \"$CODE\" | head -c 10 >/dev/null",
+                            shell=True, env=env | {"CODE": code}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90", 90), ("90m", 5400), ("2h", 7200), ("1d", 86400), ("1:05", 65)]
 )

@@ -131,6 +131,35 @@ def test_a_job_starts_as_soon_as_the_cpus_it_needs_free_up(cluster):
     assert gap < 1.0, f"the 2-CPU job started {gap:.1f} s after the CPUs freed up"
 
 
+def fetch(c: Cluster, *argv: str) -> tuple[int, str]:
+    """`jobqueue fetch ARGV` as alice; exit status and stderr."""
+    env = dict(os.environ, JOBQUEUE_URL=c.url, JOBQUEUE_TOKEN=c.tokens["alice"])
+    result = subprocess.run([sys.executable, "-m", "jobqueue.client.cli", "fetch", *argv],
+                            env=env, capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stderr
+
+
+def test_fetch_takes_finished_jobs_only_and_leaves_nothing_behind(cluster, tmp_path):
+    c = cluster()
+    job_id = c.submit(SLOW_JOB, args=["30"])
+    code, err = fetch(c, job_id, "-o", str(tmp_path / "early"))
+    assert code == 1 and "is queued" in err and "--partial" in err
+    assert not (tmp_path / "early").exists()
+    code, _ = fetch(c, job_id, "-o", str(tmp_path / "partial"), "--partial")
+    assert code == 0 and sorted(os.listdir(tmp_path / "partial")) == ["main.py"]
+    code, err = fetch(c, "0" * 32, "-o", str(tmp_path / "missing"), "--partial")
+    assert code == 1 and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()
+    c.client.cancel(job_id)
+
+    c.start_worker("w1")
+    done = c.client.wait(c.submit(SLOW_JOB, args=["0"]), timeout=60, interval=0.2)
+    code, _ = fetch(c, done["id"], "-o", str(tmp_path / "all"))
+    assert code == 0 and sorted(os.listdir(tmp_path / "all")) == ["done.txt", "main.py"]
+    code, _ = fetch(c, done["id"], "-o", str(tmp_path / "outputs"), "--no-inputs")
+    assert code == 0 and sorted(os.listdir(tmp_path / "outputs")) == ["done.txt"]
+
+
 def test_killed_worker_job_is_requeued_and_finished_once(cluster, tmp_path):
     c = cluster(lease_seconds=2)
     c.start_worker("w1")

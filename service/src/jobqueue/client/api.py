@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -215,20 +217,30 @@ class Client:
         self._download(url, target)
         return target
 
-    def download_results(self, job_id: JobId, dest_dir: str | os.PathLike[str]) -> Path:
-        """Download the job's ``results.tar.gz`` and extract it safely into ``dest_dir``."""
+    def download_results(self, job_id: JobId, dest_dir: str | os.PathLike[str],
+                         inputs: bool = True) -> Path:
+        """Download the job's results (with its input files, unless ``inputs`` is false)
+        and extract them safely into ``dest_dir``. A folder this made is removed again
+        if the download fails."""
         dest = Path(dest_dir)
+        made = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".results-", suffix=".tar.gz", dir=dest)
         os.close(fd)
         try:
-            self._download(f"/jobs/{_seg(job_id)}/results", Path(tmp_name))
+            query = "" if inputs else "?inputs=0"
+            self._download(f"/jobs/{_seg(job_id)}/results{query}", Path(tmp_name))
             try:
                 safe_extract(tmp_name, dest)
             except UnsafeArchive as exc:
                 raise UnsafeArchiveError(f"results of job {job_id}: {exc}") from None
+        except BaseException:
+            if made:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
         finally:
-            os.unlink(tmp_name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
         return dest
 
     # -- changing ---------------------------------------------------------------------

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, Self, TextIO
 
+from jobqueue import __version__
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.errors import ClientError, WaitTimeout
 
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(args_list)
+        args = parse_command_line(parser, args_list)
     except UsageError as exc:
         return _fail(f"{exc} (see '{exc.prog} --help')", EXIT_USAGE)
     except SystemExit as exc:  # --help and --version end here
@@ -92,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`jobqueue list | head`): nothing to say, and nothing
+        # left for the interpreter to fail to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except WaitTimeout as exc:
         if args.json:
             _print_json(exc.job)
@@ -108,6 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed; for submit, what follows `--` goes to the script as it is."""
+    script_args: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, script_args = argv[:at], argv[at + 1:]
+    args = parser.parse_args(argv)
+    if script_args and getattr(args, "handler", None) is not cmd_submit:
+        raise UsageError("only submit takes arguments after --", PROG)
+    args.script_args = script_args
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --json is accepted before or after the subcommand; SUPPRESS keeps the subcommand's
     # default from overwriting a value given before it.
@@ -122,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> Any:
@@ -138,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="A",
-        help="argument for the script (repeat for several; use --arg=-x for dashes)",
+        help="argument for the script (repeat for several); or give them all after --: "
+        "jobqueue submit run.py --cpus 2 -- -n 5 --fast",
     )
     p.add_argument("--cpus", type=_positive_int, metavar="N", help="CPUs for the job")
     p.add_argument(
@@ -179,9 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("files", cmd_files, "list a job's files")
     p.add_argument("id", metavar="ID")
 
-    p = command("fetch", cmd_fetch, "download a job's results and extract them")
+    p = command("fetch", cmd_fetch, "download a finished job's results and extract them")
     p.add_argument("id", metavar="ID")
     p.add_argument("-o", "--output", metavar="DIR", help="destination folder (default: ./job-<ID>)")
+    p.add_argument("--partial", action="store_true",
+                   help="fetch a job that has not finished: what it has so far (its inputs)")
+    p.add_argument("--no-inputs", dest="inputs", action="store_false",
+                   help="only what the job wrote, not the files it was given")
     p.add_argument(
         "--file",
         dest="paths",
@@ -208,7 +235,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job = client.submit_path(
         args.path,
         entry=args.entry,
-        args=args.args,
+        args=args.args + args.script_args,
         cpus=args.cpus,
         walltime=args.walltime,
         memory=args.memory,
@@ -264,6 +291,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         value = job[key]
         if isinstance(value, list | dict):
             value = json.dumps(value)
+        elif key.endswith("_at") and value:
+            value = _time(value)
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
     runtime = _runtime(job)
     if runtime:
@@ -297,20 +326,29 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     client = _client()
+    state = client.get(args.id).get("state")
+    if state not in TERMINAL_STATES and not args.partial:
+        return _fail(f"job {args.id} is {state}: its results are not in yet (wait for it, or "
+                     "fetch --partial for what there is)")
     dest = Path(args.output or f"job-{args.id}")
     if args.paths:
-        dest.mkdir(parents=True, exist_ok=True)
+        made = not dest.exists()
         saved = []
-        for path in args.paths:
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            saved.append(str(client.download_file(args.id, path, target)))
+        try:
+            for path in args.paths:
+                target = dest / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                saved.append(str(client.download_file(args.id, path, target)))
+        except BaseException:
+            if made:  # nothing half-fetched left behind
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
         if args.json:
             _print_json({"id": args.id, "files": saved})
         else:
             print("\n".join(saved))
         return EXIT_OK
-    client.download_results(args.id, dest)
+    client.download_results(args.id, dest, inputs=args.inputs)
     if args.json:
         _print_json({"id": args.id, "directory": str(dest)})
     else:
@@ -494,9 +532,13 @@ def _clock(seconds: float) -> str:
 
 
 def _time(value: Any) -> str:
-    if not value:
-        return ""
-    return str(value).replace("T", " ")[:19]
+    """A timestamp of the API (UTC) in the local time zone, with the zone shown."""
+    stamp = _parse_time(value)
+    if stamp is None:
+        return str(value or "")
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _runtime(job: dict[str, Any]) -> str:

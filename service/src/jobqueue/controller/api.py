@@ -185,8 +185,11 @@ def get_log(job_id: str):
 @bp.get("/jobs/<job_id>/results")
 @require("user", "admin")
 def get_results(job_id: str):
+    inputs = request.args.get("inputs", "1")
+    if inputs not in ("0", "1", "false", "true"):
+        raise bad_request("'inputs' must be 1 (with the job's input files, the default) or 0")
     _with_result(job_id)
-    archive = app_state().files.results_archive(job_id)
+    archive = app_state().files.results_archive(job_id, with_inputs=inputs in ("1", "true"))
     return send_file(archive, mimetype="application/gzip", as_attachment=True,
                      download_name=f"{job_id}-results.tar.gz")
 

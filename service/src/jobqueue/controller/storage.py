@@ -255,11 +255,12 @@ class JobFiles:
                 return path
         return None
 
-    def results_archive(self, job_id: str) -> IO[bytes]:
+    def results_archive(self, job_id: str, with_inputs: bool = True) -> IO[bytes]:
+        layers = self._layers(job_id)[0 if with_inputs else 1:]
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             merged = Path(tmp) / "merged"
             merged.mkdir()
-            for layer in self._layers(job_id):
+            for layer in layers:
                 if layer.is_dir():
                     for rel in iter_files(layer):
                         target = merged / rel
