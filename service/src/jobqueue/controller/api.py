@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import idempotency
+from jobqueue.controller import idempotency, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
@@ -32,6 +32,11 @@ def submit_job():
     key = idempotency.key_from(request.headers)
     spec_text = request.form.get("spec")
     spec = parse_spec(spec_text, state.settings)
+    if state.settings.oversized_jobs == "refuse":
+        why = workers.too_big(spec.cpus, _largest_worker())
+        g.db.commit()  # end the read: on SQLite every transaction holds the write lock
+        if why:
+            raise ApiError(400, "too_big", why + "; no worker can run it")
     uploads = request.files.getlist("files")
     archives = request.files.getlist("archive")
     for upload in uploads:
@@ -80,6 +85,18 @@ def submit_job():
         raise
     faults.point("submit:after-commit")
     return _created(job, replayed=False)
+
+
+def _largest_worker():
+    seen_within = dt.timedelta(seconds=app_state().settings.worker_seen_window_seconds)
+    return workers.largest(g.db, seen_within)
+
+
+def _with_pending(jobs: list[Job]) -> list[dict]:
+    """The jobs' JSON; queued ones also say their place in the queue and why they wait."""
+    biggest = _largest_worker() if any(j.job_state is JobState.QUEUED for j in jobs) else None
+    return [job_json(j) | (workers.pending(g.db, j, biggest)
+                           if j.job_state is JobState.QUEUED else {}) for j in jobs]
 
 
 def _created(job: Job, replayed: bool):
@@ -132,14 +149,13 @@ def list_jobs():
                         .limit(limit + 1)).all()
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return jsonify(jobs=[job_json(j) for j in jobs],
-                   next=_encode_cursor(jobs[-1]) if more else None)
+    return jsonify(jobs=_with_pending(jobs), next=_encode_cursor(jobs[-1]) if more else None)
 
 
 @bp.get("/jobs/<job_id>")
 @require("user", "admin")
 def get_job(job_id: str):
-    return jsonify(job_json(visible_job(job_id)))
+    return jsonify(_with_pending([visible_job(job_id)])[0])
 
 
 def _with_result(job_id: str) -> Job:

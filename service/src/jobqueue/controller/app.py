@@ -22,6 +22,7 @@ from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.worker_api import bp as worker_bp
+from jobqueue.controller.workers import Registry
 from jobqueue.queue import PullQueue, QueueBackend, make_backend
 from jobqueue.states import JobState
 
@@ -37,6 +38,7 @@ class AppState:
     backend: QueueBackend
     files: JobFiles
     metrics: Metrics
+    workers: Registry
 
 
 def _recover_uploads(files: JobFiles, session_factory) -> None:
@@ -74,7 +76,8 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     backend.on_claim = metrics.claim_latency.observe
     files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes)
     _recover_uploads(files, session_factory)
-    app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics)
+    app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics,
+                                          Registry(session_factory))
 
     @app.before_request
     def _open_session():

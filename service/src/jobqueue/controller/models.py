@@ -130,6 +130,17 @@ class Job(Base):
         return JobState(self.state)
 
 
+class Worker(Base):
+    """A worker as its last claim described it: all the CPUs (and jobs) it offers."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class IdempotencyKey(Base):
     """The job a user's `Idempotency-Key` created, and a digest of the request that did."""
 

@@ -29,6 +29,10 @@ class ControllerSettings:
     allow_anonymous: bool = False
     log_tail_bytes: int = 1 << 20
     idempotency_window_seconds: int = 24 * 3600
+    # A job asking for more CPUs than the largest worker seen within the window:
+    # "refuse" it at submit, or "hold" it queued (with that reason) for a larger one.
+    oversized_jobs: str = "refuse"
+    worker_seen_window_seconds: int = 24 * 3600
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -37,10 +41,13 @@ class ControllerSettings:
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
                     "max_files", "max_job_cpus", "default_walltime", "max_walltime",
                     "default_memory", "default_output_limit", "log_tail_bytes",
-                    "idempotency_window_seconds")
+                    "idempotency_window_seconds", "worker_seen_window_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")
+        if self.oversized_jobs not in ("refuse", "hold"):
+            raise ConfigError(f"setting 'oversized_jobs' must be 'refuse' or 'hold', got "
+                              f"{self.oversized_jobs!r}")
 
 
 def load(path: str | None = None, **overrides) -> ControllerSettings:

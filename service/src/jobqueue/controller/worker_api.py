@@ -56,6 +56,8 @@ def claim():
         raise bad_request("field 'claim_id' must be a string of 1 to 64 characters")
     capacity = _capacity(body)
     g.db.close()  # hold no connection while waiting
+    if capacity is not None:
+        state.workers.record(worker, capacity)
     claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds),
                                   claim_id, capacity)
     if claimed is None:
