@@ -288,3 +288,32 @@ def test_openapi_describes_every_route(stack):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths.get(path, {}), f"{method} {path} is not documented"
     json.dumps(paths)
+
+
+def test_a_unique_start_of_an_id_names_the_job_on_every_user_route(stack):
+    job = stack.submit_ok()
+    prefix = job["id"][:6]
+    headers = stack.headers("alice")
+    assert stack.http.get(f"/api/v1/jobs/{prefix}", headers=headers).get_json()["id"] == job["id"]
+    files = stack.http.get(f"/api/v1/jobs/{prefix}/files", headers=headers).get_json()["files"]
+    assert [f["path"] for f in files] == ["main.py"]
+    cancelled = stack.http.post(f"/api/v1/jobs/{prefix}/cancel", headers=headers).get_json()
+    assert cancelled["id"] == job["id"] and cancelled["state"] == "cancelled"
+    assert stack.http.delete(f"/api/v1/jobs/{prefix}", headers=headers).status_code == 204
+    assert stack.http.get(f"/api/v1/jobs/{job['id']}", headers=headers).status_code == 404
+
+
+def test_prefixes_that_are_short_ambiguous_or_someone_elses_are_refused(stack):
+    from jobqueue.controller.models import Job
+
+    ids = [stack.submit_ok()["id"] for _ in range(2)]
+    headers = stack.headers("alice")
+    assert stack.http.get(f"/api/v1/jobs/{ids[0][:3]}", headers=headers).status_code == 404
+    with stack.app.extensions["jobqueue"].session_factory.begin() as session:
+        for n, job_id in enumerate(ids):  # two ids that start alike
+            session.get(Job, job_id).id = f"abcd{n}" + "0" * 27
+    response = stack.http.get("/api/v1/jobs/abcd", headers=headers)
+    assert response.status_code == 409 and "more than one job" in response.get_json()["message"]
+    assert stack.http.get("/api/v1/jobs/abcd0", headers=headers).get_json()["id"].startswith(
+        "abcd0")
+    assert stack.http.get("/api/v1/jobs/abcd0", headers=stack.headers("bob")).status_code == 404

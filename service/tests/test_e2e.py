@@ -131,12 +131,52 @@ def test_a_job_starts_as_soon_as_the_cpus_it_needs_free_up(cluster):
     assert gap < 1.0, f"the 2-CPU job started {gap:.1f} s after the CPUs freed up"
 
 
+def jobqueue(c: Cluster, *argv: str, stdin: str = "", **env: str):
+    """The `jobqueue` command as alice (unless `env` says otherwise)."""
+    env = dict(os.environ, JOBQUEUE_URL=c.url, JOBQUEUE_TOKEN=c.tokens["alice"]) | env
+    return subprocess.run([sys.executable, "-m", "jobqueue.client.cli", *argv], env=env,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
 def fetch(c: Cluster, *argv: str) -> tuple[int, str]:
     """`jobqueue fetch ARGV` as alice; exit status and stderr."""
-    env = dict(os.environ, JOBQUEUE_URL=c.url, JOBQUEUE_TOKEN=c.tokens["alice"])
-    result = subprocess.run([sys.executable, "-m", "jobqueue.client.cli", "fetch", *argv],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = jobqueue(c, "fetch", *argv)
     return result.returncode, result.stderr
+
+
+def test_cli_takes_several_ids_prefixes_and_filters(cluster):
+    c = cluster()
+    sweep = [c.client.submit({"main.py": b"pass\n"}, {"entry": "main.py", "name": f"sweep-{n}"})
+             ["id"] for n in range(3)]
+    other = c.submit("pass\n", name="other")
+    shown = jobqueue(c, "status", sweep[0][:8], sweep[1][:8])
+    assert shown.returncode == 0 and shown.stdout.count("state:") == 2, shown.stderr
+    assert sweep[0] in shown.stdout and sweep[1] in shown.stdout
+    cancelled = jobqueue(c, "cancel", "--name", "sweep-*")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.count("cancelled") == 3
+    assert [c.client.get(i)["state"] for i in sweep] == ["cancelled"] * 3
+    assert c.client.get(other)["state"] == "queued"
+    assert jobqueue(c, "cancel").returncode == 1  # nothing named: nothing done
+    deleted = jobqueue(c, "delete", "--state", "cancelled", "--json")
+    assert sorted(j["id"] for j in json.loads(deleted.stdout)) == sorted(sweep)
+    bad = jobqueue(c, "delete", other[:8], "0000ffff")
+    assert bad.returncode == 1 and "queued" in bad.stderr and "0000ffff" in bad.stderr
+
+
+def test_login_checks_the_token_and_keeps_it_private(cluster, tmp_path):
+    c = cluster()
+    config = tmp_path / "conf" / "client.toml"
+    wrong = jobqueue(c, "login", c.url, "--config", str(config), stdin="jq_wrong\n",
+                     JOBQUEUE_TOKEN="")
+    assert wrong.returncode == 1 and not config.exists()
+    right = jobqueue(c, "login", c.url, "--config", str(config),
+                     stdin=c.tokens["alice"] + "\n", JOBQUEUE_TOKEN="")
+    assert right.returncode == 0 and "as alice (user)" in right.stdout, right.stderr
+    assert config.stat().st_mode & 0o777 == 0o600
+    listed = jobqueue(c, "list", JOBQUEUE_URL="", JOBQUEUE_TOKEN="",
+                      JOBQUEUE_CLIENT_CONFIG=str(config))
+    assert listed.returncode == 0, listed.stderr
 
 
 def test_fetch_takes_finished_jobs_only_and_leaves_nothing_behind(cluster, tmp_path):

@@ -197,7 +197,12 @@ class Client:
                 return
 
     def get(self, job_id: JobId) -> dict[str, Any]:
+        """The job (``job_id`` may be a unique start of its id, four characters or more)."""
         return self._json("GET", f"/jobs/{_seg(job_id)}")
+
+    def me(self) -> dict[str, Any]:
+        """Whose token this client holds: ``{"name", "role"}``."""
+        return self._json("GET", "/me")
 
     def files(self, job_id: JobId) -> list[dict[str, Any]]:
         """The job's files as ``[{"path", "size"}]``."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import getpass
 import itertools
 import json
 import os
@@ -18,6 +20,7 @@ from typing import Any, NoReturn, Self, TextIO
 
 from jobqueue import __version__
 from jobqueue.client.api import TERMINAL_STATES, Client
+from jobqueue.client.config import config_path
 from jobqueue.client.errors import ClientError, WaitTimeout
 
 PROG = "jobqueue"
@@ -189,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help=f"all jobs (default: the {LIST_DEFAULT_LIMIT} newest)"
     )
 
-    p = command("status", cmd_status, "show one job")
-    p.add_argument("id", metavar="ID")
+    p = command("status", cmd_status, "show jobs (an ID may be a unique start of one)")
+    p.add_argument("ids", nargs="+", metavar="ID")
 
-    p = command("wait", cmd_wait, "wait for a job to finish; exit 0 only if it succeeded")
-    p.add_argument("id", metavar="ID")
+    p = command("wait", cmd_wait, "wait for jobs to finish; exit 0 only if all succeeded")
+    p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=_duration, metavar="S", help="give up after S seconds")
 
     p = command("log", cmd_log, "print a job's stdout (to stdout) and stderr (to stderr)")
@@ -217,14 +220,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="download only this file of the job (repeatable)",
     )
 
-    p = command("cancel", cmd_cancel, "cancel a queued or running job")
-    p.add_argument("id", metavar="ID")
+    p = command("cancel", cmd_cancel, "cancel queued or running jobs, by ID or by --state/--name")
+    _selection(p, ("queued", "running"))
 
-    p = command("delete", cmd_delete, "delete a finished job and its files")
-    p.add_argument("id", metavar="ID")
+    p = command("delete", cmd_delete, "delete finished jobs and their files, by ID or filter")
+    _selection(p, tuple(sorted(TERMINAL_STATES)))
+
+    p = command("login", cmd_login, "check a token and keep it (0600) in the client config")
+    p.add_argument("url", metavar="URL", help="the controller, e.g. https://jobs.example.org")
+    p.add_argument("--ca-bundle", metavar="FILE", help="CA to trust for it (default: the system's)")
+    p.add_argument("--config", metavar="FILE",
+                   help="where to write (default: $JOBQUEUE_CLIENT_CONFIG or "
+                   "~/.config/jobqueue/client.toml)")
 
     sub.add_parser("dev", help="local development helpers (see 'jobqueue dev --help')")
     return parser
+
+
+def _selection(p: argparse.ArgumentParser, states: tuple[str, ...]) -> None:
+    p.add_argument("ids", nargs="*", metavar="ID", help="jobs (a unique start of an ID will do)")
+    p.add_argument("--state", choices=states, action="append",
+                   help=f"every job of yours in this state (repeatable; {', '.join(states)})")
+    p.add_argument("--name", metavar="GLOB", help="every job of yours whose name matches, "
+                   "e.g. 'sweep-*' (with --state, both must match)")
+    p.set_defaults(selectable=states)
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -279,10 +298,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    job = _client().get(args.id)
+    client = _client()
+    jobs = [client.get(job_id) for job_id in args.ids]
     if args.json:
-        _print_json(job)
+        _print_json(jobs[0] if len(jobs) == 1 else jobs)
         return EXIT_OK
+    for n, job in enumerate(jobs):
+        if n:
+            print()
+        _print_status(job)
+    return EXIT_OK
+
+
+def _print_status(job: dict[str, Any]) -> None:
     keys = [k for k in STATUS_FIELDS if k in job] + sorted(
         k for k in job if k not in STATUS_FIELDS and k != "links"
     )
@@ -297,11 +325,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     runtime = _runtime(job)
     if runtime:
         print(f"{'runtime:':<{width + 1}} {runtime}")
-    return EXIT_OK
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    return _wait_and_report(_client(), args.id, args.timeout, args.json)
+    client = _client()
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    codes = []
+    for job_id in args.ids:
+        left = None if deadline is None else max(1.0, deadline - time.monotonic())
+        codes.append(_wait_and_report(client, job_id, left, args.json))
+    return max(codes)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -356,23 +389,79 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    job = _client().cancel(args.id)
+def _selected(client: Client, args: argparse.Namespace) -> list[str]:
+    """The IDs given, plus those of the caller's jobs that match --state and --name."""
+    if not args.ids and not args.state and not args.name:
+        raise ClientError("name the jobs: IDs, --state or --name")
+    ids = list(args.ids)
+    if args.state or args.name:
+        states = set(args.state or args.selectable)
+        ids += [job["id"] for job in client.iter_jobs()
+                if job.get("state") in states
+                and (args.name is None or fnmatch.fnmatchcase(str(job.get("name")), args.name))]
+    return list(dict.fromkeys(ids))
+
+
+def _each(args: argparse.Namespace, act: Callable[[Client, str], dict[str, Any]]) -> int:
+    """`act` on every selected job; go on after a failure, exit 1 if any failed."""
+    client = _client()
+    code, done = EXIT_OK, []
+    for job_id in _selected(client, args):
+        try:
+            outcome = act(client, job_id)
+        except ClientError as exc:
+            code = _fail(f"job {job_id}: {exc}")
+            continue
+        done.append(outcome)
+        if not args.json:
+            print(outcome["said"])
     if args.json:
-        _print_json(job)
-    elif job.get("state") == "cancelled":
-        print(f"job {args.id} cancelled")
-    else:
-        print(f"job {args.id} is {job.get('state')}; cancellation requested")
-    return EXIT_OK
+        _print_json([{k: v for k, v in o.items() if k != "said"} for o in done])
+    return code
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    def cancel(client: Client, job_id: str) -> dict[str, Any]:
+        job = client.cancel(job_id)
+        said = (f"job {job['id']} cancelled" if job.get("state") == "cancelled" else
+                f"job {job['id']} is {job.get('state')}; cancellation requested")
+        return job | {"said": said}
+
+    return _each(args, cancel)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    _client().delete(args.id)
-    if args.json:
-        _print_json({"id": args.id, "deleted": True})
+    def delete(client: Client, job_id: str) -> dict[str, Any]:
+        client.delete(job_id)
+        return {"id": job_id, "deleted": True, "said": f"job {job_id} deleted"}
+
+    return _each(args, delete)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        token = getpass.getpass(f"token for {args.url}: ")
     else:
-        print(f"job {args.id} deleted")
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        return _fail("no token given (type it, or pipe it in)")
+    ca_bundle = str(Path(args.ca_bundle).resolve()) if args.ca_bundle else None
+    with Client(args.url, token, ca_bundle) as client:
+        me = client.me()  # a wrong URL, CA or token fails here, before anything is written
+    path = Path(args.config) if args.config else config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"url = {json.dumps(args.url)}", f"token = {json.dumps(token)}"]
+    if ca_bundle:
+        lines.append(f"ca_bundle = {json.dumps(ca_bundle)}")
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write("\n".join(lines) + "\n")
+    if args.json:
+        _print_json(me | {"config": str(path)})
+    else:
+        print(f"logged in to {args.url} as {me.get('name')} ({me.get('role')}); "
+              f"token kept in {path}")
     return EXIT_OK
 
 

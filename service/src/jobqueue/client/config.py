@@ -33,11 +33,18 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "jobqueue" / "client.toml"
 
 
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The client file in use: $JOBQUEUE_CLIENT_CONFIG, else the default one."""
+    env = os.environ if env is None else env
+    explicit = env.get(CONFIG_ENV, "").strip()
+    return Path(explicit).expanduser() if explicit else default_config_path(env)
+
+
 def load_config(env: Mapping[str, str] | None = None) -> ClientConfig:
     """Resolve the client settings from ``env`` (default ``os.environ``) and the TOML file."""
     env = os.environ if env is None else env
     explicit = env.get(CONFIG_ENV, "").strip()
-    path = Path(explicit).expanduser() if explicit else default_config_path(env)
+    path = config_path(env)
     from_file: dict[str, object] = {}
     if explicit and not path.is_file():
         raise ConfigError(f"{CONFIG_ENV} points to {path}, which is not a file")

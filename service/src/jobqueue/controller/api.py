@@ -171,16 +171,16 @@ def _with_result(job_id: str) -> Job:
 @bp.get("/jobs/<job_id>/files")
 @require("user", "admin")
 def list_files(job_id: str):
-    _with_result(job_id)
-    return jsonify(files=app_state().files.list_files(job_id))
+    job = _with_result(job_id)
+    return jsonify(files=app_state().files.list_files(job.id))
 
 
 @bp.get("/jobs/<job_id>/files/<path:name>")
 @require("user", "admin")
 def get_file(job_id: str, name: str):
-    _with_result(job_id)
+    job = _with_result(job_id)
     try:
-        path = app_state().files.find_file(job_id, name)
+        path = app_state().files.find_file(job.id, name)
     except UnsafeArchive as exc:
         raise bad_request(str(exc)) from None
     if path is None:
@@ -194,8 +194,8 @@ def get_file(job_id: str, name: str):
 @bp.get("/jobs/<job_id>/log")
 @require("user", "admin")
 def get_log(job_id: str):
-    _with_result(job_id)
-    return jsonify(app_state().files.read_log(job_id))
+    job = _with_result(job_id)
+    return jsonify(app_state().files.read_log(job.id))
 
 
 @bp.get("/jobs/<job_id>/results")
@@ -204,10 +204,10 @@ def get_results(job_id: str):
     inputs = request.args.get("inputs", "1")
     if inputs not in ("0", "1", "false", "true"):
         raise bad_request("'inputs' must be 1 (with the job's input files, the default) or 0")
-    _with_result(job_id)
-    archive = app_state().files.results_archive(job_id, with_inputs=inputs in ("1", "true"))
+    job = _with_result(job_id)
+    archive = app_state().files.results_archive(job.id, with_inputs=inputs in ("1", "true"))
     return send_file(archive, mimetype="application/gzip", as_attachment=True,
-                     download_name=f"{job_id}-results.tar.gz")
+                     download_name=f"{job.id}-results.tar.gz")
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -230,5 +230,5 @@ def delete_job(job_id: str):
         raise conflict(f"the job is {job.state}; cancel it and wait until it has finished")
     g.db.delete(job)
     g.db.commit()
-    app_state().files.delete(job_id)
+    app_state().files.delete(job.id)
     return "", 204

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app, g, request, url_for
+from sqlalchemy import select
 
 from jobqueue.controller import jsonin
 from jobqueue.controller.auth import current_user
-from jobqueue.controller.errors import bad_request, not_found
+from jobqueue.controller.errors import bad_request, conflict, not_found
 from jobqueue.controller.models import Job
 
 
@@ -17,13 +18,32 @@ def app_state():
     return current_app.extensions["jobqueue"]
 
 
+MIN_PREFIX = 4
+HEX = set("0123456789abcdef")
+
+
 def visible_job(job_id: str, for_update: bool = False) -> Job:
-    """The job, if the caller may see it; 404 otherwise (never reveal others' jobs)."""
+    """The job, if the caller may see it; 404 otherwise (never reveal others' jobs). A
+    unique start of an id (at least MIN_PREFIX characters) names the job too."""
     user = current_user()
+    if MIN_PREFIX <= len(job_id) < 32 and set(job_id) <= HEX:
+        job_id = _by_prefix(job_id, user)
     job = find_job(job_id, for_update)
     if user.role != "admin" and job.owner_id != user.id:
         raise not_found()
     return job
+
+
+def _by_prefix(prefix: str, user) -> str:
+    query = select(Job.id).where(Job.id.startswith(prefix, autoescape=True))
+    if user.role != "admin":
+        query = query.where(Job.owner_id == user.id)
+    ids = g.db.scalars(query.order_by(Job.id).limit(2)).all()
+    if not ids:
+        raise not_found()
+    if len(ids) > 1:
+        raise conflict(f"more than one job starts with {prefix!r}: give more of the id")
+    return ids[0]
 
 
 def find_job(job_id: str, for_update: bool = False) -> Job:
