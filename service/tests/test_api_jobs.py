@@ -284,7 +284,8 @@ def test_openapi_describes_every_route(stack):
     for rule in stack.app.url_map.iter_rules():
         if rule.endpoint in ("static", "index"):
             continue
-        path = str(rule).replace("<job_id>", "{job_id}").replace("<path:name>", "{path}")
+        path = (str(rule).replace("<job_id>", "{job_id}").replace("<path:name>", "{path}")
+                .replace("<name>", "{name}"))
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths.get(path, {}), f"{method} {path} is not documented"
     json.dumps(paths)

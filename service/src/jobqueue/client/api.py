@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 from urllib.parse import quote
 
 import requests
@@ -209,8 +209,16 @@ class Client:
         return self._json("GET", f"/jobs/{_seg(job_id)}/files").get("files", [])
 
     def log(self, job_id: JobId) -> dict[str, str]:
-        """``{"stdout": ..., "stderr": ...}`` (the tail the controller kept)."""
+        """``{"stdout": ..., "stderr": ...}``: the end of each (the controller's
+        `log_tail_bytes`), after a marker line if some of it is left out."""
         return self._json("GET", f"/jobs/{_seg(job_id)}/log")
+
+    def write_log(self, job_id: JobId, name: str, out: IO[bytes]) -> None:
+        """Copy the job's whole ``stdout`` or ``stderr`` to ``out``."""
+        response = self._request("GET", f"/jobs/{_seg(job_id)}/log/{name}", stream=True)
+        with response:
+            for chunk in response.iter_content(1 << 16):
+                out.write(chunk)
 
     def download_file(self, job_id: JobId, path: str, dest: str | os.PathLike[str]) -> Path:
         """Save one file of the job to ``dest`` (a file name, or an existing folder)."""

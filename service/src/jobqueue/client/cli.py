@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=_duration, metavar="S", help="give up after S seconds")
 
-    p = command("log", cmd_log, "print a job's stdout (to stdout) and stderr (to stderr)")
+    p = command("log", cmd_log, "print a job's whole stdout (to stdout) and stderr (to stderr)")
     p.add_argument("id", metavar="ID")
 
     p = command("files", cmd_files, "list a job's files")
@@ -338,13 +338,14 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    log = _client().log(args.id)
-    if args.json:
-        _print_json(log)
+    client = _client()
+    if args.json:  # the end of each log, as the controller shows it
+        _print_json(client.log(args.id))
         return EXIT_OK
-    sys.stdout.write(log.get("stdout") or "")
-    sys.stdout.flush()
-    sys.stderr.write(log.get("stderr") or "")
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        stream.flush()
+        client.write_log(args.id, name, stream.buffer)
+        stream.buffer.flush()
     return EXIT_OK
 
 

@@ -6,7 +6,7 @@ import base64
 import binascii
 import datetime as dt
 
-from flask import Blueprint, g, jsonify, request, send_file
+from flask import Blueprint, Response, g, jsonify, request, send_file
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -196,6 +196,35 @@ def get_file(job_id: str, name: str):
 def get_log(job_id: str):
     job = _with_result(job_id)
     return jsonify(app_state().files.read_log(job.id))
+
+
+@bp.get("/jobs/<job_id>/log/<name>")
+@require("user", "admin")
+def get_log_stream(job_id: str, name: str):
+    """The whole stdout or stderr as text, from byte `offset` on (default 0)."""
+    job = _with_result(job_id)
+    try:
+        offset = int(request.args.get("offset", "0"))
+    except ValueError:
+        raise bad_request("'offset' must be a whole number of bytes") from None
+    if offset < 0:
+        raise bad_request("'offset' must be 0 or more")
+    if name not in ("stdout", "stderr"):
+        raise not_found("log (there are stdout and stderr)")
+    path = app_state().files.log_path(job.id, name)
+    size = path.stat().st_size if path is not None else 0
+
+    def chunks():
+        if path is None:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(1 << 16):
+                yield chunk
+
+    # X-Log-Size: the whole log's length, where a follower asks from next time.
+    return Response(chunks(), 200, {"Content-Type": "text/plain; charset=utf-8",
+                                    "X-Log-Size": str(size)})
 
 
 @bp.get("/jobs/<job_id>/results")

@@ -93,10 +93,17 @@ def document() -> dict:
                 "One file, as an attachment", {"200": _binary("The file")}, 400, 404, params=(
                     JOB_ID, {"name": "path", "in": "path", "required": True,
                              "schema": {"type": "string"}}))},
-            "/jobs/{job_id}/log": {"get": _op("stdout and stderr", {"200": _json(
+            "/jobs/{job_id}/log": {"get": _op("The end of stdout and stderr", {"200": _json(
                 "Log", schema={"type": "object", "properties": {
                     "stdout": {"type": "string"}, "stderr": {"type": "string"}}})},
                 404, params=jid)},
+            "/jobs/{job_id}/log/{name}": {"get": _op(
+                "The whole stdout or stderr, from byte 'offset' on (X-Log-Size: its length)",
+                {"200": _binary("The log", "text/plain")}, 400, 404, params=(
+                    JOB_ID, {"name": "name", "in": "path", "required": True,
+                             "schema": {"enum": ["stdout", "stderr"]}},
+                    {"name": "offset", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0}}))},
             "/jobs/{job_id}/results": {"get": _op(
                 "The job directory after the run", {"200": _binary("tar.gz", "application/gzip")},
                 404, params=jid)},

@@ -38,6 +38,7 @@ from jobqueue.states import JobState
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+LOGS = ("stdout", "stderr")
 
 
 def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -143,8 +144,10 @@ class JobFiles:
             if results is not None:
                 safe_extract(results, staging / "output", max_bytes, self.max_files)
             faults.point("upload:writing")
+            # The logs are the job's output too: what its files left of the limit.
+            budget = max(0, max_bytes - _tree_size(staging / "output"))
             for name, stream in (("stdout", stdout), ("stderr", stderr)):
-                self._save_log_tail(stream, staging / name)
+                budget -= _save_log(stream, staging / name, budget, name)
             fsync_tree(staging)
             faults.point("upload:staged")
             ready = self.uploads / f"ready.{job_id}.{lease}.{secrets.token_hex(8)}"
@@ -218,15 +221,6 @@ class JobFiles:
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
-    def _save_log_tail(self, stream: IO[bytes] | None, dest: Path) -> None:
-        with open(dest, "wb") as out:
-            if stream is not None:
-                shutil.copyfileobj(stream, out, CHUNK)
-        if dest.stat().st_size > self.log_tail_bytes:
-            with open(dest, "rb") as fh:
-                fh.seek(-self.log_tail_bytes, os.SEEK_END)
-                tail = fh.read()
-            dest.write_bytes(tail)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -269,10 +263,30 @@ class JobFiles:
                         os.link(layer / rel, target, follow_symlinks=False)
             return self._archive(merged)
 
+    def log_path(self, job_id: str, name: str) -> Path | None:
+        """The job's whole stdout or stderr as stored with its result, if it has one."""
+        path = self.job_dir(job_id) / "result" / name
+        return path if name in LOGS and path.is_file() else None
+
     def read_log(self, job_id: str) -> dict[str, str]:
-        result = self.job_dir(job_id) / "result"
-        return {name: (result / name).read_bytes().decode("utf-8", "replace")
-                if (result / name).is_file() else "" for name in ("stdout", "stderr")}
+        """The end of stdout and stderr (at most `log_tail_bytes` each, from the start of
+        a line, after a marker saying how much is left out)."""
+        logs = {}
+        for name in LOGS:
+            path = self.log_path(job_id, name)
+            if path is None:
+                logs[name] = ""
+                continue
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - self.log_tail_bytes))
+                tail = fh.read()
+            if size > len(tail):
+                tail = tail.partition(b"\n")[2] or tail
+                tail = (f"[jobqueue: the first {size - len(tail)} bytes are left out here; "
+                        f"the whole {name}: GET .../log/{name}]\n").encode() + tail
+            logs[name] = tail.decode("utf-8", "replace")
+        return logs
 
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
@@ -283,6 +297,22 @@ class JobFiles:
         pack_dir(directory, spool)  # a missing directory packs as an empty archive
         spool.seek(0)
         return spool
+
+
+def _save_log(stream: IO[bytes] | None, dest: Path, budget: int, name: str) -> int:
+    """Store a log of at most `budget` bytes, and a line saying so where it was cut;
+    return the bytes of it kept."""
+    kept = cut = 0
+    with open(dest, "wb") as out:
+        while stream is not None and (chunk := stream.read(CHUNK)):
+            room = max(0, budget - kept)
+            out.write(chunk[:room])
+            kept += min(room, len(chunk))
+            cut += len(chunk) - min(room, len(chunk))
+        if cut:
+            out.write(f"\n[jobqueue: {name} cut here at the job's output limit; {cut} more "
+                      "bytes were not kept]\n".encode())
+    return kept
 
 
 def _tree_size(root: Path) -> int:
