@@ -305,7 +305,7 @@ def test_a_unique_start_of_an_id_names_the_job_on_every_user_route(stack):
 
 
 def test_prefixes_that_are_short_ambiguous_or_someone_elses_are_refused(stack):
-    from jobqueue.controller.models import Job
+    from jobqueue.models import Job
 
     ids = [stack.submit_ok()["id"] for _ in range(2)]
     headers = stack.headers("alice")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import SCRIPT, tar_bytes
-from jobqueue.controller.models import utcnow
+from jobqueue.models import utcnow
 
 USER_ROUTES = [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/v1/jobs/J"),
                ("get", "/api/v1/jobs/J/files"), ("get", "/api/v1/jobs/J/files/main.py"),

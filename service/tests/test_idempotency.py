@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import update
 
-from jobqueue.controller.models import IdempotencyKey, utcnow
+from jobqueue.models import IdempotencyKey, utcnow
 
 
 def test_same_key_and_request_return_the_same_job(stack):

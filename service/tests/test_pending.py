@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobqueue.controller.models import Worker
+from jobqueue.models import Worker
 
 
 def offer(stack, cpus: int, who: str = "w1") -> None:

@@ -9,7 +9,7 @@ import sys
 
 from conftest import tar_bytes
 from jobqueue.controller.app import create_app
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 
 
 def reopen(stack):

@@ -8,6 +8,7 @@ the field's type so that a wrong value fails at start-up with a message naming i
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -51,7 +52,27 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"setting {name!r}: expected a string, got {value!r}")
         return str(value)
+    if typing.get_origin(annotation) is dict:
+        if isinstance(value, str):  # from the environment: the table as JSON
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"setting {name!r}: expected a table (in the environment, a "
+                              f"JSON object), got {value!r}")
     return value
+
+
+def settings_from_table(cls: type[T], table: dict[str, Any], where: str) -> T:
+    """Build `cls` from one TOML table (a part's own, such as `[queue.NAME]`)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s): {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _convert(f"{where} {name}", value, hints[name])
+                  for name, value in table.items()})
 
 
 def load_settings(cls: type[T], path: str | os.PathLike | None, env_prefix: str,

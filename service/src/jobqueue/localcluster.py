@@ -3,6 +3,7 @@ benchmarks and `jobqueue dev`. Production runs the controller under Apache inste
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,8 @@ class LocalCluster:
         # Point the config paths at nothing, so files under /etc never leak in.
         nowhere = str(self.root / "no-such-config.toml")
         self.env = {**os.environ, "JOBQUEUE_CONFIG": nowhere, "JOBQUEUE_WORKER_CONFIG": nowhere,
-                    **{f"JOBQUEUE_{k.upper()}": str(v) for k, v in asdict(settings).items()}}
+                    **{f"JOBQUEUE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+                       for k, v in asdict(settings).items()}}
         self.env.pop("JOBQUEUE_FAULT", None)
         self.workers: dict[str, subprocess.Popen] = {}
         self.port = port

@@ -19,7 +19,7 @@ from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
-from jobqueue.controller.models import ROLES, Token, User, utcnow
+from jobqueue.models import ROLES, Token, User, utcnow
 
 
 class AdminError(Exception):

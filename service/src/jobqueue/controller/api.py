@@ -16,7 +16,7 @@ from jobqueue.controller import idempotency, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
-from jobqueue.controller.models import Job, new_job_id, utcnow
+from jobqueue.models import Job, new_job_id, utcnow
 from jobqueue.controller.views import app_state, job_json, visible_job
 from jobqueue.states import IllegalTransition, JobState
 

@@ -17,13 +17,13 @@ from jobqueue.controller.api import bp as api_bp
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.metrics import Metrics
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers import Registry
-from jobqueue.queue import PullQueue, QueueBackend, make_backend
+from jobqueue.queue import PullQueue, QueueBackend, QueueEvents, make_backend
 from jobqueue.states import JobState
 
 API_PREFIX = "/api/v1"
@@ -72,8 +72,8 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     metrics = Metrics(session_factory)
-    backend = make_backend(settings.queue_backend, session_factory, settings)
-    backend.on_claim = metrics.claim_latency.observe
+    backend = make_backend(settings.queue_backend, session_factory, settings,
+                           QueueEvents(claimed=metrics.claim_latency.observe))
     files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes)
     _recover_uploads(files, session_factory)
     app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics,

@@ -7,7 +7,7 @@ import functools
 from flask import current_app, g, request
 
 from jobqueue.controller.errors import ApiError
-from jobqueue.controller.models import User
+from jobqueue.models import User
 from jobqueue.controller.tokens import get_or_create_user, user_for_token
 
 ANONYMOUS = "anonymous"

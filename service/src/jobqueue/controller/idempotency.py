@@ -18,7 +18,7 @@ from typing import IO
 from sqlalchemy import delete
 
 from jobqueue.controller.errors import ApiError, bad_request
-from jobqueue.controller.models import IdempotencyKey, Job, User, utcnow
+from jobqueue.models import IdempotencyKey, Job, User, utcnow
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces: a UUID, a ULID or any token a client likes.

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 from jobqueue.states import JobState
 
 

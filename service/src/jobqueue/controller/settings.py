@@ -33,6 +33,8 @@ class ControllerSettings:
     # "refuse" it at submit, or "hold" it queued (with that reason) for a larger one.
     oversized_jobs: str = "refuse"
     worker_seen_window_seconds: int = 24 * 3600
+    # Each queue backend's own settings: the table [queue.NAME] of controller.toml.
+    queue: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.database_url:

@@ -11,7 +11,7 @@ import secrets
 
 from sqlalchemy import select
 
-from jobqueue.controller.models import ROLES, Token, User, utcnow
+from jobqueue.models import ROLES, Token, User, utcnow
 
 TOKEN_PREFIX = "jq_"
 

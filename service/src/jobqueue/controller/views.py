@@ -10,7 +10,7 @@ from sqlalchemy import select
 from jobqueue.controller import jsonin
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 
 
 def app_state():

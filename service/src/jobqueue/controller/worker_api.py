@@ -10,7 +10,7 @@ from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
 from jobqueue.controller import jsonin
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost, WorkerCapacity
 from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState

@@ -14,7 +14,7 @@ import time
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from jobqueue.controller.models import Job, Worker, utcnow
+from jobqueue.models import Job, Worker, utcnow
 from jobqueue.queue import WorkerCapacity
 from jobqueue.states import JobState
 

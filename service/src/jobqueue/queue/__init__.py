@@ -1,19 +1,52 @@
 """Queue backends: how queued jobs reach something that runs them.
 
 The controller talks to one `QueueBackend`, chosen by the `queue_backend` setting.
+Backends register themselves by being here: every module of this package that defines
+a `QueueBackend` subclass with a `name` is one (as are entry points of the group
+`jobqueue.queue_backends`, for backends that live in other packages). Adding one is
+adding its module.
 """
 
 from __future__ import annotations
 
-from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend, WorkerCapacity
+import importlib
+import inspect
+import pkgutil
+from importlib.metadata import entry_points
+
+from jobqueue.config import ConfigError, settings_from_table
+from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend, QueueEvents, WorkerCapacity
+
+ENTRY_POINTS = "jobqueue.queue_backends"
 
 
-def make_backend(name: str, session_factory, settings) -> QueueBackend:
-    if name == "dispatcher":
-        from jobqueue.queue.dispatcher import Dispatcher
+def backends() -> dict[str, type[QueueBackend]]:
+    """Every backend there is, by name."""
+    found: dict[str, type[QueueBackend]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, QueueBackend) and cls.__module__ == module.__name__ \
+                    and not inspect.isabstract(cls) and getattr(cls, "name", None):
+                found[cls.name] = cls
+    for entry in entry_points(group=ENTRY_POINTS):
+        found.setdefault(entry.name, entry.load())
+    return found
 
-        return Dispatcher(session_factory, settings)
-    raise ValueError(f"setting 'queue_backend': unknown backend {name!r} (known: dispatcher)")
+
+def make_backend(name: str, session_factory, settings,
+                 events: QueueEvents | None = None) -> QueueBackend:
+    known = backends()
+    if name not in known:
+        raise ConfigError(f"setting 'queue_backend': unknown backend {name!r} "
+                          f"(known: {', '.join(sorted(known))})")
+    cls = known[name]
+    table = settings.queue.get(name, {})
+    if cls.Settings is None and table:
+        raise ConfigError(f"[queue.{name}]: the {name} backend takes no settings")
+    own = settings_from_table(cls.Settings, table, f"[queue.{name}]") if cls.Settings else None
+    return cls(session_factory, settings, events or QueueEvents(), own)
 
 
-__all__ = ["LeaseLost", "PullQueue", "QueueBackend", "WorkerCapacity", "make_backend"]
+__all__ = ["LeaseLost", "PullQueue", "QueueBackend", "QueueEvents", "WorkerCapacity",
+           "backends", "make_backend"]

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from jobqueue.controller.models import Job
+from jobqueue.models import Job
 
 
 class LeaseLost(Exception):
     """The caller no longer holds the job's lease (expired, or another attempt has it)."""
 
 
+@dataclass(frozen=True)
+class QueueEvents:
+    """What a backend tells the controller as it goes (for its metrics)."""
+
+    claimed: Callable[[float], None] = lambda waited_seconds: None
+
+
 class QueueBackend(abc.ABC):
     """What the controller asks of a queue. The controller owns job records and files;
-    the backend decides when and where a queued job runs."""
+    the backend decides when and where a queued job runs.
+
+    A backend is a subclass with a `name`, in a module of this package (or behind an
+    entry point of the group `jobqueue.queue_backends`), built as
+    `cls(session_factory, settings, events, own)`: `own` is its `Settings` dataclass
+    filled from the table `[queue.NAME]` of controller.toml, or None without one."""
 
     name: str
+    Settings: type | None = None
 
     @abc.abstractmethod
     def enqueued(self, session, job: Job) -> None:

@@ -14,12 +14,11 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from sqlalchemy import event, func, select, text
 
-from jobqueue.controller.models import Job, new_lease, utcnow
-from jobqueue.queue.base import Claim, LeaseLost, PullQueue, WorkerCapacity
+from jobqueue.models import Job, new_lease, utcnow
+from jobqueue.queue.base import Claim, LeaseLost, PullQueue, QueueEvents, WorkerCapacity
 from jobqueue.states import JobState, check_transition
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,12 @@ class Wakeup:
 class Dispatcher(PullQueue):
     name = "dispatcher"
 
-    def __init__(self, session_factory, settings,
-                 on_claim: Callable[[float], None] | None = None) -> None:
+    def __init__(self, session_factory, settings, events: QueueEvents | None = None,
+                 own_settings: None = None) -> None:
         self.session_factory = session_factory
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
         self.max_attempts = settings.max_attempts
-        self.on_claim = on_claim
+        self.events = events or QueueEvents()
         self.wakeup = Wakeup()
         self._last_sync = 0.0
         self._sync_lock = threading.Lock()
@@ -178,8 +177,7 @@ class Dispatcher(PullQueue):
             job.started_at = now
             waited = (now - job.queued_at).total_seconds()
             claim = Claim(job.id, job.lease)
-        if self.on_claim is not None:
-            self.on_claim(waited)
+        self.events.claimed(waited)
         return claim
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from jobqueue.controller.models import Base
+from jobqueue.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata,

@@ -6,7 +6,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from jobqueue.controller.models import UTCDateTime
+from jobqueue.models import UTCDateTime
 
 revision = "0001"
 down_revision = None

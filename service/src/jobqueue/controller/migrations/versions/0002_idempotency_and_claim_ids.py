@@ -6,7 +6,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from jobqueue.controller.models import UTCDateTime
+from jobqueue.models import UTCDateTime
 
 revision = "0002"
 down_revision = "0001"

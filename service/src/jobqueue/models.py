@@ -1,4 +1,5 @@
-"""Database tables: users, their hashed tokens, jobs, and the idempotency keys of submits."""
+"""Database tables: users, their hashed tokens, jobs, workers and the idempotency keys of
+submits; shared by the controller and the queue backends."""
 
 from __future__ import annotations
 
