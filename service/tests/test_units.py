@@ -333,6 +333,21 @@ def test_admin_cli_creates_several_users_at_once(tmp_path, capsys, monkeypatch):
     assert "unknown role 'root'" in capsys.readouterr().err
 
 
+def test_admin_cli_issues_a_token_creating_the_user_in_one_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_DATA_DIR", str(tmp_path))
+    args = ["--config", str(tmp_path / "missing.toml")]
+    assert admin.main(args + ["migrate"]) == 0
+    capsys.readouterr()
+    assert admin.main(args + ["issue-token", "w9", "--create", "worker"]) == 0
+    assert capsys.readouterr().out.strip().startswith("jq_")
+    assert admin.main(args + ["issue-token", "w9", "--create", "worker"]) == 0  # exists: kept
+    assert capsys.readouterr().out.strip().startswith("jq_")
+    assert admin.main(args + ["issue-token", "w9", "--create", "admin"]) == 2
+    assert "exists with role 'worker'" in capsys.readouterr().err
+    assert admin.main(args + ["list-users"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"user": "w9", "role": "worker", "tokens": 2}]
+
+
 def test_admin_cli_without_settings_says_so_and_creates_nothing(tmp_path, capsys, monkeypatch):
     for key in ("JOBQUEUE_DATABASE_URL", "JOBQUEUE_DATA_DIR"):
         monkeypatch.delenv(key, raising=False)

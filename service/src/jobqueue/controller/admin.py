@@ -74,6 +74,8 @@ def cmd_create_users(args, engine, sessions) -> int:
 
 def cmd_issue_token(args, engine, sessions) -> int:
     with sessions.begin() as session:
+        if args.create is not None:  # one run instead of create-user, then issue-token
+            _ensure_user(session, args.name, args.create)
         token = issue_token(session, _user(session, args.name), args.label)
     print(token)
     return 0
@@ -124,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("issue-token", help="print a new token for a user, once")
     s.add_argument("name")
     s.add_argument("--label", default="")
+    s.add_argument("--create", choices=ROLES, metavar="ROLE",
+                   help="create the user with this role first, unless it exists with it")
     s.set_defaults(func=cmd_issue_token)
     s = sub.add_parser("check-token", help="exit 0 if the token on stdin is a live token of NAME")
     s.add_argument("name")
