@@ -14,17 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from jobqueue.client.config import write_private
 from jobqueue.controller.tokens import get_or_create_user, issue_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, from its first byte on."""
-    path.unlink(missing_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write(text)
 
 
 def _token(sessions, data_dir: Path, name: str, role: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, Self, TextIO
 
 from jobqueue import __version__
 from jobqueue.client.api import TERMINAL_STATES, Client
-from jobqueue.client.config import config_path
+from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ClientError, WaitTimeout
 
 PROG = "jobqueue"
@@ -455,9 +455,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     lines = [f"url = {json.dumps(args.url)}", f"token = {json.dumps(token)}"]
     if ca_bundle:
         lines.append(f"ca_bundle = {json.dumps(ca_bundle)}")
-    path.unlink(missing_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write("\n".join(lines) + "\n")
+    write_private(path, "\n".join(lines) + "\n")
     if args.json:
         _print_json(me | {"config": str(path)})
     else:

@@ -33,6 +33,13 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "jobqueue" / "client.toml"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte on (it holds a token)."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     """The client file in use: $JOBQUEUE_CLIENT_CONFIG, else the default one."""
     env = os.environ if env is None else env
