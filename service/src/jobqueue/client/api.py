@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 from urllib.parse import quote
@@ -220,6 +220,11 @@ class Client:
             for chunk in response.iter_content(1 << 16):
                 out.write(chunk)
 
+    def read_file(self, job_id: JobId, path: str) -> bytes:
+        """One file of the job, as bytes."""
+        url = f"/jobs/{_seg(job_id)}/files/{quote(check_relpath(path), safe='/')}"
+        return self._request("GET", url).content
+
     def download_file(self, job_id: JobId, path: str, dest: str | os.PathLike[str]) -> Path:
         """Save one file of the job to ``dest`` (a file name, or an existing folder)."""
         relpath = check_relpath(path)
@@ -302,6 +307,43 @@ class Client:
             time.sleep(sleep_for)
             if interval is None:
                 delay = min(delay * 1.5, POLL_MAX)
+
+    def as_completed(self, job_ids: Sequence[JobId], timeout: float | None = None,
+                     interval: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield each job once it has finished, in the order they finish (as
+        ``concurrent.futures.as_completed``). Raises :class:`WaitTimeout` after
+        ``timeout`` seconds with the first job still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = interval if interval is not None else POLL_FIRST
+        pending = list(dict.fromkeys(job_ids))
+        while pending:
+            for job_id in list(pending):
+                job = self.get(job_id)
+                if job.get("state") in TERMINAL_STATES:
+                    pending.remove(job_id)
+                    yield job
+            if not pending:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(self.get(pending[0]), timeout or 0.0)
+            time.sleep(delay if deadline is None else
+                       max(0.0, min(delay, deadline - time.monotonic())))
+            if interval is None:
+                delay = min(delay * 1.5, POLL_MAX)
+
+    def map(self, f: Callable[[Any], Any], xs: Iterable[Any], *,
+            chunk_size: int | None = None, cpus: int = 1, name: str | None = None,
+            timeout: float | None = None, **spec: Any) -> list[Any]:
+        """``[f(x) for x in xs]``, computed across the cluster: the inputs in chunks of
+        ``chunk_size`` (default: at most 64 jobs), one job each on ``cpus`` CPUs (``spec``
+        adds walltime, memory...). Results come back in order; the first input on which
+        f raised is named by the :class:`jobqueue.mapper.MapError` raised here (the other
+        jobs are cancelled). ``f`` must be a top-level function of a module or script:
+        that file is sent to the jobs (see ``jobqueue.client.cluster_map``)."""
+        from jobqueue.client.cluster_map import cluster_map
+
+        return cluster_map(self, f, xs, chunk_size=chunk_size, cpus=cpus, name=name,
+                           timeout=timeout, **spec)
 
     # -- plumbing ---------------------------------------------------------------------
 
