@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from jobqueue.client import Client
 
 DROP_IN = "/run/systemd/system/jobqueue-worker.service.d/bench-unconfined.conf"
-# The plain runner sets rlimits in the job's process: the confined daemon's filter
-# forbids that.
-UNCONFINED = ("[Service]\nEnvironment=JOBQUEUE_WORKER_RUNNER=local\n"
+# The plain runner starts the job itself: the daemon's own AppArmor profile forbids
+# that (it may only start slot units), and its system call filter forbids the rlimits
+# the plain runner sets in the job's process.
+UNCONFINED = ("[Service]\nEnvironment=JOBQUEUE_WORKER_RUNNER=local\nAppArmorProfile=\n"
               "SystemCallFilter=\nSystemCallFilter=@system-service\n")
 
 
