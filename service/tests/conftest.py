@@ -6,13 +6,16 @@ import io
 import json
 import os
 import tarfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
+from jobqueue.client import Client
 from jobqueue.controller.app import create_app
-from jobqueue.localcluster import create_users
+from jobqueue.localcluster import LocalCluster, create_users
 from jobqueue.controller.settings import ControllerSettings
 
 POSTGRES_URL = os.environ.get("JOBQUEUE_TEST_POSTGRES_URL", "")
@@ -148,6 +151,54 @@ def make_stack(database_url, tmp_path):
 @pytest.fixture
 def stack(make_stack) -> Stack:
     return make_stack()
+
+
+class Cluster(LocalCluster):
+    """A local cluster with user alice and workers w1, w2, and a client for alice."""
+
+    def __init__(self, tmp_path: Path, database_url: str, **settings):
+        settings = ControllerSettings(database_url=database_url,
+                                      data_dir=str(tmp_path / "controller"), **settings)
+        self.tokens = create_users(settings, ("alice", "user"), ("w1", "worker"),
+                                   ("w2", "worker"))
+        super().__init__(tmp_path, settings)
+        self.client = Client(self.url, self.tokens["alice"])
+
+    def start_worker(self, name: str, cpus: int = 1, **extra):
+        # A short claim wait bounds how long a worker takes to stop.
+        settings = {"heartbeat_seconds": 0.5, "claim_wait_seconds": 2} | extra
+        return super().start_worker(name, self.tokens[name], cpus, **settings)
+
+    def submit(self, script: str, args=(), **spec) -> str:
+        job = self.client.submit({"main.py": script.encode()},
+                                 {"entry": "main.py", "args": list(args), **spec})
+        return job["id"]
+
+    def wait_for(self, job_id: str, predicate, seconds: float = 60) -> dict:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job = self.client.get(job_id)
+            if predicate(job):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job never reached the expected state: {job}\n{self.logs()}")
+
+    def stop(self) -> None:
+        super().stop()
+        self.client.close()
+
+
+@pytest.fixture
+def cluster(database_url, tmp_path):
+    clusters = []
+
+    def start(**settings) -> Cluster:
+        clusters.append(Cluster(tmp_path, database_url, **settings))
+        return clusters[-1]
+
+    yield start
+    for c in clusters:
+        c.stop()
 
 
 def pytest_terminal_summary(terminalreporter):

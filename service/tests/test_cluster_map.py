@@ -10,7 +10,7 @@ import pytest
 
 from jobqueue.client.cluster_map import source_file_of
 from jobqueue.mapper import MapError
-from test_e2e import Cluster, cluster  # noqa: F401 - the fixture
+from conftest import Cluster
 
 pytestmark = pytest.mark.e2e
 
