@@ -424,3 +424,25 @@ def test_me_names_the_token_holder(stack, who, role):
     response = call(stack, "get", "/api/v1/me", who)
     assert response.status_code == 200
     assert response.get_json() == {"name": who, "role": role}
+
+
+def test_fair_share_between_users_submission_order_within_one(stack):
+    """The user with the fewest CPUs in use goes first; a user's own jobs go in the
+    order they were submitted."""
+    alice = [stack.submit_ok("alice")["id"] for _ in range(3)]
+    bob = stack.submit_ok("bob")["id"]
+    order = [stack.claim_ok(cpus=8)["id"] for _ in range(4)]
+    # alice's first (the oldest, nobody busy), then bob's (alice has a CPU in use,
+    # bob none) although alice's second is older, then alice's others in order.
+    assert order == [alice[0], bob, alice[1], alice[2]]
+
+
+def test_fair_share_counts_cpus_not_jobs(stack):
+    wide = stack.submit_ok("alice", spec={"entry": "main.py", "cpus": 4})["id"]
+    alice_next = stack.submit_ok("alice")["id"]
+    bob = [stack.submit_ok("bob")["id"] for _ in range(3)]
+    order = [stack.claim_ok(cpus=8)["id"] for _ in range(5)]
+    # alice has 4 CPUs in use after her first: bob's three one-CPU jobs (1, 2, 3 CPUs in
+    # use) all go before her next, older though it is. Counting jobs, not CPUs, would
+    # have let it in second.
+    assert order == [wide, *bob, alice_next]

@@ -32,7 +32,7 @@ def who(request) -> str:
 
 @pytest.fixture
 def api(make_stack, who):
-    stack = make_stack()
+    stack = make_stack(claim_wait_seconds=1)  # a generated claim may ask to wait long
     done = stack.submit_ok(files={"main.py": b"pass\n", "data/in.csv": b"1\n"})
     lease = stack.claim_ok()["lease"]
     stack.upload(done["id"], lease, results=tar_bytes({"out/r.txt": b"r"}))

@@ -72,7 +72,8 @@ def too_big(cpus: int, biggest: Worker | None) -> str | None:
 
 
 def pending(session, job: Job, biggest: Worker | None) -> dict:
-    """For a queued job: its place in the queue (1: next) and why it waits."""
+    """For a queued job: its place in the queue by submission (1: none before it; fair
+    share may still start another user's later job first) and why it waits."""
     ahead = session.scalar(
         select(func.count()).select_from(Job).where(
             Job.state == JobState.QUEUED.value,

@@ -159,12 +159,7 @@ class Dispatcher(PullQueue):
                 free_cpus = self._left_on(session, worker, capacity)
                 if free_cpus <= 0:
                     return None
-            # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
-            # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
-            job = session.scalars(
-                select(Job).where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus)
-                .order_by(Job.queued_at, Job.id).limit(1)
-                .with_for_update(skip_locked=True)).first()
+            job = session.scalars(self._next(free_cpus)).first()
             if job is None:
                 return None
             now = utcnow()
@@ -179,6 +174,21 @@ class Dispatcher(PullQueue):
             claim = Claim(job.id, job.lease)
         self.events.claimed(waited)
         return claim
+
+    @staticmethod
+    def _next(free_cpus: int):
+        """The job to hand out next, among those that fit: fair share between users (the
+        user with the fewest CPUs in use goes first), then submission order. A later,
+        smaller job of a user may start while an earlier one waits for more free CPUs."""
+        in_use = (select(Job.owner_id, func.sum(Job.cpus).label("cpus"))
+                  .where(Job.state == JobState.RUNNING.value)
+                  .group_by(Job.owner_id).subquery())
+        # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
+        # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
+        return (select(Job).outerjoin(in_use, in_use.c.owner_id == Job.owner_id)
+                .where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus)
+                .order_by(func.coalesce(in_use.c.cpus, 0), Job.queued_at, Job.id).limit(1)
+                .with_for_update(skip_locked=True, of=Job))
 
     @staticmethod
     def _left_on(session, worker: str, capacity: WorkerCapacity) -> int:
