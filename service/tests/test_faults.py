@@ -287,14 +287,18 @@ def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_clust
     count = 200
     c = fault_cluster(workers=2)
     kills = ["controller", "w1", "controller", "w2", "w1"]
+    sent: list[str] = []
     done = threading.Event()
 
     def chaos():
+        # At most 12.5 s in all: well inside the time the jobs take, so every kill
+        # lands while they run.
         for victim in kills:
-            if done.wait(rng.uniform(1.5, 4.0)):
+            if done.wait(rng.uniform(0.5, 2.5)):
                 return
             process = c.controller if victim == "controller" else c.workers[victim]
             process.send_signal(signal.SIGKILL)
+            sent.append(victim)
 
     killer = threading.Thread(target=chaos)
     killer.start()
@@ -308,8 +312,10 @@ def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_clust
     unavailable = c.availability.stop()
     report(f"SIGKILL controller x2, workers x3, {count} jobs", fault_db[0], outcome,
            unavailable, started)
-    message = f"seed {seed}, restarts {c.restarts}\n" + "\n".join(outcome.problems)
+    message = (f"seed {seed}, kills {sent}, restarts {c.restarts}\n"
+               + "\n".join(outcome.problems))
     assert not outcome.problems, message + c.logs()
+    assert sent == kills, "the jobs were done before every kill: " + message
     assert sum(c.restarts.values()) >= len(kills), message
     assert outcome.max_attempts == 1, message
 
