@@ -16,6 +16,7 @@ from jobqueue.controller import idempotency, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
+from jobqueue.controller.storage import LOGS
 from jobqueue.models import Job, new_job_id, utcnow
 from jobqueue.controller.views import app_state, job_json, visible_job
 from jobqueue.states import IllegalTransition, JobState
@@ -209,7 +210,7 @@ def get_log_stream(job_id: str, name: str):
         raise bad_request("'offset' must be a whole number of bytes") from None
     if offset < 0:
         raise bad_request("'offset' must be 0 or more")
-    if name not in ("stdout", "stderr"):
+    if name not in LOGS:
         raise not_found("log (there are stdout and stderr)")
     path = app_state().files.log_path(job.id, name)
     size = path.stat().st_size if path is not None else 0

@@ -221,7 +221,6 @@ class JobFiles:
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
-
     # -- reading -----------------------------------------------------------------------
 
     def _layers(self, job_id: str) -> list[Path]:

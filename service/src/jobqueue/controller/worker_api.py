@@ -47,9 +47,7 @@ def claim():
     if worker != current_user().name:
         raise ApiError(403, "forbidden", f"this token belongs to worker "
                        f"{current_user().name!r}, not {worker!r}")
-    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_WORKER_CPUS:
-        raise bad_request(f"field 'cpus' (free CPUs) must be an integer from 1 to "
-                          f"{MAX_WORKER_CPUS}")
+    _check_cpus(cpus, "'cpus' (free CPUs)")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         raise bad_request("field 'wait' must be a number of seconds >= 0")
     if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
@@ -77,13 +75,17 @@ def _capacity(body: dict) -> WorkerCapacity | None:
         raise bad_request("field 'capacity' must be an object with 'cpus' and, optionally, "
                           "'jobs'")
     cpus, jobs = capacity.get("cpus"), capacity.get("jobs")
-    for key, value in (("cpus", cpus), ("jobs", jobs)):
-        if (value is not None or key == "cpus") and (
-                isinstance(value, bool) or not isinstance(value, int)
-                or not 1 <= value <= MAX_WORKER_CPUS):
-            raise bad_request(f"field 'capacity.{key}' must be an integer from 1 to "
-                              f"{MAX_WORKER_CPUS}")
+    _check_cpus(cpus, "'capacity.cpus'")
+    if jobs is not None:
+        _check_cpus(jobs, "'capacity.jobs'")
     return WorkerCapacity(cpus, jobs)
+
+
+def _check_cpus(value, field: str) -> None:
+    """A count of CPUs (or jobs) a worker sends: a whole number a database can store."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 1 <= value <= MAX_WORKER_CPUS:
+        raise bad_request(f"field {field} must be an integer from 1 to {MAX_WORKER_CPUS}")
 
 
 @bp.post("/worker/jobs/<job_id>/heartbeat")
