@@ -28,6 +28,13 @@ def test_application_imports_from_the_virtualenv(host):
     assert result.stdout.strip().startswith(f"{VENV}/lib/")
 
 
+def test_server_extra_installed(host):
+    # jobqueue[server]: what the controller needs, beyond the client's requests.
+    modules = "flask, sqlalchemy, alembic, psycopg, prometheus_client, requests"
+    result = host.run(f"{VENV}/bin/python -c 'import {modules}'")
+    assert result.rc == 0, result.stderr
+
+
 def test_entry_points_installed(host):
     for command in ("jobqueue", "jobqueue-admin", "jobqueue-worker"):
         assert host.file(f"{VENV}/bin/{command}").is_executable

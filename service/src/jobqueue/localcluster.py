@@ -64,13 +64,15 @@ class LocalCluster:
     def _log(self, name: str):
         return open(self.root / f"{name}.log", "ab")
 
-    def start_worker(self, name: str, token: str, cpus: int = 1, **settings) -> subprocess.Popen:
+    def start_worker(self, name: str, token: str, cpus: int = 1,
+                     daemon_python: str = sys.executable, **settings) -> subprocess.Popen:
+        """A worker daemon run by `daemon_python` (another virtualenv's, to test an install)."""
         overrides = {"controller_url": self.url, "token": token, "name": name, "cpus": cpus,
                      "work_dir": self.root / f"work-{name}", **settings}
         env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}": str(v)
                               for k, v in overrides.items()}}
         with self._log(name) as log:
-            process = subprocess.Popen([sys.executable, "-m", "jobqueue.worker.daemon"],
+            process = subprocess.Popen([daemon_python, "-m", "jobqueue.worker.daemon"],
                                        env=env, stderr=log)
         self.workers[name] = process
         return process

@@ -22,6 +22,7 @@ from jobqueue import __version__
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ClientError, WaitTimeout
+from jobqueue.extras import needs_server, server_missing
 
 PROG = "jobqueue"
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "lost")
@@ -552,9 +553,13 @@ def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json
 
 
 def _run_dev(rest: list[str]) -> int:
+    # Imported here, not at the top: dev runs a controller, whose dependencies a
+    # client-only install does not have.
     try:
         from jobqueue.dev import main as dev_main
     except ModuleNotFoundError as exc:
+        if server_missing(exc):
+            return _fail(needs_server("jobqueue dev"))
         if exc.name not in ("jobqueue.dev", "jobqueue"):
             raise
         return _fail("the 'dev' command is not available in this installation")
