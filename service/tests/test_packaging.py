@@ -102,6 +102,9 @@ def test_the_cli_runs(client_venv: Path) -> None:
     helped = _run([jobqueue, "submit", "--help"], env=_env())
     assert helped.returncode == 0, helped.stderr
     assert "--cpus" in helped.stdout
+    completion = _run([jobqueue, "completion", "bash"], env=_env())
+    assert completion.returncode == 0, completion.stderr
+    assert "complete -F _jobqueue jobqueue" in completion.stdout
 
 
 @pytest.mark.parametrize("argv, command", [

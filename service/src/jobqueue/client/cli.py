@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Self, TextIO
 
 from jobqueue import __version__
+from jobqueue.client import completion
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ClientError, WaitTimeout
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="where to write (default: $JOBQUEUE_CLIENT_CONFIG or "
                    "~/.config/jobqueue/client.toml)")
+
+    p = command("completion", cmd_completion,
+                "print the shell completion script for bash, zsh or fish")
+    p.add_argument("shell", choices=completion.SHELLS)
 
     sub.add_parser("dev", help="local development helpers (see 'jobqueue dev --help')")
     return parser
@@ -462,6 +467,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     else:
         print(f"logged in to {args.url} as {me.get('name')} ({me.get('role')}); "
               f"token kept in {path}")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    spec = completion.describe(build_parser(), passthrough=("submit",))
+    sys.stdout.write(completion.script(spec, args.shell))
     return EXIT_OK
 
 
