@@ -32,50 +32,21 @@ def slurm_cluster(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("CI must run the Slurm tests: scripts/test-slurm.sh sets SLURM_CONF")
         pytest.skip("no local Slurm (SLURM_CONF is not set)")
-    bin_dir = Path(sys.executable).parent
     node_config = tmp_path / "node-worker.toml"
     cluster = Cluster(tmp_path, f"sqlite:///{tmp_path}/jobqueue.db", queue_backend="slurm",
                       lease_seconds=6, queue={"slurm": {
-                          "worker_command": str(bin_dir / "jobqueue-worker"),
+                          "worker_command": str(Path(sys.executable).parent / "jobqueue-worker"),
                           "worker_config": str(node_config),
                           "batch_output": str(tmp_path / "slurm-%j.out")}})
-    node_config.write_text(
-        f'controller_url = "{cluster.url}"\ntoken = "{cluster.tokens["w1"]}"\nname = "w1"\n'
-        f'work_dir = "{tmp_path / "node"}"\nheartbeat_seconds = 0.5\n'
-        f'python = "{sys.executable}"\n')
-    scheduler = SchedulerProcess(cluster)
-    cluster.scheduler = scheduler
+    cluster.write_node_config(node_config, "w1", cluster.tokens["w1"], heartbeat_seconds=0.5)
+    cluster.start_scheduler()
     yield cluster
-    scheduler.stop()
+    cluster.stop()
     ours = [line.split("|")[0] for line in
             slurm("squeue", "-h", "-t", "pending,running", "-o", "%i|%j").splitlines()
             if "|jq-" in line]
     if ours:
         subprocess.run(["scancel", *ours], check=False)
-    cluster.stop()
-
-
-class SchedulerProcess:
-    """`jobqueue-admin scheduler`, the only process that calls Slurm's commands."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.start()
-
-    def start(self) -> None:
-        with open(self.cluster.root / "scheduler.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jobqueue.controller.admin", "scheduler",
-                 "--interval", "0.5"], env=self.cluster.env, stderr=log)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
 
 
 def slurm_id(job: dict) -> str:
@@ -155,8 +126,9 @@ def test_restarting_the_scheduler_process_loses_nothing(slurm_cluster):
     jobs = [c.submit(SLEEPER, ["2"], walltime=120, memory=64) for _ in range(6)]
     for _ in range(3):
         time.sleep(1.5)
-        c.scheduler.kill()
-        c.scheduler.start()
+        c.workers["scheduler"].kill()  # SIGKILL
+        c.workers["scheduler"].wait()
+        c.start_scheduler()
     finals = [c.wait_for(j, lambda j: j["state"] not in ("queued", "running"), 120)
               for j in jobs]
     assert [f["state"] for f in finals] == ["succeeded"] * 6, c.logs()
