@@ -41,8 +41,9 @@ test-molecule: venv host box wheelhouse
 # VMs (controller, worker, cluster; see scripts/test-molecule.sh).
 test: lint test-service test-molecule
 
-bench: venv
+bench: venv  ## throughput and latency: dispatcher, then slurm backend beside plain sbatch
 	python service/bench/bench_throughput.py
+	SLURM_CONF=$$(scripts/test-slurm.sh)/slurm.conf python service/bench/bench_slurm.py
 
 clean:
 	rm -rf build $(VENV)

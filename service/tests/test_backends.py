@@ -57,7 +57,7 @@ def recorder_module(tmp_path, monkeypatch):
 
 
 def test_a_backend_is_one_module_with_its_own_settings_table(recorder_module, tmp_path):
-    assert set(jobqueue.queue.backends()) == {"dispatcher", "recorder"}
+    assert set(jobqueue.queue.backends()) == {"dispatcher", "recorder", "slurm"}
     config = tmp_path / "controller.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\nqueue_backend = "recorder"\n\n'
                       '[queue.recorder]\npartition = "gpu"\nmax_jobs = "4"\n')

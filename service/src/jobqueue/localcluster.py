@@ -77,6 +77,25 @@ class LocalCluster:
         self.workers[name] = process
         return process
 
+    def start_scheduler(self, interval: float = 0.5) -> subprocess.Popen:
+        """The reconcile loop of a batch-scheduler backend (`jobqueue-admin scheduler`),
+        stopped with the rest."""
+        with self._log("scheduler") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jobqueue.controller.admin", "scheduler",
+                 "--interval", str(interval)], env=self.env, stderr=log)
+        self.workers["scheduler"] = process
+        return process
+
+    def write_node_config(self, path: Path, name: str, token: str, **settings) -> Path:
+        """A worker settings file for `jobqueue-worker --one-job` on a Slurm node (here)."""
+        values = {"controller_url": self.url, "token": token, "name": name,
+                  "work_dir": str(self.root / f"node-{name}"), "python": sys.executable,
+                  **settings}
+        path.write_text("".join(f"{key} = {json.dumps(value)}\n"
+                                for key, value in values.items()))
+        return path
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                          for p in sorted(self.root.glob("*.log")))

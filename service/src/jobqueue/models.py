@@ -93,6 +93,7 @@ class Job(Base):
         Index("ix_jobs_state_queued_at", "state", "queued_at"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_claim_id", "claim_id"),
+        Index("ix_jobs_external_id", "external_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
@@ -114,6 +115,8 @@ class Job(Base):
     # The worker's id for the claim that started the attempt: a claim retried after its
     # answer was lost gets this job again instead of leaving it to wait out its lease.
     claim_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The job's id in an external batch scheduler (Slurm) for its current attempt.
+    external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The limit that ended the last attempt, if one did (jobqueue.states.LIMITS).

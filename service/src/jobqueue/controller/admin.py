@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -109,6 +110,14 @@ def cmd_list_users(args, engine, sessions) -> int:
     return 0
 
 
+def cmd_scheduler(args, engine, sessions) -> int:
+    from jobqueue.controller import scheduler
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return scheduler.run(args.settings, engine, args.interval)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobqueue-admin", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="controller settings file (default: $JOBQUEUE_CONFIG "
@@ -137,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_revoke_tokens)
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
+    s = sub.add_parser("scheduler", help="run the batch scheduler backend's reconcile loop "
+                       "(queue_backend = \"slurm\")")
+    s.add_argument("--interval", type=float, default=2.0, help="seconds between passes")
+    s.set_defaults(func=cmd_scheduler)
     return p
 
 
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(settings.database_url)
         if args.func is not cmd_migrate and not inspect(engine).has_table("users"):
             raise AdminError("the database has no schema yet: run `jobqueue-admin migrate` first")
+        args.settings = settings
         code = args.func(args, engine, make_session_factory(engine))
         engine.dispose()
         return code

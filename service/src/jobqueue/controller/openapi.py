@@ -123,6 +123,14 @@ def document() -> dict:
                                 "jobs": {"type": "integer", "minimum": 1,
                                          "maximum": 1 << 20}},
                                 "required": ["cpus"]}}}}}})},
+            "/worker/jobs/{job_id}/start": {"post": _op(
+                "A batch scheduler started the job here: take its lease (slurm backend)",
+                {"200": _json("The job with its lease")}, 400, 403, 409, params=jid, body={
+                    "required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["external_id"], "properties": {
+                            "worker": {"type": "string"},
+                            "external_id": {"type": "string", "minLength": 1,
+                                            "maxLength": 64}}}}}})},
             "/worker/jobs/{job_id}/heartbeat": {"post": _op(
                 "Extend the lease; learn of cancellation", {"200": _json(
                     "Lease", schema={"type": "object", "properties": {

@@ -13,6 +13,7 @@ from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost, WorkerCapacity
+from jobqueue.queue.batch import BatchQueue
 from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 
 bp = Blueprint("worker_api", __name__)
@@ -37,16 +38,13 @@ def _lease_from(body: dict) -> str:
 def claim():
     body = json_body()
     state = app_state()
-    worker = body.get("worker", current_user().name)
+    if not state.backend.takes_claims:
+        raise ApiError(409, "no_claims", f"this controller's queue is {state.backend.name}: "
+                       "its jobs start through the scheduler, not by claims")
+    worker = _worker_name(body)
     cpus = body.get("cpus", 1)
     wait = body.get("wait", state.settings.claim_wait_seconds)
     claim_id = body.get("claim_id")
-    if not isinstance(worker, str) or not 0 < len(worker) <= 128:
-        raise bad_request("field 'worker' must be a name of 1 to 128 characters")
-    # A worker is who its token says: a token cannot claim in another worker's name.
-    if worker != current_user().name:
-        raise ApiError(403, "forbidden", f"this token belongs to worker "
-                       f"{current_user().name!r}, not {worker!r}")
     _check_cpus(cpus, "'cpus' (free CPUs)")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         raise bad_request("field 'wait' must be a number of seconds >= 0")
@@ -61,9 +59,46 @@ def claim():
     if claimed is None:
         return "", 204
     faults.point("claim:after-commit")
+    return _claimed(claimed)
+
+
+def _claimed(claimed):
     job = g.db.get(Job, claimed.job_id)
     return jsonify(job_json(job) | {"lease": claimed.lease,
-                                    "lease_seconds": state.settings.lease_seconds})
+                                    "lease_seconds": app_state().settings.lease_seconds})
+
+
+def _worker_name(body: dict) -> str:
+    worker = body.get("worker", current_user().name)
+    if not isinstance(worker, str) or not 0 < len(worker) <= 128:
+        raise bad_request("field 'worker' must be a name of 1 to 128 characters")
+    # A worker is who its token says: a token cannot claim in another worker's name.
+    if worker != current_user().name:
+        raise ApiError(403, "forbidden", f"this token belongs to worker "
+                       f"{current_user().name!r}, not {worker!r}")
+    return worker
+
+
+@bp.post("/worker/jobs/<job_id>/start")
+@require("worker")
+def start(job_id: str):
+    """A batch scheduler started this job's attempt on the caller: its lease."""
+    body = json_body()
+    backend = app_state().backend
+    if not isinstance(backend, BatchQueue):
+        raise ApiError(409, "not_scheduled", f"this controller's queue is {backend.name}: "
+                       "jobs are claimed, not started by a scheduler")
+    worker = _worker_name(body)
+    external_id = body.get("external_id")
+    if not isinstance(external_id, str) or not 0 < len(external_id) <= 64:
+        raise bad_request("field 'external_id' (the scheduler's job id) must be a string of "
+                          "1 to 64 characters")
+    g.db.close()
+    try:
+        claimed = backend.start(job_id, worker, external_id)
+    except LeaseLost as exc:
+        raise ApiError(409, "not_startable", str(exc)) from None
+    return _claimed(claimed)
 
 
 def _capacity(body: dict) -> WorkerCapacity | None:

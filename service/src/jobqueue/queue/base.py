@@ -66,6 +66,10 @@ class WorkerCapacity:
 class PullQueue(QueueBackend):
     """A backend from which worker daemons pull jobs (the worker API is served for it)."""
 
+    # False for backends whose jobs reach their workers another way (a batch scheduler
+    # starts them): the worker API then refuses claims instead of holding them.
+    takes_claims = True
+
     @abc.abstractmethod
     def claim(self, worker: str, free_cpus: int, wait: float,
               claim_id: str | None = None, capacity: WorkerCapacity | None = None

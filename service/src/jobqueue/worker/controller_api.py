@@ -73,6 +73,13 @@ class ControllerApi:
             f"{self.base}/worker/claim", json=body, timeout=wait + self.timeout))
         return None if response.status_code == 204 else response.json()
 
+    def start(self, job_id: str, worker: str, external_id: str) -> dict:
+        """Take the lease of a job that a batch scheduler started here as `external_id`.
+        Raises LeaseLost if the job will not start (cancelled, or another attempt's)."""
+        return self._check(self.http.post(
+            f"{self.base}/worker/jobs/{job_id}/start",
+            json={"worker": worker, "external_id": external_id}, timeout=self.timeout)).json()
+
     def heartbeat(self, job_id: str, lease: str, timeout: float | None = None) -> bool:
         """Renew the lease; return whether the job's owner asked to cancel it."""
         response = self._check(self.http.post(

@@ -482,10 +482,12 @@ class Worker:
         job.reported = True
 
 
-def make_runner(settings: WorkerSettings) -> Runner:
+def make_runner(settings: WorkerSettings, slot_locks: Path | None = None) -> Runner:
+    """The settings' runner. With `slot_locks`, a systemd runner shares the node's slots
+    with other processes (one job each), taking a free one under a lock file there."""
     if settings.runner == "systemd":
         from jobqueue.worker.systemd_runner import SystemdRunner
-        return SystemdRunner(settings)
+        return SystemdRunner(settings, slot_locks)
     return LocalRunner(Path(settings.work_dir))
 
 
@@ -494,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="settings file (default: $JOBQUEUE_WORKER_CONFIG or "
                         f"{settings_module.DEFAULT_PATH})")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--one-job", metavar="JOB_ID",
+                        help="run this one job, which a batch scheduler (Slurm) started "
+                        "here, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -503,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jobqueue-worker: error: {exc}", file=sys.stderr)
         return 2
+    if args.one_job:
+        from jobqueue.worker import one_job
+        try:
+            return one_job.run(settings, args.one_job)
+        except RuntimeError as exc:  # not in a scheduler's job; a slot check failed
+            log.error("%s", exc)
+            return 1
     worker = Worker(settings)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

@@ -19,6 +19,7 @@ files of the slot's user.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -86,12 +87,18 @@ def unit_state(unit: str) -> dict[str, str]:
 
 
 class SystemdRunner(Runner):
-    def __init__(self, settings: WorkerSettings):
+    """With `slot_locks`, several processes (one job each, started by a batch scheduler)
+    share the slots: each takes a free one under an exclusive lock on a file in that
+    directory, held until the slot is released, and none stops the others' units."""
+
+    def __init__(self, settings: WorkerSettings, slot_locks: Path | None = None):
         self.settings = settings
         self.slots_dir = Path(settings.slots_dir)
         self.free = list(range(1, settings.slot_count + 1))
         self.capacity = settings.slot_count
         self.lock = threading.Lock()
+        self.slot_locks = slot_locks
+        self.held: dict[int, int] = {}  # slot -> its lock file's descriptor
 
     def unit(self, slot: int) -> str:
         return self.settings.slot_unit.format(slot=slot)
@@ -102,6 +109,8 @@ class SystemdRunner(Runner):
     def recover(self) -> None:
         """Stop every slot's unit: jobs a killed worker left running are not tethered to
         it (systemd runs them), and their attempts are handed back by the worker."""
+        if self.slot_locks is not None:
+            return  # the other slots are other processes' jobs
         for slot in self.free:
             with contextlib.suppress(SystemdError):
                 systemctl("stop", self.unit(slot))
@@ -141,15 +150,32 @@ class SystemdRunner(Runner):
 
     def workspace(self, name: str) -> SlotWorkspace:
         with self.lock:
-            if not self.free:
-                raise SystemdError("no free job slot")  # the worker claims per CPU: a bug
-            slot = self.free.pop(0)
+            slot = self._take()
         return SlotWorkspace(self, slot)
+
+    def _take(self) -> int:
+        for slot in self.free:
+            if self.slot_locks is not None:
+                fd = os.open(self.slot_locks / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT,
+                             0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue  # another job on the node has it
+                self.held[slot] = fd
+            self.free.remove(slot)
+            return slot
+        # The worker claims per CPU, a scheduler allocates per CPU: a bug, or more jobs
+        # on the node than it has slots.
+        raise SystemdError("no free job slot")
 
     def release(self, slot: int) -> None:
         with self.lock:
             self.free.append(slot)
             self.free.sort()
+            if (fd := self.held.pop(slot, None)) is not None:
+                os.close(fd)
 
 
 def _remove_contents(directory: Path) -> None:

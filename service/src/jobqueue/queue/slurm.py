@@ -1,0 +1,175 @@
+"""`queue_backend = "slurm"`: every job becomes a Slurm job.
+
+The reconcile pass (`jobqueue.queue.batch`) submits each queued job with `sbatch`
+(its CPUs, memory and time; the job name carries our id) and reads all of our Slurm
+jobs' states with one `squeue` call per pass, plus one `sacct` call for those squeue
+no longer lists. The batch script runs `jobqueue-worker --one-job ID` on the node:
+the same worker code as in the dispatcher mode takes the job's lease, fetches its
+inputs over HTTPS, runs it through the node's runner (confined slots under systemd)
+on the CPUs Slurm allocated, and uploads the results. Slurm never requeues a job by
+itself (`--no-requeue`): a failed attempt is requeued by us as a new Slurm job, so the
+attempt count means the same as in the dispatcher mode.
+
+Settings, table `[queue.slurm]` of controller.toml: see `SlurmSettings`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+from jobqueue.models import Job
+from jobqueue.queue.batch import BatchQueue, Outcome, SchedulerError, SchedulerJob
+
+JOB_NAME_PREFIX = "jq-"
+COMMAND_TIMEOUT = 60.0
+# Memory for the node's worker process beside the job's own (a Python process and
+# the result archive's buffers), added to the job's --mem.
+WORKER_MEMORY_MIB = 256
+# Seconds past the job's own wall time before Slurm ends it: the node's worker stops
+# the job at its wall time itself and still has to upload.
+TIME_GRACE_SECONDS = 120
+
+# Every state squeue and sacct can show (slurm 22.05), and what it means for us.
+STATES: dict[str, Outcome] = {
+    "PENDING": Outcome.WAITING,
+    "CONFIGURING": Outcome.WAITING,
+    "REQUEUED": Outcome.WAITING,
+    "REQUEUE_FED": Outcome.WAITING,
+    "REQUEUE_HOLD": Outcome.WAITING,
+    "RESV_DEL_HOLD": Outcome.WAITING,
+    "SPECIAL_EXIT": Outcome.WAITING,
+    "RESIZING": Outcome.RUNNING,
+    "RUNNING": Outcome.RUNNING,
+    "COMPLETING": Outcome.RUNNING,
+    "SIGNALING": Outcome.RUNNING,
+    "STAGE_OUT": Outcome.RUNNING,
+    "SUSPENDED": Outcome.RUNNING,
+    "STOPPED": Outcome.RUNNING,
+    "COMPLETED": Outcome.DONE,
+    "FAILED": Outcome.FAILED,
+    "BOOT_FAIL": Outcome.FAILED,
+    "DEADLINE": Outcome.FAILED,
+    "NODE_FAIL": Outcome.FAILED,
+    "PREEMPTED": Outcome.FAILED,
+    "REVOKED": Outcome.FAILED,
+    "LAUNCH_FAILED": Outcome.FAILED,
+    "CANCELLED": Outcome.CANCELLED,
+    "TIMEOUT": Outcome.TIMED_OUT,
+    "OUT_OF_MEMORY": Outcome.OUT_OF_MEMORY,
+}
+
+
+def outcome_of(state: str) -> tuple[Outcome, str]:
+    """(outcome, detail) of a Slurm state word; sacct writes e.g. `CANCELLED by 1000`
+    (the detail is then `uid 1000`). An unknown word counts as a failure: it must not
+    pass for a success, nor leave the job waiting for ever."""
+    word, _, rest = state.strip().partition(" ")
+    word = word.rstrip("+")  # sacct marks truncated states with a "+"
+    detail = rest.removeprefix("by ").strip()
+    return STATES.get(word, Outcome.FAILED), (f"uid {detail}" if detail else "")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str = ""  # empty: Slurm's default partition
+    # The command the batch script runs on the node (the worker's venv there).
+    worker_command: str = "/opt/jobqueue/venv/bin/jobqueue-worker"
+    # The node's worker settings file, readable by the user the Slurm job runs as.
+    worker_config: str = "/etc/jobqueue/worker.toml"
+    # Slurm's own output of each batch script (not the job's: that reaches the
+    # controller), on the node; %j is the Slurm job id.
+    batch_output: str = "/var/log/jobqueue/slurm-%j.out"
+    sbatch_args: list[str] = field(default_factory=list)  # e.g. ["--account=lab"]
+    bin_dir: str = ""  # where sbatch, squeue, sacct and scancel are; empty: PATH
+
+    def command(self, name: str) -> str:
+        return f"{self.bin_dir.rstrip('/')}/{name}" if self.bin_dir else name
+
+
+class SlurmQueue(BatchQueue):
+    name = "slurm"
+    Settings = SlurmSettings
+
+    def __init__(self, session_factory, settings, events=None, own_settings=None) -> None:
+        super().__init__(session_factory, settings, events, own_settings or SlurmSettings())
+        self.user = getpass.getuser()
+
+    def _run(self, name: str, *args: str, stdin: str | None = None) -> str:
+        argv = [self.own.command(name), *args]
+        try:
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  timeout=COMMAND_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SchedulerError(f"{name}: {exc}") from None
+        if done.returncode != 0:
+            raise SchedulerError(f"{name}: {done.stderr.strip() or f'exit {done.returncode}'}")
+        return done.stdout
+
+    def batch_script(self, job: Job) -> str:
+        command = shlex.join([self.own.worker_command, "--config", self.own.worker_config,
+                              "--one-job", job.id])
+        return f"#!/bin/sh\nexec {command}\n"
+
+    def sbatch_args(self, job: Job) -> list[str]:
+        minutes = math.ceil((job.walltime + TIME_GRACE_SECONDS) / 60)
+        args = ["--parsable", f"--job-name={JOB_NAME_PREFIX}{job.id}", "--nodes=1",
+                "--ntasks=1", f"--cpus-per-task={job.cpus}",
+                f"--mem={job.memory + WORKER_MEMORY_MIB}", f"--time={minutes}",
+                # Nothing of the controller's environment (its database URL) reaches the node.
+                "--export=NIL", "--no-requeue", f"--output={self.own.batch_output}",
+                "--chdir=/tmp"]
+        if self.own.partition:
+            args.append(f"--partition={self.own.partition}")
+        return args + list(self.own.sbatch_args)
+
+    def submit(self, job: Job) -> str:
+        out = self._run("sbatch", *self.sbatch_args(job), stdin=self.batch_script(job))
+        external_id = out.strip().split(";")[0]  # "ID" or "ID;cluster"
+        if not external_id.isdigit():
+            raise SchedulerError(f"sbatch answered {out.strip()!r}, not a job id")
+        return external_id
+
+    def query(self, external_ids: list[str]) -> dict[str, SchedulerJob]:
+        # All of our jobs slurmctld still holds (finished ones for MinJobAge), with
+        # strays of requeued attempts among them; one call whatever their number.
+        out = self._run("squeue", "--noheader", "--states=all", f"--user={self.user}",
+                        "--format=%i|%j|%T|%r|%N")
+        seen: dict[str, SchedulerJob] = {}
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) != 5 or not parts[1].startswith(JOB_NAME_PREFIX):
+                continue
+            external_id, _, state, reason, node = parts
+            outcome, by = outcome_of(state)
+            seen[external_id] = SchedulerJob(external_id, state.split(" ")[0], outcome,
+                                             "" if reason == "None" else reason, node, by)
+        gone = [eid for eid in external_ids if eid not in seen]
+        if gone:
+            seen.update(self._accounting(gone))
+        return seen
+
+    def _accounting(self, external_ids: list[str]) -> dict[str, SchedulerJob]:
+        """sacct's end states of jobs squeue forgot; nothing if accounting is off."""
+        try:
+            out = self._run("sacct", "--noheader", "--parsable2", "--allocations",
+                            f"--jobs={','.join(external_ids)}",
+                            "--format=JobIDRaw,JobName,State,NodeList")
+        except SchedulerError:
+            return {}  # unknown for now: counted as missing, never as done
+        seen: dict[str, SchedulerJob] = {}
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) != 4 or not parts[1].startswith(JOB_NAME_PREFIX):
+                continue
+            external_id, _, state, node = parts
+            outcome, by = outcome_of(state)
+            seen[external_id] = SchedulerJob(external_id, state.split(" ")[0], outcome,
+                                             node=node, by=by)
+        return seen
+
+    def kill(self, external_ids: list[str]) -> None:
+        self._run("scancel", *external_ids)

@@ -1,0 +1,95 @@
+"""`jobqueue-worker --one-job ID`: run one job that a batch scheduler (Slurm) started on
+this node, then exit. The batch script of the slurm backend runs it.
+
+It is the worker daemon without its claimer: it takes the job's lease by the
+scheduler's id for this attempt (`SLURM_JOB_ID`), then fetches, runs, heartbeats and
+uploads exactly as the daemon does, through the node's runner (the confined slots of
+the systemd runner, shared by every job on the node: each takes a free slot under a
+lock). A SIGTERM from the scheduler (its time limit, a preemption, a shutdown) stops
+the job: cancelled if its owner asked for that, else handed back to be requeued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import requests
+
+from jobqueue.worker.controller_api import ControllerError, LeaseLost
+from jobqueue.worker.daemon import HAND_BACK_SECONDS, Worker, make_runner
+from jobqueue.worker.settings import WorkerSettings
+
+log = logging.getLogger("jobqueue.worker")
+
+# Where a scheduler says which of its jobs this is.
+SCHEDULER_JOB_ID = ("SLURM_JOB_ID",)
+
+
+def scheduler_job_id() -> str:
+    for name in SCHEDULER_JOB_ID:
+        if os.environ.get(name):
+            return os.environ[name]
+    raise RuntimeError("--one-job runs inside a batch scheduler's job: "
+                       f"none of {', '.join(SCHEDULER_JOB_ID)} is set")
+
+
+class OneJob(Worker):
+    def __init__(self, settings: WorkerSettings, job_id: str, external_id: str,
+                 api=None, runner=None) -> None:
+        # A work directory of its own: other jobs on the node run beside this one.
+        own = dataclasses.replace(
+            settings, work_dir=str(Path(settings.work_dir) / f"scheduled-{external_id}"))
+        super().__init__(own, api, runner or make_runner(own, slot_locks=Path(settings.work_dir)))
+        self.job_id = job_id
+        self.external_id = external_id
+
+    def serve(self) -> int:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.runner.self_check()
+            job = self._retrying(
+                f"job {self.job_id}: start",
+                lambda: self.api.start(self.job_id, self.settings.name, self.external_id),
+                self.settings.retry_seconds)
+        except LeaseLost as exc:  # cancelled meanwhile, or not this attempt's any more
+            log.info("job %s: not started: %s", self.job_id, exc)
+            return 0
+        except (ControllerError, requests.RequestException) as exc:
+            log.error("job %s: could not start: %s", self.job_id, exc)
+            return 1
+        self._start(job)
+        active = self.active[job["id"]]
+        for loop in (self._heartbeat_loop, self._fence_loop):
+            threading.Thread(target=loop, daemon=True).start()
+        runner = self.job_threads[-1]
+        while runner.is_alive():
+            if self.stopping.wait(0.5):
+                self._stop_for_scheduler(active)
+                break
+        runner.join()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        return 0 if active.reported else 1
+
+    def _stop_for_scheduler(self, job) -> None:
+        """The scheduler is ending this job: cancelled if its owner asked, else back."""
+        try:
+            cancel = self.api.heartbeat(job.id, job.lease)
+        except (LeaseLost, ControllerError, requests.RequestException):
+            cancel = False
+        if cancel:
+            self._stop_job(job, "cancelled")
+        else:
+            self.hand_back_all("its scheduler job is ending", HAND_BACK_SECONDS)
+
+
+def run(settings: WorkerSettings, job_id: str) -> int:
+    worker = OneJob(settings, job_id, scheduler_job_id())
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    return worker.serve()
