@@ -488,6 +488,9 @@ def make_runner(settings: WorkerSettings, slot_locks: Path | None = None) -> Run
     if settings.runner == "systemd":
         from jobqueue.worker.systemd_runner import SystemdRunner
         return SystemdRunner(settings, slot_locks)
+    if settings.runner == "slurm":
+        from jobqueue.worker.slurm_runner import SlurmRunner
+        return SlurmRunner(settings)
     return LocalRunner(Path(settings.work_dir))
 
 

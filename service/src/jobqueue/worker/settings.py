@@ -13,7 +13,7 @@ from jobqueue.config import ConfigError, load_settings
 DEFAULT_PATH = "/etc/jobqueue/worker.toml"
 ENV_PREFIX = "JOBQUEUE_WORKER_"
 ON_SHUTDOWN = ("requeue", "finish")
-RUNNERS = ("local", "systemd")
+RUNNERS = ("local", "systemd", "slurm")
 
 
 def _clock(name: str, value: str | None) -> dt.time | None:
@@ -51,6 +51,11 @@ class WorkerSettings:
     slots_dir: str = "/var/lib/jobqueue-slots"
     slot_unit: str = "jobqueue-job@{slot}.service"
     slot_user: str = "jq-slot{slot}"
+    # runner = "slurm" (a remote cluster's own Slurm): jobs at most at once, the
+    # partition (empty: the default one), where Slurm's commands are (empty: PATH).
+    slurm_max_jobs: int = 4
+    slurm_partition: str = ""
+    slurm_bin_dir: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -71,6 +76,8 @@ class WorkerSettings:
             raise ConfigError("settings 'heartbeat_seconds' and 'claim_wait_seconds' must be > 0")
         if self.runner not in RUNNERS:
             raise ConfigError(f"setting 'runner' must be one of {RUNNERS}, not {self.runner!r}")
+        if self.slurm_max_jobs < 1:
+            raise ConfigError("setting 'slurm_max_jobs' must be >= 1")
         if self.slots < 0:
             raise ConfigError("setting 'slots' must be >= 0")
         if self.retry_seconds < 0:
@@ -80,7 +87,11 @@ class WorkerSettings:
 
     @property
     def total_cpus(self) -> int:
-        """Like dispynode: n > 0 uses n, 0 uses all, n < 0 leaves n free (at least 1 used)."""
+        """Like dispynode: n > 0 uses n, 0 uses all, n < 0 leaves n free (at least 1 used).
+        With the slurm runner, the CPUs the cluster offers this worker's jobs: `cpus` as
+        given (the submit host's own do not count)."""
+        if self.runner == "slurm":
+            return max(1, self.cpus)
         available = len(os.sched_getaffinity(0))
         if self.cpus > 0:
             return min(self.cpus, available)
