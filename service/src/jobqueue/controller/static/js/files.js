@@ -15,7 +15,8 @@ export class FileBrowser {
     this.crumbs = el("p", { class: "crumbs", id: "files-path" });
     this.body = el("tbody");
     this.table = el("table", { id: "files", class: "files" },
-      el("thead", {}, el("tr", {}, ["Name", "Size", ""].map((h) => el("th", {}, h)))), this.body);
+      el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", { class: "num" }, "Size"),
+        el("th"))), this.body);
     this.viewer = el("pre", { class: "file-view", id: "file-view", hidden: true });
     this.viewerTitle = el("h4", { id: "file-view-name", hidden: true });
     this.node = el("section", { id: "files-section" },

@@ -67,10 +67,13 @@ export function reason(job) {
   if (job.state === "running") {
     return job.cancel_requested ? "cancelling" : job.worker ? `on ${job.worker}` : "";
   }
+  // The worker's message names the exit status or the limit when there is one.
   const parts = [];
   if (job.message) parts.push(job.message);
-  else if (job.limit) parts.push(`${job.limit} limit`);
-  if (job.exit_code !== null && job.exit_code !== undefined) parts.push(`exit ${job.exit_code}`);
+  else if (job.limit) parts.push(`${job.limit} limit reached`);
+  else if (job.exit_code !== null && job.exit_code !== undefined) {
+    parts.push(`exit code ${job.exit_code}`);
+  }
   const signal = job.accounting?.signal;
   if (typeof signal === "number") parts.push(`signal ${signal}`);
   return parts.join(", ");

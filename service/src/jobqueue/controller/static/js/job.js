@@ -85,7 +85,7 @@ export function jobPage(container, id, { report, notify }) {
   const results = el("button", { type: "button", id: "download-results" },
     "Download results (.tar.gz)");
   const outputs = el("button", { type: "button", id: "download-outputs" },
-    "Only the files it wrote");
+    "Download only the files it wrote");
   const logs = [new LogFollower(id, "stdout", report), new LogFollower(id, "stderr", report)];
   const browser = new FileBrowser(id, report);
 

@@ -6,6 +6,7 @@ import { FINISHED, STATES, el, stateBadge } from "./dom.js";
 import { arrayLabel, duration, localTime, memory, reason, runtime } from "./format.js";
 
 const REFRESH_MS = 3000;
+const IDLE_REFRESH_MS = 20000; // jobs submitted from elsewhere show up in the end too
 const PAGE_SIZES = [20, 50, 100, 200];
 
 function jobLink(job) {
@@ -145,10 +146,11 @@ export function jobList(container, params, { me, report }) {
       older.disabled = !answer.next;
       pageLabel.textContent = `page ${page + 1}`;
       const running = answer.jobs.some((job) => !FINISHED.has(job.state));
-      status.textContent = `Updated ${new Date().toLocaleTimeString()}` +
-        (running ? `; refreshing every ${REFRESH_MS / 1000} s while jobs are unfinished.` : ".");
+      const every = running ? REFRESH_MS : IDLE_REFRESH_MS;
+      status.textContent = `Updated ${new Date().toLocaleTimeString()}; ` +
+        `refreshing every ${every / 1000} s` + (running ? " while jobs are unfinished." : ".");
       report(null);
-      if (running) timer = setTimeout(load, REFRESH_MS);
+      timer = setTimeout(load, every);
     } catch (exc) {
       if (stopped) return;
       report(exc);
