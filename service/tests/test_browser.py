@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,10 +20,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import Cluster
+from jobqueue.localcluster import create_users
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
-    NoSuchElementException, StaleElementReferenceException)
+    NoSuchElementException, StaleElementReferenceException, TimeoutException)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -84,14 +87,17 @@ class Page:
         self.driver.get("about:blank")
         self.driver.get(self.cluster.url + "/" + hash_)
 
-    def find(self, css: str):
-        return self.driver.find_element(By.CSS_SELECTOR, css)
+    def find(self, css: str, seconds: float = 10):
+        """The element, once the page's scripts have made it (they run after the load)."""
+        return WebDriverWait(self.driver, seconds, poll_frequency=0.05,
+                             ignored_exceptions=(NoSuchElementException,)).until(
+            lambda driver: driver.find_element(By.CSS_SELECTOR, css), f"no {css}")
 
     def wait(self, predicate, seconds: float = 20, what: str = ""):
         def check(_driver):
             try:
                 return predicate()
-            except (NoSuchElementException, StaleElementReferenceException):
+            except (NoSuchElementException, StaleElementReferenceException, TimeoutException):
                 return False  # not there yet, or redrawn by a refresh meanwhile
         return WebDriverWait(self.driver, seconds, poll_frequency=0.1).until(
             check, f"{what}\n{self.cluster.logs()}")
@@ -100,6 +106,8 @@ class Page:
         return self.find(css).text
 
     def sign_in(self, token: str) -> None:
+        self.open()
+        self.driver.execute_script("sessionStorage.clear()")  # whoever was signed in
         self.open()
         self.find("#token").send_keys(token)
         self.find("#sign-in button").click()
@@ -326,7 +334,21 @@ def test_the_list_pages_with_the_api_cursor_and_filters(page):
               what="name filter")
 
 
+def test_a_token_revoked_while_the_page_is_open_signs_it_out(page):
+    carol = create_users(page.cluster.settings, ("carol", "user"))["carol"]
+    page.sign_in(carol)
+    page.wait(lambda: page.find("#no-jobs").is_displayed(), what="carol's empty list")
+    revoked = subprocess.run([sys.executable, "-m", "jobqueue.controller.admin", "revoke-tokens",
+                              "carol"], env=page.cluster.env, capture_output=True, text=True)
+    assert revoked.returncode == 0, revoked.stderr
+    page.find("#refresh").click()
+    page.wait(lambda: "no longer accepted" in page.text("#error"), what="not signed out")
+    assert page.find("#sign-in").is_displayed()
+    assert page.driver.execute_script("return sessionStorage.length") == 0
+
+
 def test_signing_out_forgets_the_token(page):
+    page.sign_in(page.cluster.tokens["alice"])
     page.open("#/")
     page.wait(lambda: page.find("#sign-out").is_displayed())
     page.find("#sign-out").click()
