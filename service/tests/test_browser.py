@@ -268,6 +268,7 @@ def test_submit_a_folder_with_its_entry_script(page, tmp_path):
     page.find("#folder-files").send_keys(str(folder))
     page.wait(lambda: page.find("#entry").get_attribute("value") == "main.py")
     assert "2 file(s)" in page.text("#upload-summary")
+    page.screenshot("submit.png")
     page.find("#submit-job").click()
     job_id = _job_id_from_address(page)
     page.wait(lambda: "read from the folder" in page.text("#log-stdout"), 40,

@@ -7,6 +7,7 @@ import { FileBrowser } from "./files.js";
 import { LogFollower } from "./logs.js";
 
 const POLL_MS = 1500;
+const FILES_EVERY_MS = 10_000; // a running job's file list, less often than its log
 
 const mib = (n) => (typeof n === "number" ? bytes(n * 1024 * 1024) : "");
 const seconds = (n) => (typeof n === "number" ? `${duration(n)} (${n} s)` : "");
@@ -99,16 +100,24 @@ export function jobPage(container, id, { report, notify }) {
     remove.hidden = !finished;
   }
 
+  let filesLoaded = 0;
+
   async function poll() {
     timer = null;
+    if (document.hidden && job) { // a tab in the background asks nothing
+      timer = setTimeout(poll, POLL_MS);
+      return;
+    }
     try {
-      const wasFinished = job && FINISHED.has(job.state);
       job = await apiJson(jobPath(id));
       if (stopped) return;
       render();
       for (const log of logs) await log.poll();
-      // The files change while the job runs and once more when its results arrive.
-      if (!wasFinished) await browser.load();
+      // The files change while the job runs, and once more when its results arrive.
+      if (FINISHED.has(job.state) || Date.now() - filesLoaded > FILES_EVERY_MS) {
+        await browser.load();
+        filesLoaded = Date.now();
+      }
       if (stopped) return;
       report(null);
       if (!FINISHED.has(job.state)) timer = setTimeout(poll, POLL_MS);

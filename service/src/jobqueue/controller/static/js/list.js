@@ -117,6 +117,7 @@ export function jobList(container, params, { me, report }) {
   let page = 0;
   let timer = null;
   let stopped = false;
+  let loaded = false;
 
   const body = el("tbody");
   const table = el("table", { id: "jobs", class: "jobs" },
@@ -134,9 +135,14 @@ export function jobList(container, params, { me, report }) {
   async function load() {
     clearTimeout(timer);
     timer = null;
+    if (document.hidden && loaded) { // a tab in the background asks nothing
+      timer = setTimeout(load, REFRESH_MS);
+      return;
+    }
     try {
       const answer = await apiJson(query(filters, cursors[page]));
       if (stopped) return;
+      loaded = true;
       body.replaceChildren(...answer.jobs.map((job) => row(job, withOwner)));
       table.hidden = answer.jobs.length === 0;
       empty.hidden = answer.jobs.length > 0;
