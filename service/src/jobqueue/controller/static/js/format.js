@@ -4,7 +4,8 @@
 export function parseTime(iso) {
   if (!iso) return null;
   const zoned = /([zZ]|[+-]\d\d:?\d\d)$/.test(iso) ? iso : iso + "Z";
-  const time = new Date(zoned);
+  // Milliseconds, cut (not rounded) as the API's microseconds would read: 59.9999 is 59.
+  const time = new Date(zoned.replace(/(\.\d{3})\d+/, "$1"));
   return Number.isNaN(time.getTime()) ? null : time;
 }
 

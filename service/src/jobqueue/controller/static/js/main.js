@@ -97,5 +97,9 @@ window.addEventListener("hashchange", () => {
   route();
 });
 
+// A reload keeps the tab's sign-in: no sign-in form meanwhile, unless the token fails.
 const stored = token.get();
-if (stored) signIn(stored);
+if (stored) {
+  byId("sign-in").hidden = true;
+  signIn(stored);
+}
