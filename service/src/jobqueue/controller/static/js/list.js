@@ -13,8 +13,11 @@ function jobLink(job) {
   return el("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "job-name" }, job.name);
 }
 
+// The date, then the time and zone (a line each when the column is narrow).
 function timeCell(iso) {
-  return el("td", { title: iso ?? "" }, localTime(iso));
+  const [date, time] = localTime(iso).split(", ");
+  return el("td", { title: iso ?? "", class: "time" }, date ?? "", time ? ", " : "",
+    time ? el("span", { class: "nowrap" }, time) : "");
 }
 
 function row(job, withOwner) {
