@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The service's tests (unit, API, end to end, fault injection) on SQLite and on a
-# real PostgreSQL server started on loopback, the slurm backend's against a one-node
-# Slurm started here (scripts/test-slurm.sh), then the fuzz of the API's OpenAPI
-# document in a process of its own (its generated cases depend on nothing else that
-# ran). Extra arguments go to the first pytest run.
+# The service's tests (unit, API, end to end, fault injection, the web page in
+# headless Chromium) on SQLite and on a real PostgreSQL server started on loopback,
+# the slurm backend's against a one-node Slurm started here (scripts/test-slurm.sh),
+# then the fuzz of the API's OpenAPI document in a process of its own (its generated
+# cases depend on nothing else that ran). Extra arguments go to the first pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The web page's test drives Debian's Chromium through its driver (about 30 s to
+# install, on top of an apt-get update).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >&2
+fi
 JOBQUEUE_TEST_POSTGRES_URL=$(scripts/test-postgres.sh)
 export JOBQUEUE_TEST_POSTGRES_URL
 SLURM_CONF=$(scripts/test-slurm.sh)/slurm.conf

@@ -23,6 +23,7 @@ from jobqueue.states import IllegalTransition, JobState
 
 bp = Blueprint("api", __name__)
 PAGE_DEFAULT, PAGE_MAX = 50, 500
+NAME_FILTER_MAX = 200  # as long as a job's name may be
 
 
 @bp.post("/jobs")
@@ -136,6 +137,10 @@ def list_jobs():
         if unknown := [s for s in states if s not in known]:
             raise bad_request(f"unknown state {unknown[0]!r} (states: {', '.join(sorted(known))})")
         query = query.where(Job.state.in_(states))
+    if name := request.args.get("name"):
+        if len(name) > NAME_FILTER_MAX:
+            raise bad_request(f"'name' may be at most {NAME_FILTER_MAX} characters")
+        query = query.where(Job.name.icontains(name, autoescape=True))
     try:
         limit = int(request.args.get("limit", PAGE_DEFAULT))
     except ValueError:

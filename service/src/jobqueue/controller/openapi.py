@@ -79,6 +79,8 @@ def document() -> dict:
                     {"name": "state", "in": "query", "schema": {"type": "string"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer"}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "name", "in": "query", "description": "part of the job's name "
+                     "(any case)", "schema": {"type": "string", "maxLength": 200}},
                     {"name": "all", "in": "query", "schema": {"type": "boolean"}}]),
             },
             "/jobs/{job_id}": {
