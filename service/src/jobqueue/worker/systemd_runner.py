@@ -164,6 +164,12 @@ class SystemdRunner(Runner):
                     os.close(fd)
                     continue  # another job on the node has it
                 self.held[slot] = fd
+                # Whoever held it last may have died without stopping its unit (a node
+                # process killed by Slurm): no job of theirs may run on in this slot.
+                with contextlib.suppress(SystemdError):
+                    systemctl("stop", self.unit(slot))
+                with contextlib.suppress(SystemdError):
+                    systemctl("reset-failed", self.unit(slot))
             self.free.remove(slot)
             return slot
         # The worker claims per CPU, a scheduler allocates per CPU: a bug, or more jobs
