@@ -19,8 +19,8 @@ box: host wheelhouse ## build the local Debian 12 Vagrant box (once)
 wheelhouse: venv ## wheels of the service and all its dependencies, for the hosts
 	scripts/build-wheelhouse.sh
 
-cluster: venv host box wheelhouse ## local cluster up, configured, and a real job run on it
-	scripts/cluster.sh
+cluster: venv host box wheelhouse ## local cluster up, configured, and a real job run on it (QUEUE=slurm: on Slurm)
+	$(if $(QUEUE),JOBQUEUE_QUEUE=$(QUEUE)) scripts/cluster.sh
 
 lint: venv
 	ruff check service tests molecule scripts plugins
