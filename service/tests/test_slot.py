@@ -86,6 +86,9 @@ def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
     assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
     assert (slot / "outbox" / "stdout").read_text() == "hello\n"
     assert status(slot)["results_bytes"] == len("mine") + len("x")
+    # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
+    peak = status(slot)["memory_peak"]
+    assert peak is None or (isinstance(peak, int) and peak > 0)
     # The job's files are gone: only the worker's own, which the worker removes.
     assert sorted(p.name for p in (slot / "work").iterdir()) == ["input.txt", "job.py"]
 

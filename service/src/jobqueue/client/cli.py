@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -312,9 +313,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(job: dict[str, Any]) -> None:
     keys = [k for k in STATUS_FIELDS if k in job] + sorted(
-        k for k in job if k not in STATUS_FIELDS and k != "links"
+        k for k in job if k not in STATUS_FIELDS and k not in ("links", "accounting")
     )
-    width = max(len(k) for k in keys) if keys else 0
+    usage = _accounting_lines(job.get("accounting"))
+    width = max(len(k) for k in [*keys, *usage, "runtime"]) if keys else 0
     for key in keys:
         value = job[key]
         if isinstance(value, list | dict):
@@ -322,9 +324,32 @@ def _print_status(job: dict[str, Any]) -> None:
         elif key.endswith("_at") and value:
             value = _time(value)
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+    for key, value in usage.items():
+        print(f"{key + ':':<{width + 1}} {value}")
     runtime = _runtime(job)
     if runtime:
         print(f"{'runtime:':<{width + 1}} {runtime}")
+
+
+def _accounting_lines(accounting: Any) -> dict[str, str]:
+    """What the job's last attempt used, as `status` shows it (empty: not measured)."""
+    if not isinstance(accounting, dict):
+        return {}
+    cpu, wall = accounting.get("cpu_seconds"), accounting.get("wall_seconds")
+    peak, signum = accounting.get("peak_memory"), accounting.get("signal")
+    return {
+        "cpu_time": f"{cpu:.2f} s" if isinstance(cpu, int | float) else "",
+        "peak_memory": _size(peak),
+        "wall_time": f"{_clock(wall)} ({wall:.2f} s)" if isinstance(wall, int | float) else "",
+        "signal": _signal_name(signum) if isinstance(signum, int) else "",
+    }
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{signum} ({signal.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:

@@ -136,7 +136,9 @@ def document() -> dict:
                 "Upload the attempt's outcome (idempotent)", JOB_OK, 400, 404, 409, 413,
                 params=jid, body={"required": True, "content": {"multipart/form-data": {
                     "schema": {"type": "object", "required": ["status"], "properties": {
-                        "status": {"type": "string"},
+                        "status": {"type": "string", "description": "JSON: lease, state, "
+                                   "exit_code, message, limit and (optional) accounting, an "
+                                   "Accounting object; all its fields may be left out"},
                         "results": {"type": "string", "format": "binary"},
                         "stdout": {"type": "string", "format": "binary"},
                         "stderr": {"type": "string", "format": "binary"}}}}}})},
@@ -173,7 +175,21 @@ def document() -> dict:
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
                     "limit": {"type": ["string", "null"], "enum": [*LIMITS, None],
                               "description": "the limit that ended the job, if one did"},
+                    "accounting": {"$ref": "#/components/schemas/Accounting"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},
+                "Accounting": {
+                    "type": "object", "description": "what the attempt that finished the job "
+                    "used, as its worker measured it (null: not measured)",
+                    "required": ["cpu_seconds", "peak_memory", "wall_seconds", "signal"],
+                    "additionalProperties": False, "properties": {
+                        "cpu_seconds": {"type": ["number", "null"], "minimum": 0,
+                                        "maximum": 1e13, "description": "user + system"},
+                        "peak_memory": {"type": ["integer", "null"], "minimum": 0,
+                                        "maximum": (1 << 63) - 1, "description": "bytes"},
+                        "wall_seconds": {"type": ["number", "null"], "minimum": 0,
+                                         "maximum": 1e13},
+                        "signal": {"type": ["integer", "null"], "minimum": 1, "maximum": 255,
+                                   "description": "the signal that ended the job"}}},
             },
         },
     }

@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import jsonin
+from jobqueue.controller import accounting, jsonin
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request
 from jobqueue.models import Job
@@ -129,6 +129,7 @@ def _parse_status() -> dict:
     if status.get("limit") not in (None, *LIMITS):
         raise bad_request("status 'limit' must be null or one of: " + ", ".join(LIMITS))
     status["message"] = message[:10000]
+    status["accounting"] = accounting.parse(status.get("accounting"))
     return status
 
 
@@ -170,6 +171,7 @@ def upload_result(job_id: str):
     except LeaseLost as exc:
         state.files.discard(ready)
         raise _lease_lost(exc) from None
+    accounting.record(job, status["accounting"])
     faults.point("upload:before-commit")
     # If the commit fails, whether it happened is unknown: the ready upload stays for
     # the worker's retry or for start-up to place or drop.

@@ -89,9 +89,10 @@ class ControllerApi:
 
     def upload_result(self, job_id: str, lease: str, state: str, exit_code: int | None,
                       message: str, results: Path | None, stdout: Path, stderr: Path,
-                      limit: str | None = None) -> dict:
+                      limit: str | None = None, accounting: dict | None = None) -> dict:
         status = json.dumps({"lease": lease, "state": state, "exit_code": exit_code,
-                             "message": message, "limit": limit})
+                             "message": message, "limit": limit}
+                            | ({"accounting": accounting} if accounting is not None else {}))
         handles = {"stdout": open(stdout, "rb"), "stderr": open(stderr, "rb")}
         if results is not None:
             handles["results"] = open(results, "rb")

@@ -49,6 +49,7 @@ from jobqueue.worker.runner import (
     Runner,
     RunningProcess,
     RunRequest,
+    Usage,
     Workspace,
 )
 from jobqueue.worker.settings import WorkerSettings
@@ -451,18 +452,20 @@ class Worker:
             state, results, limit = "failed", None, "output"
             message = (f"output of {size} bytes exceeds the job's limit of "
                        f"{job.spec['output_limit']} MiB")
-        self._upload(job, state, code, message, results, meta_dir, limit)
+        self._upload(job, state, code, message, results, meta_dir, limit,
+                     _accounting(job.process, code))
         log.info("job %s: %s (%s)", job.id, state, message)
 
     def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
-                results: Path | None, meta_dir: Path, limit: str | None = None) -> None:
+                results: Path | None, meta_dir: Path, limit: str | None = None,
+                accounting: dict | None = None) -> None:
         """Upload until the controller takes it; a retry of a stored upload is harmless.
         Heartbeats go on meanwhile, so the lease holds through an outage. Results the
         controller refuses (4xx: a file name it does not accept, over its upload cap)
         end the job failed with its reason, logs and files left out."""
         def upload(state=state, message=message, results=results, logs=meta_dir) -> dict:
             return self.api.upload_result(job.id, job.lease, state, code, message, results,
-                                          logs / "stdout", logs / "stderr", limit)
+                                          logs / "stdout", logs / "stderr", limit, accounting)
         try:
             self._retrying(f"job {job.id}: upload", upload, self.settings.retry_seconds)
         except LeaseLost:
@@ -480,6 +483,12 @@ class Worker:
                            lambda: upload("failed", reason, None, empty),
                            self.settings.retry_seconds)
         job.reported = True
+
+
+def _accounting(process: RunningProcess | None, code: int | None) -> dict:
+    """The attempt's accounting as the result upload carries it."""
+    usage = process.usage() if process is not None else Usage()
+    return usage.as_json() | {"signal": -code if code is not None and code < 0 else None}
 
 
 def make_runner(settings: WorkerSettings) -> Runner:
