@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("log", cmd_log, "print a job's whole stdout (to stdout) and stderr (to stderr)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow the job while it runs: print its stdout as it grows, until "
+                   "the job ends (exit 3 if it did not succeed)")
+    p.add_argument("--stderr", action="store_true",
+                   help="with -f: follow stderr instead (to stderr)")
 
     p = command("files", cmd_files, "list a job's files")
     p.add_argument("id", metavar="ID")
@@ -364,6 +369,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     client = _client()
+    if args.stderr and not args.follow:
+        return _fail("log: --stderr goes with -f (without -f both logs are printed)",
+                     EXIT_USAGE)
+    if args.follow and args.json:
+        return _fail("log: -f prints the log as it grows, not JSON", EXIT_USAGE)
+    if args.follow:
+        return _follow(client, args)
     if args.json:  # the end of each log, as the controller shows it
         _print_json(client.log(args.id))
         return EXIT_OK
@@ -372,6 +384,23 @@ def cmd_log(args: argparse.Namespace) -> int:
         client.write_log(args.id, name, stream.buffer)
         stream.buffer.flush()
     return EXIT_OK
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    """`log -f`: one log as it grows, then the job's final state (on stderr), as `wait`."""
+    name, stream = ("stderr", sys.stderr) if args.stderr else ("stdout", sys.stdout)
+    stream.flush()
+    following = client.follow_log(args.id, name)
+    while True:
+        try:
+            chunk = next(following)
+        except StopIteration as end:
+            job = end.value
+            break
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
+    print(f"job {job.get('id')} {job.get('state')}", file=sys.stderr)
+    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
 
 
 def cmd_files(args: argparse.Namespace) -> int:

@@ -193,6 +193,17 @@ class SystemdRunner(Runner):
             self.free.sort()
 
 
+def read_outbox_log(path: Path, uid: int, offset: int, size: int) -> bytes:
+    """Bytes of a running job's log in its slot's outbox, only if it is a regular file
+    of the slot's user (as `collect` copies it): the job may have left anything there."""
+    try:
+        with slot_files.open_regular(path, uid) as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    except FileNotFoundError:
+        return b""
+
+
 def _remove_contents(directory: Path) -> None:
     """Remove what the worker can (its own files, the slot's user removed its own)."""
     for path in directory.iterdir():
@@ -253,6 +264,9 @@ class SlotWorkspace(Workspace):
         limit = LIMIT_RESULTS.get(self.state.get("Result", "")) or status.get("limit")
         size = status.get("results_bytes", 0)
         return Outcome(size if isinstance(size, int) else 0, limit)
+
+    def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
+        return read_outbox_log(self.slot_dir / "outbox" / name, self.uid, offset, size)
 
     def status(self) -> dict:
         try:
