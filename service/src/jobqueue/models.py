@@ -9,8 +9,10 @@ import uuid
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,6 +124,13 @@ class Job(Base):
     # The limit that ended the last attempt, if one did (jobqueue.states.LIMITS).
     limit_hit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    # What the attempt that finished the job used, as its worker measured it (None:
+    # not measured): CPU seconds (user + system), peak memory in bytes, wall seconds,
+    # and the signal that ended it.
+    cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -50,6 +50,8 @@ POLL_FIRST = 0.5
 POLL_MAX = 5.0
 # Transient connection failures tolerated in a row while waiting (a controller restart).
 WAIT_MAX_CONNECTION_ERRORS = 12
+# follow_log() asks for new log bytes this often while the job runs.
+FOLLOW_INTERVAL = 1.0
 # How long a request is retried while the controller answers 503 (its database is
 # restarting) and, for submits, while it cannot be reached at all.
 DEFAULT_RETRY_SECONDS = 30.0
@@ -219,6 +221,51 @@ class Client:
         with response:
             for chunk in response.iter_content(1 << 16):
                 out.write(chunk)
+
+    def follow_log(self, job_id: JobId, name: str = "stdout",
+                   interval: float = FOLLOW_INTERVAL) -> Iterator[bytes]:
+        """Yield the job's ``stdout`` (or ``stderr``) from its start, as it grows while the
+        job runs, until the job has finished; the generator's return value is the
+        finished job. A queued job is waited for. If the job starts over (its worker was
+        lost), a marker line says so and the new attempt's log follows from its start; a
+        log cut at the job's output limit ends with the marker line that says so."""
+        if name not in ("stdout", "stderr"):
+            raise ValueError(f"no log {name!r} (there are stdout and stderr)")
+        offset, attempt, cut, failures = 0, None, False, 0
+        while True:
+            try:
+                job = self.get(job_id)
+                failures = 0
+            except TransportError:
+                failures += 1
+                if failures > WAIT_MAX_CONNECTION_ERRORS:
+                    raise
+                time.sleep(interval)
+                continue
+            job_id, state = job.get("id", job_id), job.get("state")
+            if state == "running" and attempt is not None and job.get("attempts") != attempt:
+                yield (f"\n[jobqueue: attempt {job.get('attempts')} started; its {name} "
+                       "follows from the start]\n").encode()
+                offset, cut = 0, False
+            if state == "running" or state in TERMINAL_STATES:
+                attempt = job.get("attempts")
+                # The job's state is read first: once it has finished, this read is of
+                # the result's log, and nothing is missed.
+                while not cut:
+                    path = f"/jobs/{_seg(job_id)}/log/{name}"
+                    with self._request("GET", path, params={"offset": offset},
+                                       stream=True) as response:
+                        cut = response.headers.get("X-Log-Cut") == "true"
+                        got = 0
+                        for chunk in response.iter_content(1 << 16):
+                            got += len(chunk)
+                            offset += len(chunk)
+                            yield chunk
+                    if got < 1 << 20:  # caught up (else there is more to read at once)
+                        break
+            if state in TERMINAL_STATES:
+                return job
+            time.sleep(interval)
 
     def read_file(self, job_id: JobId, path: str) -> bytes:
         """One file of the job, as bytes."""

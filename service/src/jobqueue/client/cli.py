@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -203,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("log", cmd_log, "print a job's whole stdout (to stdout) and stderr (to stderr)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow the job while it runs: print its stdout as it grows, until "
+                   "the job ends (exit 3 if it did not succeed)")
+    p.add_argument("--stderr", action="store_true",
+                   help="with -f: follow stderr instead (to stderr)")
 
     p = command("files", cmd_files, "list a job's files")
     p.add_argument("id", metavar="ID")
@@ -318,9 +324,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(job: dict[str, Any]) -> None:
     keys = [k for k in STATUS_FIELDS if k in job] + sorted(
-        k for k in job if k not in STATUS_FIELDS and k != "links"
+        k for k in job if k not in STATUS_FIELDS and k not in ("links", "accounting")
     )
-    width = max(len(k) for k in keys) if keys else 0
+    usage = _accounting_lines(job.get("accounting"))
+    width = max(len(k) for k in [*keys, *usage, "runtime"]) if keys else 0
     for key in keys:
         value = job[key]
         if isinstance(value, list | dict):
@@ -328,9 +335,32 @@ def _print_status(job: dict[str, Any]) -> None:
         elif key.endswith("_at") and value:
             value = _time(value)
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+    for key, value in usage.items():
+        print(f"{key + ':':<{width + 1}} {value}")
     runtime = _runtime(job)
     if runtime:
         print(f"{'runtime:':<{width + 1}} {runtime}")
+
+
+def _accounting_lines(accounting: Any) -> dict[str, str]:
+    """What the job's last attempt used, as `status` shows it (empty: not measured)."""
+    if not isinstance(accounting, dict):
+        return {}
+    cpu, wall = accounting.get("cpu_seconds"), accounting.get("wall_seconds")
+    peak, signum = accounting.get("peak_memory"), accounting.get("signal")
+    return {
+        "cpu_time": f"{cpu:.2f} s" if isinstance(cpu, int | float) else "",
+        "peak_memory": _size(peak),
+        "wall_time": f"{_clock(wall)} ({wall:.2f} s)" if isinstance(wall, int | float) else "",
+        "signal": _signal_name(signum) if isinstance(signum, int) else "",
+    }
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{signum} ({signal.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -345,6 +375,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     client = _client()
+    if args.stderr and not args.follow:
+        return _fail("log: --stderr goes with -f (without -f both logs are printed)",
+                     EXIT_USAGE)
+    if args.follow and args.json:
+        return _fail("log: -f prints the log as it grows, not JSON", EXIT_USAGE)
+    if args.follow:
+        return _follow(client, args)
     if args.json:  # the end of each log, as the controller shows it
         _print_json(client.log(args.id))
         return EXIT_OK
@@ -353,6 +390,23 @@ def cmd_log(args: argparse.Namespace) -> int:
         client.write_log(args.id, name, stream.buffer)
         stream.buffer.flush()
     return EXIT_OK
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    """`log -f`: one log as it grows, then the job's final state (on stderr), as `wait`."""
+    name, stream = ("stderr", sys.stderr) if args.stderr else ("stdout", sys.stdout)
+    stream.flush()
+    following = client.follow_log(args.id, name)
+    while True:
+        try:
+            chunk = next(following)
+        except StopIteration as end:
+            job = end.value
+            break
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
+    print(f"job {job.get('id')} {job.get('state')}", file=sys.stderr)
+    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
 
 
 def cmd_files(args: argparse.Namespace) -> int:

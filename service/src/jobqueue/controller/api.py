@@ -201,13 +201,20 @@ def get_file(job_id: str, name: str):
 @require("user", "admin")
 def get_log(job_id: str):
     job = _with_result(job_id)
-    return jsonify(app_state().files.read_log(job.id))
+    return jsonify(app_state().files.read_log(job.id, _running_lease(job)))
+
+
+def _running_lease(job: Job) -> str | None:
+    """The lease of the attempt running now, whose streamed logs are shown until the
+    result's replace them."""
+    return job.lease if job.job_state is JobState.RUNNING else None
 
 
 @bp.get("/jobs/<job_id>/log/<name>")
 @require("user", "admin")
 def get_log_stream(job_id: str, name: str):
-    """The whole stdout or stderr as text, from byte `offset` on (default 0)."""
+    """The whole stdout or stderr as text, from byte `offset` on (default 0); while the
+    job runs, what its worker has streamed of it so far."""
     job = _with_result(job_id)
     try:
         offset = int(request.args.get("offset", "0"))
@@ -217,7 +224,10 @@ def get_log_stream(job_id: str, name: str):
         raise bad_request("'offset' must be 0 or more")
     if name not in LOGS:
         raise not_found("log (there are stdout and stderr)")
-    path = app_state().files.log_path(job.id, name)
+    files = app_state().files
+    lease = _running_lease(job)
+    path, live = files.readable_log(job.id, lease, name)
+    cut = live and files.live_log(job.id, lease, name).cut
     size = path.stat().st_size if path is not None else 0
 
     def chunks():
@@ -225,12 +235,19 @@ def get_log_stream(job_id: str, name: str):
             return
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while chunk := fh.read(1 << 16):
+            left = size - offset  # no more than X-Log-Size says, while a live log grows
+            while left > 0 and (chunk := fh.read(min(left, 1 << 16))):
+                left -= len(chunk)
                 yield chunk
 
     # X-Log-Size: the whole log's length, where a follower asks from next time.
-    return Response(chunks(), 200, {"Content-Type": "text/plain; charset=utf-8",
-                                    "X-Log-Size": str(size)})
+    # X-Log-Live: the running attempt's log so far; X-Log-Cut: it reached the output
+    # limit and grows no more (the result's log, once in, is cut there too).
+    headers = {"Content-Type": "text/plain; charset=utf-8", "X-Log-Size": str(size),
+               "X-Log-Live": "true" if live else "false"}
+    if cut:
+        headers["X-Log-Cut"] = "true"
+    return Response(chunks(), 200, headers)
 
 
 @bp.get("/jobs/<job_id>/results")

@@ -53,6 +53,13 @@ ROOT_PATHS = {
 
 
 JOB_OK = {"200": _json("The job", "Job")}
+LOG_HEADERS = {
+    "X-Log-Size": {"schema": {"type": "integer"}, "description": "the log's length"},
+    "X-Log-Live": {"schema": {"type": "string", "enum": ["true", "false"]},
+                   "description": "true: the running attempt's log so far"},
+    "X-Log-Cut": {"schema": {"type": "string", "enum": ["true"]},
+                  "description": "the live log reached the output limit"},
+}
 
 
 def document() -> dict:
@@ -100,8 +107,11 @@ def document() -> dict:
                     "stdout": {"type": "string"}, "stderr": {"type": "string"}}})},
                 404, params=jid)},
             "/jobs/{job_id}/log/{name}": {"get": _op(
-                "The whole stdout or stderr, from byte 'offset' on (X-Log-Size: its length)",
-                {"200": _binary("The log", "text/plain")}, 400, 404, params=(
+                "The whole stdout or stderr, from byte 'offset' on (X-Log-Size: its length); "
+                "while the job runs, what its worker has streamed so far (X-Log-Live: true; "
+                "X-Log-Cut: true once it reached the output limit and grows no more)",
+                {"200": _binary("The log", "text/plain") | {"headers": LOG_HEADERS}},
+                400, 404, params=(
                     JOB_ID, {"name": "name", "in": "path", "required": True,
                              "schema": {"enum": ["stdout", "stderr"]}},
                     {"name": "offset", "in": "query",
@@ -142,11 +152,29 @@ def document() -> dict:
                 "The job's input files", {"200": _binary("tar.gz", "application/gzip")}, 404, 409,
                 params=(JOB_ID, {"name": "lease", "in": "query", "required": True,
                                  "schema": {"type": "string"}}))},
+            "/worker/jobs/{job_id}/log/{name}": {"post": _op(
+                "Append a running job's log bytes from 'offset' on (a retry changes nothing; "
+                "the logs together keep to the job's output limit)", {"200": _json(
+                    "What is stored", schema={"type": "object", "properties": {
+                        "size": {"type": "integer", "description": "where the next append "
+                                 "starts"},
+                        "cut": {"type": "boolean", "description": "the log is full: send no "
+                                "more"}}})}, 400, 404, 409, 413, params=(
+                    JOB_ID, {"name": "name", "in": "path", "required": True,
+                             "schema": {"enum": ["stdout", "stderr"]}},
+                    {"name": "lease", "in": "query", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "offset", "in": "query", "required": True,
+                     "schema": {"type": "integer", "minimum": 0}}),
+                body={"required": True, "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": 4 << 20}}}})},
             "/worker/jobs/{job_id}/result": {"post": _op(
                 "Upload the attempt's outcome (idempotent)", JOB_OK, 400, 404, 409, 413,
                 params=jid, body={"required": True, "content": {"multipart/form-data": {
                     "schema": {"type": "object", "required": ["status"], "properties": {
-                        "status": {"type": "string"},
+                        "status": {"type": "string", "description": "JSON: lease, state, "
+                                   "exit_code, message, limit and (optional) accounting, an "
+                                   "Accounting object; all its fields may be left out"},
                         "results": {"type": "string", "format": "binary"},
                         "stdout": {"type": "string", "format": "binary"},
                         "stderr": {"type": "string", "format": "binary"}}}}}})},
@@ -183,7 +211,21 @@ def document() -> dict:
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
                     "limit": {"type": ["string", "null"], "enum": [*LIMITS, None],
                               "description": "the limit that ended the job, if one did"},
+                    "accounting": {"$ref": "#/components/schemas/Accounting"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},
+                "Accounting": {
+                    "type": "object", "description": "what the attempt that finished the job "
+                    "used, as its worker measured it (null: not measured)",
+                    "required": ["cpu_seconds", "peak_memory", "wall_seconds", "signal"],
+                    "additionalProperties": False, "properties": {
+                        "cpu_seconds": {"type": ["number", "null"], "minimum": 0,
+                                        "maximum": 1e13, "description": "user + system"},
+                        "peak_memory": {"type": ["integer", "null"], "minimum": 0,
+                                        "maximum": (1 << 63) - 1, "description": "bytes"},
+                        "wall_seconds": {"type": ["number", "null"], "minimum": 0,
+                                         "maximum": 1e13},
+                        "signal": {"type": ["integer", "null"], "minimum": 1, "maximum": 255,
+                                   "description": "the signal that ended the job"}}},
             },
         },
     }

@@ -7,7 +7,7 @@ import datetime as dt
 from flask import current_app, g, request, url_for
 from sqlalchemy import select
 
-from jobqueue.controller import jsonin
+from jobqueue.controller import accounting, jsonin
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
 from jobqueue.models import Job
@@ -75,6 +75,7 @@ def job_json(job: Job) -> dict:
         "exit_code": job.exit_code,
         "limit": job.limit_hit,
         "message": job.message,
+        "accounting": accounting.as_json(job),
         "cancel_requested": job.cancel_requested,
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
