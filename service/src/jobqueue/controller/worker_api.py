@@ -107,8 +107,9 @@ def get_input(job_id: str):
             or job.worker != current_user().name:
         raise _lease_lost(LeaseLost("this worker no longer holds the job"))
     g.db.commit()
-    return send_file(app_state().files.input_archive(job_id), mimetype="application/gzip",
-                     as_attachment=True, download_name="input.tar.gz")
+    return send_file(app_state().files.input_archive(job_id, job.array_id),
+                     mimetype="application/gzip", as_attachment=True,
+                     download_name="input.tar.gz")
 
 
 def _parse_status() -> dict:
