@@ -276,3 +276,59 @@ def test_concurrent_claims_never_pass_the_limit(stack):
             assert len(running) == 3 and len([c for c in claims if c]) <= 3
             for job in running[:2]:  # two finish: room for two more
                 stack.backend.finish(session, job, job.lease, "succeeded", 0, "")
+
+
+# -- the command line -------------------------------------------------------------------
+
+CLI_TASK = """\
+import os, sys
+open("out.txt", "w").write(os.environ["JOBQUEUE_ARRAY_TASK_ID"] + " " + " ".join(sys.argv[1:]))
+"""
+
+
+@pytest.mark.e2e
+def test_the_cli_submits_waits_fetches_and_cancels_an_array_as_one(cluster, tmp_path):
+    from test_e2e import jobqueue
+
+    c = cluster()
+    script = tmp_path / "task.py"
+    script.write_text(CLI_TASK)
+    lines = tmp_path / "args.txt"
+    lines.write_text("alpha 'two words'\n\n# a comment\nbeta\n")
+    submitted = jobqueue(c, "submit", str(script), "--args-from", str(lines), "--arg=-x")
+    assert submitted.returncode == 0, submitted.stderr
+    array_id = submitted.stdout.strip()
+    assert c.client.array(array_id)["size"] == 2
+    # A job after the whole array, and an array of 3 held back by a job that waits.
+    blocker = c.submit("import time; time.sleep(60)\n")
+    later = jobqueue(c, "submit", str(script), "--array", "0-2%1", "--after",
+                     f"{blocker},{array_id[:8]}")
+    assert later.returncode == 0, later.stderr
+    later_id = later.stdout.strip()
+    c.start_worker("w1", cpus=2)
+    waited = jobqueue(c, "wait", array_id[:8])
+    assert waited.returncode == 0 and f"array {array_id[:8]} 2 succeeded" in waited.stdout
+
+    fetched = jobqueue(c, "fetch", array_id, "-o", str(tmp_path / "got"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "got" / "0" / "out.txt").read_text() == "0 -x alpha two words"
+    assert (tmp_path / "got" / "1" / "out.txt").read_text() == "1 -x beta"
+
+    listed = jobqueue(c, "list", "--array", later_id)
+    assert listed.returncode == 0 and listed.stdout.count("queued") == 3, listed.stdout
+    shown = jobqueue(c, "status", later_id)
+    assert "size:" in shown.stdout and "3 queued" in shown.stdout, shown.stdout
+    early = jobqueue(c, "fetch", later_id, "-o", str(tmp_path / "early"))
+    assert early.returncode == 1 and "3 of its 3 tasks have not finished" in early.stderr
+    cancelled = jobqueue(c, "cancel", later_id)
+    assert cancelled.returncode == 0 and "3 task(s) cancelled" in cancelled.stdout
+    assert c.client.array(later_id)["counts"] == {"cancelled": 3}
+    assert jobqueue(c, "wait", later_id).returncode == cli_not_succeeded()
+    assert c.client.get(blocker)["state"] == "running"  # cancelling the array left it be
+    c.client.cancel(blocker)
+
+
+def cli_not_succeeded() -> int:
+    from jobqueue.client.cli import EXIT_JOB_NOT_SUCCEEDED
+
+    return EXIT_JOB_NOT_SUCCEEDED
