@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import aliased
@@ -206,7 +207,7 @@ class Dispatcher(PullQueue):
             Job.array_id == array_id, Job.state == JobState.RUNNING.value))
 
     @staticmethod
-    def _next(free_cpus: int, full_arrays: list[str] = ()):
+    def _next(free_cpus: int, full_arrays: Sequence[str] = ()):
         """The job to hand out next, among those that fit: fair share between users (the
         user with the fewest CPUs in use goes first), then submission order. A later,
         smaller job of a user may start while an earlier one waits for more free CPUs.
