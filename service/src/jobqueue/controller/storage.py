@@ -1,7 +1,9 @@
 """Job files on disk: `<data_dir>/jobs/<id>/input/` as submitted, `result/` as
 uploaded by the attempt that finished the job (its `output/` files plus stdout and
 stderr), and `live/<lease>/` the logs a running attempt's worker streams while it runs
-(replaced by the result's once that is in).
+(replaced by the result's once that is in). The tasks of a job array share one input,
+`<data_dir>/jobs/<array id>/input/`: the methods that read a job's input take the id
+whose input it is (`input_id`).
 
 A result upload survives a crash at any step. It is written to
 `<data_dir>/uploads/staging.<pid>.<random>/`, flushed to disk, then renamed to
@@ -151,8 +153,15 @@ class JobFiles:
             self.delete(job_id)
             raise
 
-    def input_archive(self, job_id: str) -> IO[bytes]:
-        return self._archive(self.job_dir(job_id) / "input")
+    def add_tasks(self, job_ids: Iterable[str]) -> None:
+        """The directories of an array's tasks, where their results will go (their input
+        is the array's, saved with `save_inputs` under the array's id)."""
+        for job_id in job_ids:
+            self.job_dir(job_id).mkdir()
+        _fsync_path(self.root, directory=True)
+
+    def input_archive(self, job_id: str, input_id: str | None = None) -> IO[bytes]:
+        return self._archive(self.job_dir(input_id or job_id) / "input")
 
     # -- results -----------------------------------------------------------------------
 
@@ -247,14 +256,14 @@ class JobFiles:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _layers(self, job_id: str) -> list[Path]:
+    def _layers(self, job_id: str, input_id: str | None = None) -> list[Path]:
         """Directories whose files make up the job's view; later ones win."""
-        job_dir = self.job_dir(job_id)
-        return [job_dir / "input", job_dir / "result" / "output"]
+        return [self.job_dir(input_id or job_id) / "input",
+                self.job_dir(job_id) / "result" / "output"]
 
-    def list_files(self, job_id: str) -> list[dict]:
+    def list_files(self, job_id: str, input_id: str | None = None) -> list[dict]:
         merged: dict[str, int] = {}
-        for layer in self._layers(job_id):
+        for layer in self._layers(job_id, input_id):
             if layer.is_dir():
                 for rel in iter_files(layer):
                     path = layer / rel
@@ -262,9 +271,9 @@ class JobFiles:
                         merged[rel] = path.stat().st_size
         return [{"path": rel, "size": size} for rel, size in sorted(merged.items())]
 
-    def find_file(self, job_id: str, name: str) -> Path | None:
+    def find_file(self, job_id: str, name: str, input_id: str | None = None) -> Path | None:
         rel = check_relative_path(name)
-        for layer in reversed(self._layers(job_id)):
+        for layer in reversed(self._layers(job_id, input_id)):
             path = layer / rel
             # Serve only regular files that really are inside the layer.
             if path.is_file() and not path.is_symlink() and \
@@ -272,8 +281,9 @@ class JobFiles:
                 return path
         return None
 
-    def results_archive(self, job_id: str, with_inputs: bool = True) -> IO[bytes]:
-        layers = self._layers(job_id)[0 if with_inputs else 1:]
+    def results_archive(self, job_id: str, with_inputs: bool = True,
+                        input_id: str | None = None) -> IO[bytes]:
+        layers = self._layers(job_id, input_id)[0 if with_inputs else 1:]
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             merged = Path(tmp) / "merged"
             merged.mkdir()

@@ -139,10 +139,11 @@ def heartbeat(job_id: str):
 @bp.get("/worker/jobs/<job_id>/input")
 @require("worker")
 def get_input(job_id: str):
-    _held(job_id, request.args.get("lease"))
+    job = _held(job_id, request.args.get("lease"))
     g.db.commit()
-    return send_file(app_state().files.input_archive(job_id), mimetype="application/gzip",
-                     as_attachment=True, download_name="input.tar.gz")
+    return send_file(app_state().files.input_archive(job_id, job.array_id),
+                     mimetype="application/gzip", as_attachment=True,
+                     download_name="input.tar.gz")
 
 
 def _held(job_id: str, lease: str | None) -> Job:

@@ -470,6 +470,10 @@ class Worker:
             "JOBQUEUE_CPUS": str(job.cpus),
             "OMP_NUM_THREADS": str(job.cpus),
         }
+        if spec.get("array"):  # a task of a job array: which one, as Slurm's SLURM_ARRAY_*
+            env["JOBQUEUE_ARRAY_ID"] = str(spec["array"]["id"])
+            env["JOBQUEUE_ARRAY_TASK_ID"] = str(spec["array"]["index"])
+            env["JOBQUEUE_ARRAY_TASK_COUNT"] = str(spec["array"]["size"])
         limits = Limits(walltime=spec["walltime"],
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,
