@@ -6,9 +6,13 @@ Starts a real controller process and worker processes on this machine, then prin
 - submit -> running latency (p50, p95) on an idle queue, from the server's own
   timestamps, one job at a time;
 - where each job's time goes: waiting in the queue versus on the worker, and how much
-  of the worker's share is the job process itself (limits shim, then the job).
+  of the worker's share is the job process itself (limits shim, then the job);
+- the array path: N tiny tasks submitted as one job array next to N single
+  submissions (`--array-tasks`, default 1000; 0 leaves it out), each from the first
+  submit until every result is stored.
 
-Usage: python bench/bench_throughput.py [--jobs 200] [--database-url URL]
+Usage: python bench/bench_throughput.py [--jobs 200] [--array-tasks 1000]
+       [--database-url URL]
 """
 
 from __future__ import annotations
@@ -41,15 +45,52 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def wait_all_done(client: Client, ids: list[str]) -> list[dict]:
+def wait_all_done(client: Client, ids: list[str], poll: float = 0.02) -> list[dict]:
     pending = set(ids)
     while pending:
         unfinished = {j["id"] for j in client.list(state="queued")} | \
                      {j["id"] for j in client.list(state="running")}
         pending &= unfinished
         if pending:
-            time.sleep(0.02)
+            time.sleep(poll)
     return [client.get(i) for i in ids]
+
+
+def singles_vs_array(client: Client, count: int) -> dict[str, tuple[float, float]]:
+    """(seconds to submit, seconds until every result is stored) for `count` tiny jobs
+    submitted one by one (4 at a time, as above), then as one array of `count` tasks.
+    Both are waited for alike, with a slow, cheap poll (is any job still queued or
+    running?), and the end is the last job's finished_at (the server's clock, the same
+    machine's): the waiting costs neither path much, nor one more than the other."""
+    timings = {}
+    start, start_at = time.perf_counter(), dt.datetime.now(dt.UTC)
+    with ThreadPoolExecutor(4) as pool:
+        ids = [j["id"] for j in pool.map(lambda _: client.submit(TRIVIAL, SPEC), range(count))]
+    submitted = time.perf_counter() - start
+    wait_until_idle(client)
+    timings["singles"] = (submitted, _last_finish([client.get(i) for i in ids], start_at))
+
+    start, start_at = time.perf_counter(), dt.datetime.now(dt.UTC)
+    made = client.submit(TRIVIAL, SPEC, array=f"0-{count - 1}")
+    submitted = time.perf_counter() - start
+    wait_until_idle(client)
+    timings["array"] = (submitted, _last_finish(client.list(array=made["array"]["id"]),
+                                                start_at))
+    return timings
+
+
+def wait_until_idle(client: Client, poll: float = 1.0) -> None:
+    """Until the bench user has no job queued or running (it has no others)."""
+    while client.list(state="queued", limit=1) or client.list(state="running", limit=1):
+        time.sleep(poll)
+
+
+def _last_finish(jobs: list[dict], start_at: dt.datetime) -> float:
+    """Seconds from `start_at` to the last job's result, once all of them succeeded."""
+    failed = [j for j in jobs if j["state"] != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
+    return max(seconds(start_at.isoformat(), j["finished_at"]) for j in jobs)
 
 
 def runner_overhead(tmp: str) -> float:
@@ -72,6 +113,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--latency-samples", type=int, default=40)
+    parser.add_argument("--array-tasks", type=int, default=1000,
+                        help="tasks of the array compared with as many single jobs (0: skip)")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
 
@@ -103,6 +146,7 @@ def main() -> int:
                 return 1
             queue_wait = [seconds(j["created_at"], j["started_at"]) for j in jobs]
             on_worker = [seconds(j["started_at"], j["finished_at"]) for j in jobs]
+            compared = singles_vs_array(client, args.array_tasks) if args.array_tasks else {}
         finally:
             client.close()
             cluster.stop()
@@ -120,6 +164,11 @@ def main() -> int:
           f"{statistics.median(on_worker) * 1000:.0f} ms, of which running the job process "
           f"(limits shim + job interpreter) takes {run_alone * 1000:.0f} ms and the rest is "
           f"HTTP (input download, result upload, next claim) and database commits")
+    for path, (submitted, done) in compared.items():
+        what = (f"{args.array_tasks} single jobs" if path == "singles" else
+                f"1 array of {args.array_tasks} tasks")
+        print(f"{what}: submitted in {submitted:.2f} s, all results stored after {done:.2f} s "
+              f"= {args.array_tasks / done:.1f} jobs/s")
     return 0
 
 

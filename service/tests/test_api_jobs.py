@@ -308,7 +308,7 @@ def test_openapi_describes_every_route(stack):
         if rule.endpoint in ("static", "index"):
             continue
         path = (str(rule).replace("<job_id>", "{job_id}").replace("<path:name>", "{path}")
-                .replace("<name>", "{name}"))
+                .replace("<name>", "{name}").replace("<array_id>", "{array_id}"))
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths.get(path, {}), f"{method} {path} is not documented"
     json.dumps(paths)

@@ -18,7 +18,8 @@ USER_ROUTES = [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/
                ("post", "/api/v1/jobs/J/cancel"), ("delete", "/api/v1/jobs/J")]
 WORKER_ROUTES = [("post", "/api/v1/worker/claim"), ("post", "/api/v1/worker/jobs/J/heartbeat"),
                  ("get", "/api/v1/worker/jobs/J/input"), ("post", "/api/v1/worker/jobs/J/result"),
-                 ("post", "/api/v1/worker/jobs/J/release")]
+                 ("post", "/api/v1/worker/jobs/J/release"),
+                 ("post", "/api/v1/worker/jobs/J/log/stdout")]
 ALL_ROUTES = USER_ROUTES + WORKER_ROUTES + [("get", "/metrics"), ("get", "/api/v1/openapi.json"),
                                             ("get", "/api/v1/me")]
 

@@ -46,7 +46,11 @@ def test_map_runs_f_across_the_cluster_in_order(cluster, functions):
     xs = [float(n * n) for n in range(30)]
     assert c.client.map(functions.root, xs, chunk_size=7, timeout=120) == list(range(30))
     jobs = c.client.list()
-    assert len(jobs) == 5 and {j["name"] for j in jobs} == {f"map-root-{n}" for n in range(5)}
+    # One array of a task per chunk of 7 inputs, every task run once.
+    assert len(jobs) == 5 and {j["name"] for j in jobs} == {"map-root"}
+    assert sorted(j["array"]["index"] for j in jobs) == list(range(5))
+    assert len({j["array"]["id"] for j in jobs}) == 1
+    assert all(j["attempts"] == 1 for j in jobs)
     assert {j["worker"] for j in jobs} == {"w1", "w2"}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue.worker import slot as slot_files
+from jobqueue.worker.systemd_runner import read_outbox_log
 
 SLOT_UID = 64_321  # no account needed; nothing else on the machine runs as it
 # The system's interpreter: a virtualenv may link into a home the slot cannot enter.
@@ -86,6 +87,9 @@ def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
     assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
     assert (slot / "outbox" / "stdout").read_text() == "hello\n"
     assert status(slot)["results_bytes"] == len("mine") + len("x")
+    # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
+    peak = status(slot)["memory_peak"]
+    assert peak is None or (isinstance(peak, int) and peak > 0)
     # The job's files are gone: only the worker's own, which the worker removes.
     assert sorted(p.name for p in (slot / "work").iterdir()) == ["input.txt", "job.py"]
 
@@ -146,3 +150,33 @@ def test_run_refuses_root(slot):
     result = subprocess.run([sys.executable, "-m", "jobqueue.worker.slot", "run", str(slot)],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "root" in result.stderr
+
+
+def test_the_worker_reads_a_running_jobs_log_from_the_slot_as_it_grows(slot):
+    """What the worker streams while the job runs: the slot's outbox log, read only if it
+    is a regular file of the slot's user (the job could put a link there meanwhile)."""
+    request(slot, "import time\nprint('first', flush=True)\ntime.sleep(30)\n")
+    run = subprocess.Popen(
+        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
+         PYTHON, "-m", "jobqueue.worker.slot", "run", str(slot)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
+    stdout = slot / "outbox" / "stdout"
+    try:
+        deadline = time.monotonic() + 30
+        while read_outbox_log(stdout, SLOT_UID, 0, 100) != b"first\n":
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.1)
+        assert read_outbox_log(stdout, SLOT_UID, 2, 100) == b"rst\n"
+        assert read_outbox_log(stdout, SLOT_UID, 0, 3) == b"fir"
+        assert read_outbox_log(slot / "outbox" / "stderr", SLOT_UID, 0, 100) == b""
+        with pytest.raises(OSError):  # not the slot user's
+            read_outbox_log(stdout, SLOT_UID + 1, 0, 100)
+    finally:
+        run.terminate()  # `run` passes it on to the job, then ends
+        assert run.wait(30) == 0
+    stdout.unlink()
+    stdout.symlink_to("/etc/hostname")
+    with pytest.raises(OSError):
+        read_outbox_log(stdout, SLOT_UID, 0, 100)
+    stdout.unlink()
+    assert read_outbox_log(stdout, SLOT_UID, 0, 100) == b""  # not there (yet): nothing

@@ -269,3 +269,47 @@ def test_start_is_refused_by_the_dispatcher(make_stack):
                                json={"worker": "w1", "external_id": "1"},
                                headers=stack.headers("w1"))
     assert response.status_code == 409
+
+
+def test_a_job_waiting_for_another_is_handed_to_slurm_only_once_that_succeeded(slurm):
+    stack, scripted = slurm
+    parent = stack.submit_ok()
+    child = stack.submit_ok(spec={"entry": "main.py", "after": [parent["id"]]})
+    stack.backend.reconcile()
+    assert [j["name"] for j in scripted.jobs.values()] == [f"jq-{parent['id']}"]
+    eid = next(iter(scripted.jobs))
+    scripted.set(eid, "RUNNING")
+    lease = start(stack, parent["id"], eid).get_json()["lease"]
+    assert stack.upload(parent["id"], lease).status_code == 200
+    stack.backend.reconcile()
+    assert f"jq-{child['id']}" in [j["name"] for j in scripted.jobs.values()]
+
+
+def test_a_parent_ended_by_slurm_cancels_its_waiters(slurm):
+    stack, scripted = slurm
+    parent = stack.submit_ok()
+    child = stack.submit_ok(spec={"entry": "main.py", "after": [parent["id"]]})
+    stack.backend.reconcile()
+    eid = next(iter(scripted.jobs))
+    scripted.set(eid, "RUNNING")
+    assert start(stack, parent["id"], eid).status_code == 200
+    scripted.set(eid, "OUT_OF_MEMORY")
+    stack.backend.reconcile()
+    seen = stack.job(child["id"])
+    assert seen["state"] == "cancelled" and parent["id"] in seen["message"]
+    assert len(scripted.jobs) == 1  # the waiter never reached Slurm
+
+
+def test_an_array_limit_bounds_what_is_handed_to_slurm(slurm):
+    stack, scripted = slurm
+    answer = stack.submit(spec={"entry": "main.py", "array": "0-3%2"})
+    assert answer.status_code == 201, answer.get_json()
+    stack.backend.reconcile()
+    assert len(scripted.jobs) == 2
+    first = min(scripted.jobs, key=int)
+    job_id = scripted.jobs[first]["name"].removeprefix("jq-")
+    scripted.set(first, "RUNNING")
+    lease = start(stack, job_id, first).get_json()["lease"]
+    assert stack.upload(job_id, lease).status_code == 200
+    stack.backend.reconcile()
+    assert len(scripted.jobs) == 3

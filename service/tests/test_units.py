@@ -242,6 +242,9 @@ def test_the_tether_reports_how_the_job_ended(tmp_path):
     assert run(tmp_path, "import sys; sys.exit(7)")[1] == 7
     assert run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")[1] == \
         -signal.SIGTERM
+    # SIGKILL too (the memory limit's): its handler cannot be reset on the way.
+    assert run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")[1] == \
+        -signal.SIGKILL
     process, status = run(tmp_path, "import signal, sys, time\n"
                           "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
                           "open('ready', 'w').close()\ntime.sleep(60)\n", wait=0.1)

@@ -1,5 +1,5 @@
-"""Database tables: users, their hashed tokens, jobs, workers and the idempotency keys of
-submits; shared by the controller and the queue backends."""
+"""Database tables: users, their hashed tokens, jobs, job arrays and dependencies, workers
+and the idempotency keys of submits; shared by the controller and the queue backends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import uuid
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -94,6 +96,7 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_claim_id", "claim_id"),
         Index("ix_jobs_external_id", "external_id"),
+        Index("ix_jobs_array_state", "array_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
@@ -122,16 +125,61 @@ class Job(Base):
     # The limit that ended the last attempt, if one did (jobqueue.states.LIMITS).
     limit_hit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    # What the attempt that finished the job used, as its worker measured it (None:
+    # not measured): CPU seconds (user + system), peak memory in bytes, wall seconds,
+    # and the signal that ended it.
+    cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A task of a job array: the array and the task's index in it (None for other jobs).
+    array_id: Mapped[str | None] = mapped_column(ForeignKey("arrays.id"), nullable=True)
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How many of the jobs it waits for (Dependency) have not yet succeeded: the
+    # dispatcher hands out only jobs at 0, and counts down as their parents succeed.
+    waiting_on: Mapped[int] = mapped_column(Integer, default=0)
 
     owner: Mapped[User] = relationship()
+    array: Mapped[JobArray | None] = relationship()
 
     @property
     def job_state(self) -> JobState:
         return JobState(self.state)
+
+
+class JobArray(Base):
+    """Tasks submitted as one (`array` in the spec): one job row each, one input copy
+    (under `<data_dir>/jobs/<array id>/input`) for all of them."""
+
+    __tablename__ = "arrays"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(Integer)
+    # At most this many tasks run at once (`%N`); None: no limit.
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship()
+
+
+class Dependency(Base):
+    """`waiter` (a job, or every task of an array: its id) may start only once the job
+    `parent_id` has succeeded; it is cancelled if that job ends any other way."""
+
+    __tablename__ = "dependencies"
+    __table_args__ = (
+        PrimaryKeyConstraint("waiter", "parent_id"),
+        Index("ix_dependencies_parent_id", "parent_id"),
+    )
+
+    waiter: Mapped[str] = mapped_column(String(32))
+    parent_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
 
 
 class Worker(Base):

@@ -50,6 +50,8 @@ POLL_FIRST = 0.5
 POLL_MAX = 5.0
 # Transient connection failures tolerated in a row while waiting (a controller restart).
 WAIT_MAX_CONNECTION_ERRORS = 12
+# follow_log() asks for new log bytes this often while the job runs.
+FOLLOW_INTERVAL = 1.0
 # How long a request is retried while the controller answers 503 (its database is
 # restarting) and, for submits, while it cannot be reached at all.
 DEFAULT_RETRY_SECONDS = 30.0
@@ -116,10 +118,19 @@ class Client:
         files: Mapping[str, FileSource],
         spec: Mapping[str, Any],
         idempotency_key: str | None = None,
+        *,
+        array: str | None = None,
+        array_args: Sequence[Sequence[str]] | None = None,
+        after: Sequence[JobId] | None = None,
     ) -> dict[str, Any]:
         """Submit a job. ``files`` maps each relative path in the job directory to a local
         file path or to the bytes of the file; ``spec`` is the job spec (``entry`` etc.).
-        Returns the controller's answer ``{"id", "state", "links"}``.
+        Returns the controller's answer, the job ``{"id", "state", "links", ...}``.
+
+        ``array`` (Slurm's syntax: ``"0-99"``, ``"0-99%10"``, ``"1,3,7-9"``, ``"0-20:5"``)
+        or ``array_args`` (each task's own arguments, after ``args``) make a job array:
+        the answer is then ``{"array": {"id", "size", "counts", ...}, "jobs": [ids]}``.
+        ``after`` names jobs (or arrays: all their tasks) that must succeed first.
 
         The request carries an ``Idempotency-Key`` (``idempotency_key``, or a new random
         one), so it is retried safely when the connection fails or the controller answers
@@ -128,7 +139,14 @@ class Client:
             check_relpath(relpath): source if isinstance(source, bytes) else Path(source)
             for relpath, source in files.items()
         }
-        spec_json = json.dumps(dict(spec))
+        spec = dict(spec)
+        if array is not None:
+            spec["array"] = array
+        if array_args is not None:
+            spec["array_args"] = [[str(a) for a in task] for task in array_args]
+        if after:
+            spec["after"] = [str(job_id) for job_id in after]
+        spec_json = json.dumps(spec)
 
         def body() -> MultipartBody:  # a fresh body per try: each one is read to the end
             multipart = MultipartBody()
@@ -151,9 +169,14 @@ class Client:
         output_limit: int | None = None,
         name: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        array: str | None = None,
+        array_args: Sequence[Sequence[str]] | None = None,
+        after: Sequence[JobId] | None = None,
     ) -> dict[str, Any]:
         """Submit a script, or a folder whose ``entry`` (default: its only top-level .py file)
-        is run. Settings left as None take the controller's defaults."""
+        is run. Settings left as None take the controller's defaults; ``array``,
+        ``array_args`` and ``after`` as for :meth:`submit`."""
         files, entry_path = pack_path(path, entry)
         spec: dict[str, Any] = {
             "name": name or Path(path).resolve().name,
@@ -167,18 +190,24 @@ class Client:
             "output_limit": output_limit,
         }
         spec.update({key: value for key, value in optional.items() if value is not None})
-        return self.submit(files, spec, idempotency_key)
+        return self.submit(files, spec, idempotency_key, array=array, array_args=array_args,
+                           after=after)
 
     # -- reading ----------------------------------------------------------------------
 
-    def list(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first, following the server's cursors; at most ``limit`` of them."""
-        return [job for job in self.iter_jobs(state=state, limit=limit)]
+    def list(self, state: str | None = None, limit: int | None = None,
+             array: JobId | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, following the server's cursors; at most ``limit`` of them;
+        with ``array``, only that array's tasks."""
+        return [job for job in self.iter_jobs(state=state, limit=limit, array=array)]
 
-    def iter_jobs(self, state: str | None = None, limit: int | None = None) -> Iterator[dict]:
+    def iter_jobs(self, state: str | None = None, limit: int | None = None,
+                  array: JobId | None = None) -> Iterator[dict]:
         params: dict[str, Any] = {}
         if state:
             params["state"] = state
+        if array is not None:
+            params["array"] = str(array)
         seen = 0
         cursor: str | None = None
         while limit is None or seen < limit:
@@ -200,6 +229,43 @@ class Client:
         """The job (``job_id`` may be a unique start of its id, four characters or more)."""
         return self._json("GET", f"/jobs/{_seg(job_id)}")
 
+    def array(self, array_id: JobId) -> dict[str, Any]:
+        """A job array's summary ``{"id", "name", "size", "max_running", "counts"}``
+        (``counts``: how many of its tasks are in each state)."""
+        return self._json("GET", f"/arrays/{_seg(array_id)}")
+
+    def array_tasks(self, array_id: JobId) -> list[dict[str, Any]]:
+        """Every task of the array, in index order."""
+        tasks = self.list(array=array_id)
+        return sorted(tasks, key=lambda job: (job.get("array") or {}).get("index", 0))
+
+    def cancel_array(self, array_id: JobId) -> dict[str, Any]:
+        """Cancel every unfinished task of the array; returns its summary."""
+        return self._json("POST", f"/arrays/{_seg(array_id)}/cancel")
+
+    def wait_array(self, array_id: JobId, timeout: float | None = None,
+                   on_update: Callable[[dict[str, Any]], None] | None = None,
+                   interval: float | None = None) -> dict[str, Any]:
+        """Poll the array until none of its tasks is queued or running; return its summary
+        (``on_update(summary)`` after every poll). Raises :class:`WaitTimeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = interval if interval is not None else POLL_FIRST
+        while True:
+            summary = self.array(array_id)
+            if on_update is not None:
+                on_update(summary)
+            if not set(summary.get("counts", {})) - TERMINAL_STATES:
+                return summary
+            sleep_for = delay
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(summary, timeout or 0.0)
+                sleep_for = min(sleep_for, left)
+            time.sleep(sleep_for)
+            if interval is None:
+                delay = min(delay * 1.5, POLL_MAX)
+
     def me(self) -> dict[str, Any]:
         """Whose token this client holds: ``{"name", "role"}``."""
         return self._json("GET", "/me")
@@ -219,6 +285,51 @@ class Client:
         with response:
             for chunk in response.iter_content(1 << 16):
                 out.write(chunk)
+
+    def follow_log(self, job_id: JobId, name: str = "stdout",
+                   interval: float = FOLLOW_INTERVAL) -> Iterator[bytes]:
+        """Yield the job's ``stdout`` (or ``stderr``) from its start, as it grows while the
+        job runs, until the job has finished; the generator's return value is the
+        finished job. A queued job is waited for. If the job starts over (its worker was
+        lost), a marker line says so and the new attempt's log follows from its start; a
+        log cut at the job's output limit ends with the marker line that says so."""
+        if name not in ("stdout", "stderr"):
+            raise ValueError(f"no log {name!r} (there are stdout and stderr)")
+        offset, attempt, cut, failures = 0, None, False, 0
+        while True:
+            try:
+                job = self.get(job_id)
+                failures = 0
+            except TransportError:
+                failures += 1
+                if failures > WAIT_MAX_CONNECTION_ERRORS:
+                    raise
+                time.sleep(interval)
+                continue
+            job_id, state = job.get("id", job_id), job.get("state")
+            if state == "running" and attempt is not None and job.get("attempts") != attempt:
+                yield (f"\n[jobqueue: attempt {job.get('attempts')} started; its {name} "
+                       "follows from the start]\n").encode()
+                offset, cut = 0, False
+            if state == "running" or state in TERMINAL_STATES:
+                attempt = job.get("attempts")
+                # The job's state is read first: once it has finished, this read is of
+                # the result's log, and nothing is missed.
+                while not cut:
+                    path = f"/jobs/{_seg(job_id)}/log/{name}"
+                    with self._request("GET", path, params={"offset": offset},
+                                       stream=True) as response:
+                        cut = response.headers.get("X-Log-Cut") == "true"
+                        got = 0
+                        for chunk in response.iter_content(1 << 16):
+                            got += len(chunk)
+                            offset += len(chunk)
+                            yield chunk
+                    if got < 1 << 20:  # caught up (else there is more to read at once)
+                        break
+            if state in TERMINAL_STATES:
+                return job
+            time.sleep(interval)
 
     def read_file(self, job_id: JobId, path: str) -> bytes:
         """One file of the job, as bytes."""
@@ -335,11 +446,12 @@ class Client:
             chunk_size: int | None = None, cpus: int = 1, name: str | None = None,
             timeout: float | None = None, **spec: Any) -> list[Any]:
         """``[f(x) for x in xs]``, computed across the cluster: the inputs in chunks of
-        ``chunk_size`` (default: at most 64 jobs), one job each on ``cpus`` CPUs (``spec``
-        adds walltime, memory...). Results come back in order; the first input on which
-        f raised is named by the :class:`jobqueue.mapper.MapError` raised here (the other
-        jobs are cancelled). ``f`` must be a top-level function of a module or script:
-        that file is sent to the jobs (see ``jobqueue.client.cluster_map``)."""
+        ``chunk_size`` (default: at most 64 chunks), submitted as one job array, a task per
+        chunk on ``cpus`` CPUs (``spec`` adds walltime, memory...). Results come back in
+        order; the first input on which f raised is named by the
+        :class:`jobqueue.mapper.MapError` raised here (the other tasks are cancelled).
+        ``f`` must be a top-level function of a module or script: that file is sent to the
+        jobs (see ``jobqueue.client.cluster_map``)."""
         from jobqueue.client.cluster_map import cluster_map
 
         return cluster_map(self, f, xs, chunk_size=chunk_size, cpus=cpus, name=name,

@@ -9,7 +9,9 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -22,7 +24,7 @@ from jobqueue import __version__
 from jobqueue.client import completion
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
-from jobqueue.client.errors import ClientError, WaitTimeout
+from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
 from jobqueue.extras import needs_server, server_missing
 
 PROG = "jobqueue"
@@ -185,29 +187,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="submit at most one job for K, however often this is run (default: a new key)",
     )
+    p.add_argument("--array", metavar="SPEC",
+                   help="submit a job array: one task per index, as Slurm's --array: 0-99, "
+                   "1,3,7-9, 0-20:5; %%N runs at most N at once (0-99%%10). Each task sees "
+                   "JOBQUEUE_ARRAY_TASK_ID")
+    p.add_argument("--args-from", metavar="FILE", type=Path,
+                   help="one task per line of FILE, the line's shell-split words as its "
+                   "arguments (after those of --arg; blank and # lines are skipped); without "
+                   "--array the tasks are 0..n-1")
+    p.add_argument("--after", metavar="ID[,ID]", action="append", default=[],
+                   help="start only after these jobs (or every task of these arrays) "
+                   "succeeded; cancelled if one ends otherwise (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish")
     p.add_argument("--timeout", type=_duration, metavar="S", help="with --wait: give up after S")
 
     p = command("list", cmd_list, "list your jobs, newest first")
     p.add_argument("--state", choices=STATES, help="only jobs in this state")
+    p.add_argument("--array", metavar="ID", help="only the tasks of this job array")
     p.add_argument(
         "--all", action="store_true", help=f"all jobs (default: the {LIST_DEFAULT_LIMIT} newest)"
     )
 
-    p = command("status", cmd_status, "show jobs (an ID may be a unique start of one)")
+    p = command("status", cmd_status,
+                "show jobs or job arrays (an ID may be a unique start of one)")
     p.add_argument("ids", nargs="+", metavar="ID")
 
-    p = command("wait", cmd_wait, "wait for jobs to finish; exit 0 only if all succeeded")
+    p = command("wait", cmd_wait, "wait for jobs (or every task of arrays) to finish; exit 0 "
+                "only if all succeeded")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=_duration, metavar="S", help="give up after S seconds")
 
     p = command("log", cmd_log, "print a job's whole stdout (to stdout) and stderr (to stderr)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow the job while it runs: print its stdout as it grows, until "
+                   "the job ends (exit 3 if it did not succeed)")
+    p.add_argument("--stderr", action="store_true",
+                   help="with -f: follow stderr instead (to stderr)")
 
     p = command("files", cmd_files, "list a job's files")
     p.add_argument("id", metavar="ID")
 
-    p = command("fetch", cmd_fetch, "download a finished job's results and extract them")
+    p = command("fetch", cmd_fetch, "download a finished job's results and extract them (an "
+                "array's: a sub-folder per task index)")
     p.add_argument("id", metavar="ID")
     p.add_argument("-o", "--output", metavar="DIR", help="destination folder (default: ./job-<ID>)")
     p.add_argument("--partial", action="store_true",
@@ -222,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="download only this file of the job (repeatable)",
     )
 
-    p = command("cancel", cmd_cancel, "cancel queued or running jobs, by ID or by --state/--name")
+    p = command("cancel", cmd_cancel, "cancel queued or running jobs (an array's ID: all its "
+                "tasks), by ID or by --state/--name")
     _selection(p, ("queued", "running"))
 
     p = command("delete", cmd_delete, "delete finished jobs and their files, by ID or filter")
@@ -256,6 +279,8 @@ def _selection(p: argparse.ArgumentParser, states: tuple[str, ...]) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    array_args = _args_from(args.args_from) if args.args_from else None
+    after = [i.strip() for text in args.after for i in text.split(",") if i.strip()]
     client = _client()
     job = client.submit_path(
         args.path,
@@ -267,28 +292,67 @@ def cmd_submit(args: argparse.Namespace) -> int:
         output_limit=args.output_limit,
         name=args.name,
         idempotency_key=args.idempotency_key,
+        array=args.array,
+        array_args=array_args,
+        after=after,
     )
+    # An array's answer is {"array": summary, "jobs": ids}: its id stands for all its tasks.
+    ident = job["array"]["id"] if "jobs" in job else job["id"]
     if not args.wait:
         if args.json:
             _print_json(job)
         else:
-            print(job["id"])
+            print(ident)
         return EXIT_OK
     if not args.json:
-        print(job["id"], flush=True)
-    return _wait_and_report(client, job["id"], args.timeout, args.json)
+        print(ident, flush=True)
+    if "jobs" in job:
+        return _wait_for_array(client, ident, args.timeout, args.json)
+    return _wait_and_report(client, ident, args.timeout, args.json)
+
+
+def _args_from(path: Path) -> list[list[str]]:
+    """Each task's arguments: the shell-split words of each line that has any."""
+    tasks = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise ClientError(f"{path}, line {number}: {exc}") from None
+        if words:
+            tasks.append(words)
+    if not tasks:
+        raise ClientError(f"{path} has no line with arguments: no task to submit")
+    return tasks
+
+
+def _job_or_array(client: Client, ident: str) -> tuple[str, dict[str, Any]]:
+    """("job", the job) or, if no job has this ID, ("array", the array's summary)."""
+    try:
+        return "job", client.get(ident)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    try:
+        return "array", client.array(ident)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ClientError(f"no job or array {ident}") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     limit = None if args.all else LIST_DEFAULT_LIMIT
-    jobs = _client().list(state=args.state, limit=limit)
+    jobs = _client().list(state=args.state, limit=limit, array=args.array)
+    if args.array:
+        jobs.sort(key=lambda job: (job.get("array") or {}).get("index", 0))
     if args.json:
         _print_json(jobs)
         return EXIT_OK
     rows = [
         (
             str(job.get("id", "")),
-            str(job.get("name") or ""),
+            str(job.get("name") or "") + _task_suffix(job),
             str(job.get("state", "")),
             str(job.get("cpus", "")),
             _time(job.get("created_at")),
@@ -303,24 +367,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _task_suffix(job: dict[str, Any]) -> str:
+    return f"[{job['array']['index']}]" if job.get("array") else ""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client()
-    jobs = [client.get(job_id) for job_id in args.ids]
+    found = [_job_or_array(client, ident) for ident in args.ids]
     if args.json:
-        _print_json(jobs[0] if len(jobs) == 1 else jobs)
+        shown = [value for _kind, value in found]
+        _print_json(shown[0] if len(shown) == 1 else shown)
         return EXIT_OK
-    for n, job in enumerate(jobs):
+    for n, (kind, value) in enumerate(found):
         if n:
             print()
-        _print_status(job)
+        if kind == "array":
+            _print_array(value)
+        else:
+            _print_status(value)
     return EXIT_OK
+
+
+def _print_array(array: dict[str, Any]) -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(array.get("counts", {}).items()))
+    limit = array.get("max_running")
+    rows = [("array:", array.get("id")), ("name:", array.get("name")),
+            ("owner:", array.get("owner")), ("size:", array.get("size")),
+            ("max_running:", "no limit" if limit is None else limit), ("tasks:", counts),
+            ("created_at:", _time(array.get("created_at")))]
+    for key, value in rows:
+        print(f"{key:<13} {'' if value is None else value}")
 
 
 def _print_status(job: dict[str, Any]) -> None:
     keys = [k for k in STATUS_FIELDS if k in job] + sorted(
-        k for k in job if k not in STATUS_FIELDS and k != "links"
+        k for k in job if k not in STATUS_FIELDS and k not in ("links", "accounting")
     )
-    width = max(len(k) for k in keys) if keys else 0
+    usage = _accounting_lines(job.get("accounting"))
+    width = max(len(k) for k in [*keys, *usage, "runtime"]) if keys else 0
     for key in keys:
         value = job[key]
         if isinstance(value, list | dict):
@@ -328,23 +412,59 @@ def _print_status(job: dict[str, Any]) -> None:
         elif key.endswith("_at") and value:
             value = _time(value)
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+    for key, value in usage.items():
+        print(f"{key + ':':<{width + 1}} {value}")
     runtime = _runtime(job)
     if runtime:
         print(f"{'runtime:':<{width + 1}} {runtime}")
+
+
+def _accounting_lines(accounting: Any) -> dict[str, str]:
+    """What the job's last attempt used, as `status` shows it (empty: not measured)."""
+    if not isinstance(accounting, dict):
+        return {}
+    cpu, wall = accounting.get("cpu_seconds"), accounting.get("wall_seconds")
+    peak, signum = accounting.get("peak_memory"), accounting.get("signal")
+    return {
+        "cpu_time": f"{cpu:.2f} s" if isinstance(cpu, int | float) else "",
+        "peak_memory": _size(peak),
+        "wall_time": f"{_clock(wall)} ({wall:.2f} s)" if isinstance(wall, int | float) else "",
+        "signal": _signal_name(signum) if isinstance(signum, int) else "",
+    }
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{signum} ({signal.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
     client = _client()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     codes = []
-    for job_id in args.ids:
+    for ident in args.ids:
         left = None if deadline is None else max(1.0, deadline - time.monotonic())
-        codes.append(_wait_and_report(client, job_id, left, args.json))
+        try:
+            codes.append(_wait_and_report(client, ident, left, args.json))
+        except ApiError as exc:  # no such job: the ID may be an array's
+            if exc.status != 404:
+                raise
+            _job_or_array(client, ident)  # no such array either: say so
+            codes.append(_wait_for_array(client, ident, left, args.json))
     return max(codes)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     client = _client()
+    if args.stderr and not args.follow:
+        return _fail("log: --stderr goes with -f (without -f both logs are printed)",
+                     EXIT_USAGE)
+    if args.follow and args.json:
+        return _fail("log: -f prints the log as it grows, not JSON", EXIT_USAGE)
+    if args.follow:
+        return _follow(client, args)
     if args.json:  # the end of each log, as the controller shows it
         _print_json(client.log(args.id))
         return EXIT_OK
@@ -353,6 +473,23 @@ def cmd_log(args: argparse.Namespace) -> int:
         client.write_log(args.id, name, stream.buffer)
         stream.buffer.flush()
     return EXIT_OK
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    """`log -f`: one log as it grows, then the job's final state (on stderr), as `wait`."""
+    name, stream = ("stderr", sys.stderr) if args.stderr else ("stdout", sys.stdout)
+    stream.flush()
+    following = client.follow_log(args.id, name)
+    while True:
+        try:
+            chunk = next(following)
+        except StopIteration as end:
+            job = end.value
+            break
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
+    print(f"job {job.get('id')} {job.get('state')}", file=sys.stderr)
+    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
 
 
 def cmd_files(args: argparse.Namespace) -> int:
@@ -366,11 +503,45 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     client = _client()
-    state = client.get(args.id).get("state")
+    kind, found = _job_or_array(client, args.id)
+    if kind == "array":
+        return _fetch_array(client, args, found)
+    state = found.get("state")
     if state not in TERMINAL_STATES and not args.partial:
         return _fail(f"job {args.id} is {state}: its results are not in yet (wait for it, or "
                      "fetch --partial for what there is)")
     dest = Path(args.output or f"job-{args.id}")
+    saved = _fetch_one(client, args, args.id, dest)
+    if args.json:
+        _print_json({"id": args.id, "files": saved} if args.paths else
+                    {"id": args.id, "directory": str(dest)})
+    else:
+        print("\n".join(saved) if args.paths else dest)
+    return EXIT_OK
+
+
+def _fetch_array(client: Client, args: argparse.Namespace, array: dict[str, Any]) -> int:
+    """Each task's results into `<dest>/<task index>/`."""
+    tasks = client.array_tasks(array["id"])
+    unfinished = [t for t in tasks if t.get("state") not in TERMINAL_STATES]
+    if unfinished and not args.partial:
+        return _fail(f"array {array['id']}: {len(unfinished)} of its {len(tasks)} tasks have "
+                     "not finished (wait for it, or fetch --partial for what there is)")
+    dest = Path(args.output or f"array-{array['id']}")
+    folders = {}
+    for task in tasks:
+        folder = dest / str(task["array"]["index"])
+        _fetch_one(client, args, task["id"], folder)
+        folders[str(task["array"]["index"])] = str(folder)
+    if args.json:
+        _print_json({"array": array["id"], "directories": folders})
+    else:
+        print(dest)
+    return EXIT_OK
+
+
+def _fetch_one(client: Client, args: argparse.Namespace, job_id: str, dest: Path) -> list[str]:
+    """The job's results (or only --file's) into `dest`; the files saved, for --file."""
     if args.paths:
         made = not dest.exists()
         saved = []
@@ -378,22 +549,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             for path in args.paths:
                 target = dest / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                saved.append(str(client.download_file(args.id, path, target)))
+                saved.append(str(client.download_file(job_id, path, target)))
         except BaseException:
             if made:  # nothing half-fetched left behind
                 shutil.rmtree(dest, ignore_errors=True)
             raise
-        if args.json:
-            _print_json({"id": args.id, "files": saved})
-        else:
-            print("\n".join(saved))
-        return EXIT_OK
-    client.download_results(args.id, dest, inputs=args.inputs)
-    if args.json:
-        _print_json({"id": args.id, "directory": str(dest)})
-    else:
-        print(dest)
-    return EXIT_OK
+        return saved
+    client.download_results(job_id, dest, inputs=args.inputs)
+    return []
 
 
 def _selected(client: Client, args: argparse.Namespace) -> list[str]:
@@ -429,7 +592,21 @@ def _each(args: argparse.Namespace, act: Callable[[Client, str], dict[str, Any]]
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     def cancel(client: Client, job_id: str) -> dict[str, Any]:
-        job = client.cancel(job_id)
+        try:
+            job = client.cancel(job_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            try:
+                array = client.cancel_array(job_id)
+            except ApiError as again:
+                if again.status != 404:
+                    raise
+                raise exc from None
+            counts = array.get("counts", {})
+            said = (f"array {array['id']}: {counts.get('cancelled', 0)} task(s) cancelled, "
+                    f"{counts.get('running', 0)} running asked to stop")
+            return array | {"said": said}
         said = (f"job {job['id']} cancelled" if job.get("state") == "cancelled" else
                 f"job {job['id']} is {job.get('state')}; cancellation requested")
         return job | {"said": said}
@@ -548,6 +725,25 @@ class Progress:
         if self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+def _wait_for_array(client: Client, array_id: str, timeout: float | None, as_json: bool) -> int:
+    """Wait until no task of the array is queued or running; exit 0 only if all succeeded."""
+    shown: list[dict] = []
+
+    def update(summary: dict[str, Any]) -> None:
+        if not as_json and (not shown or shown[-1] != summary.get("counts")):
+            shown.append(summary.get("counts"))
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
+            print(f"array {array_id}: {counts}", file=sys.stderr, flush=True)
+
+    summary = client.wait_array(array_id, timeout=timeout, on_update=update)
+    counts = summary.get("counts", {})
+    if as_json:
+        _print_json(summary)
+    else:
+        print(f"array {array_id} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return EXIT_OK if set(counts) <= {"succeeded"} else EXIT_JOB_NOT_SUCCEEDED
 
 
 def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json: bool) -> int:

@@ -1,8 +1,10 @@
 """`Client.map(f, xs)`: f over many inputs across the cluster, as dispy users do, with
 the service's durability and auth underneath.
 
-The inputs are cut into chunks, one job each; a job evaluates f over its chunk on all
-the CPUs it was given (`jobqueue.mapper`) and writes the results. `f` travels as the
+The inputs are cut into chunks, submitted as one job array: a task per chunk, which
+evaluates f over its chunk on all the CPUs it was given (`jobqueue.mapper`) and writes
+the results. The chunks travel in one upload, a file each; every task receives all of
+them (an array's tasks share one input) and reads its own. `f` travels as the
 file it is defined in, which the job imports under another name, as multiprocessing's
 spawn does: so f is a function defined with `def` at the top level of a module or
 script, and whatever that file imports at its top must exist on the workers. Inputs and
@@ -15,31 +17,35 @@ import contextlib
 import inspect
 import math
 import pickle
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobqueue.client.errors import WaitTimeout
 from jobqueue.mapper import MapError
 
 if TYPE_CHECKING:
     from jobqueue.client.api import Client
 
 MODULE = "jobqueue_map_f.py"
-INPUT = "map-input.pickle"
+INPUT = "map-input-{}.pickle"  # the chunk of the task of that index
 OUTPUT = "map-output.pickle"
 RUNNER = "jobqueue_map_run.py"
-MAX_JOBS = 64  # chunks by default: few enough jobs that each carries real work
+MAX_JOBS = 64  # chunks by default: few enough tasks that each carries real work
+POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between polls of the tasks: short ones end fast
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
 
 # Run in the job: f over this chunk on the job's CPUs; what happened, into OUTPUT.
 RUNNER_SOURCE = f'''\
-import importlib.util, pickle, sys, traceback
+import importlib.util, os, pickle, sys, traceback
 from jobqueue import mapper
 
 spec = importlib.util.spec_from_file_location("jobqueue_map_f", "{MODULE}")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 f = getattr(module, sys.argv[1])
-with open("{INPUT}", "rb") as fh:
+with open("{INPUT}".format(os.environ["JOBQUEUE_ARRAY_TASK_ID"]), "rb") as fh:
     first, items = pickle.load(fh)
 try:
     outcome = {{"results": mapper.map(f, items)}}
@@ -76,17 +82,16 @@ def cluster_map(client: Client, f: Callable, xs: Iterable[Any], *, chunk_size: i
         raise ValueError("chunk_size must be at least 1")
     starts = range(0, len(items), size)
     name = name or f"map-{f.__name__}"
-    runner = RUNNER_SOURCE.encode()
-    jobs: dict[str, int] = {}
+    files = {MODULE: module, RUNNER: RUNNER_SOURCE.encode()}
+    for n, first in enumerate(starts):
+        files[INPUT.format(n)] = pickle.dumps((first, items[first:first + size]))
+    made = client.submit(files, {"entry": RUNNER, "args": [f.__name__], "cpus": cpus,
+                                 "name": name, **spec}, array=f"0-{len(starts) - 1}")
+    # Task n's job id -> the index of its chunk's first input (ids come in index order).
+    jobs = dict(zip(made["jobs"], starts, strict=True))
     try:
-        for n, first in enumerate(starts):
-            files = {MODULE: module, RUNNER: runner,
-                     INPUT: pickle.dumps((first, items[first:first + size]))}
-            job = client.submit(files, {"entry": RUNNER, "args": [f.__name__], "cpus": cpus,
-                                        "name": f"{name}-{n}", **spec})
-            jobs[job["id"]] = first
         results: list[Any] = [None] * len(items)
-        for job in client.as_completed(list(jobs), timeout=timeout):
+        for job in _as_completed(client, made["array"]["id"], timeout):
             first = jobs[job["id"]]
             outcome = _outcome(client, job)
             if "error" in outcome:
@@ -94,11 +99,30 @@ def cluster_map(client: Client, f: Callable, xs: Iterable[Any], *, chunk_size: i
             results[first:first + len(outcome["results"])] = outcome["results"]
         return results
     except BaseException:
-        for job_id in jobs:  # the rest is wasted work now
-            # Already finished, or the controller is gone: nothing to stop.
-            with contextlib.suppress(Exception):
-                client.cancel(job_id)
+        # The rest is wasted work now; if the controller is gone, nothing can be stopped.
+        with contextlib.suppress(Exception):
+            client.cancel_array(made["array"]["id"])
         raise
+
+
+def _as_completed(client: Client, array_id: str, timeout: float | None
+                  ) -> Iterator[dict[str, Any]]:
+    """Each task of the array once it has finished, polling all of them in one request."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay, seen = POLL_FIRST, set()
+    while True:
+        tasks = client.list(array=array_id)
+        for job in tasks:
+            if job["state"] in TERMINAL_STATES and job["id"] not in seen:
+                seen.add(job["id"])
+                yield job
+        if len(seen) == len(tasks):
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(client.array(array_id), timeout or 0.0)
+        time.sleep(delay if deadline is None else
+                   max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 1.5, POLL_MAX)
 
 
 def _outcome(client: Client, job: dict[str, Any]) -> dict[str, Any]:

@@ -41,11 +41,15 @@ class ApiError(ClientError):
 
 
 class WaitTimeout(ClientError, TimeoutError):
-    """The job did not reach a terminal state in time; ``job`` is its last known state."""
+    """The job (or every task of an array) did not reach a terminal state in time; ``job``
+    is its last known state (an array's summary, for an array)."""
 
     def __init__(self, job: dict[str, Any], timeout: float) -> None:
         self.job = job
         self.timeout = timeout
-        super().__init__(
-            f"job {job.get('id')} is still {job.get('state')} after {timeout:g} seconds"
-        )
+        if "counts" in job:  # a job array's summary
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(job["counts"].items()))
+            what = f"array {job.get('id')} is still at {counts}"
+        else:
+            what = f"job {job.get('id')} is still {job.get('state')}"
+        super().__init__(f"{what} after {timeout:g} seconds")

@@ -1,4 +1,5 @@
-"""The user side of the HTTP API: submit, list, inspect, fetch, cancel and delete jobs."""
+"""The user side of the HTTP API: submit, list, inspect, fetch, cancel and delete jobs
+(a submit with `array` makes a job array: see `arrays`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import binascii
 import datetime as dt
 
 from flask import Blueprint, Response, g, jsonify, request, send_file
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import idempotency, workers
+from jobqueue.controller import after, arrays, idempotency, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
 from jobqueue.controller.storage import LOGS
-from jobqueue.models import Job, new_job_id, utcnow
+from jobqueue.models import Dependency, Job, new_job_id, utcnow
 from jobqueue.controller.views import app_state, job_json, visible_job
 from jobqueue.states import IllegalTransition, JobState
 
@@ -52,24 +53,36 @@ def submit_job():
         if (earlier := idempotency.replay(g.db, user, key, digest, window)) is not None:
             return _created(earlier, replayed=True)
         g.db.commit()  # end the read: on SQLite every transaction holds the write lock
-    job_id = new_job_id()
+    # The job's id, or the array's: one copy of the input serves all its tasks.
+    input_id = new_job_id()
     try:
         names = state.files.save_inputs(
-            job_id, [(u.filename, u.stream) for u in uploads], [a.stream for a in archives],
+            input_id, [(u.filename, u.stream) for u in uploads], [a.stream for a in archives],
             state.settings.max_upload_bytes)
     except ArchiveTooLarge as exc:
         raise ApiError(413, "too_large", str(exc)) from None
     except (UnsafeArchive, ValueError) as exc:
         raise bad_request(str(exc)) from None
+    made = [input_id]  # directories to remove if the job is not stored
     try:
         if spec.entry not in names:
             raise bad_request(f"the entry script {spec.entry!r} is not among the uploaded files")
         now = utcnow()
-        job = Job(id=job_id, owner=user, name=spec.name, entry=spec.entry,
-                  args=spec.args, cpus=spec.cpus, walltime=spec.walltime, memory=spec.memory,
-                  output_limit=spec.output_limit, state=JobState.QUEUED.value, attempts=0,
-                  cancel_requested=False, message="", created_at=now, queued_at=now)
-        g.db.add(job)
+        parents = after.resolve(g.db, user, spec.after)
+        if spec.array is None:
+            job = Job(id=input_id, owner=user, name=spec.name, entry=spec.entry,
+                      args=spec.args, cpus=spec.cpus, walltime=spec.walltime,
+                      memory=spec.memory, output_limit=spec.output_limit,
+                      state=JobState.QUEUED.value, attempts=0, cancel_requested=False,
+                      message="", created_at=now, queued_at=now,
+                      waiting_on=after.unmet(parents))
+            g.db.add(job)
+        else:
+            _array, tasks = arrays.create(g.db, user, spec, input_id, after.unmet(parents), now)
+            made += [t.id for t in tasks]
+            state.files.add_tasks(t.id for t in tasks)
+            job = tasks[0]  # stands for the array with the idempotency key
+        after.record(g.db, input_id, parents)
         if key is not None:
             idempotency.remember(g.db, user, key, digest, job, window)
         state.backend.enqueued(g.db, job)
@@ -77,13 +90,15 @@ def submit_job():
     except IntegrityError:
         # Another request with the same key got in first: answer with its job.
         g.db.rollback()
-        state.files.delete(job_id)
+        for made_id in made:
+            state.files.delete(made_id)
         if key is None or (earlier := idempotency.replay(g.db, user, key, digest,
                                                          window)) is None:
             raise
         return _created(earlier, replayed=True)
     except BaseException:
-        state.files.delete(job_id)
+        for made_id in made:
+            state.files.delete(made_id)
         raise
     faults.point("submit:after-commit")
     return _created(job, replayed=False)
@@ -97,13 +112,21 @@ def _largest_worker():
 def _with_pending(jobs: list[Job]) -> list[dict]:
     """The jobs' JSON; queued ones also say their place in the queue and why they wait."""
     biggest = _largest_worker() if any(j.job_state is JobState.QUEUED for j in jobs) else None
-    return [job_json(j) | (workers.pending(g.db, j, biggest)
-                           if j.job_state is JobState.QUEUED else {}) for j in jobs]
+    parents = after.after_of(g.db, jobs)
+    return [job_json(j, parents[j.id]) | (workers.pending(g.db, j, biggest)
+                                          if j.job_state is JobState.QUEUED else {})
+            for j in jobs]
 
 
 def _created(job: Job, replayed: bool):
-    body = job_json(job)
-    headers = {"Location": body["links"]["self"]}
+    """201 with the job, or for a task of an array, with the array and its tasks' ids."""
+    if job.array_id is not None:
+        body = {"array": arrays.summary(g.db, job.array),
+                "jobs": arrays.task_ids(g.db, job.array)}
+        headers = {"Location": body["array"]["links"]["self"]}
+    else:
+        body = job_json(job)
+        headers = {"Location": body["links"]["self"]}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return jsonify(body), 201, headers
@@ -141,6 +164,8 @@ def list_jobs():
         if len(name) > NAME_FILTER_MAX:
             raise bad_request(f"'name' may be at most {NAME_FILTER_MAX} characters")
         query = query.where(Job.name.icontains(name, autoescape=True))
+    if (array_id := request.args.get("array")) is not None:
+        query = query.where(arrays.array_filter(array_id))
     try:
         limit = int(request.args.get("limit", PAGE_DEFAULT))
     except ValueError:
@@ -178,7 +203,7 @@ def _with_result(job_id: str) -> Job:
 @require("user", "admin")
 def list_files(job_id: str):
     job = _with_result(job_id)
-    return jsonify(files=app_state().files.list_files(job.id))
+    return jsonify(files=app_state().files.list_files(job.id, job.array_id))
 
 
 @bp.get("/jobs/<job_id>/files/<path:name>")
@@ -186,7 +211,7 @@ def list_files(job_id: str):
 def get_file(job_id: str, name: str):
     job = _with_result(job_id)
     try:
-        path = app_state().files.find_file(job.id, name)
+        path = app_state().files.find_file(job.id, name, job.array_id)
     except UnsafeArchive as exc:
         raise bad_request(str(exc)) from None
     if path is None:
@@ -201,13 +226,20 @@ def get_file(job_id: str, name: str):
 @require("user", "admin")
 def get_log(job_id: str):
     job = _with_result(job_id)
-    return jsonify(app_state().files.read_log(job.id))
+    return jsonify(app_state().files.read_log(job.id, _running_lease(job)))
+
+
+def _running_lease(job: Job) -> str | None:
+    """The lease of the attempt running now, whose streamed logs are shown until the
+    result's replace them."""
+    return job.lease if job.job_state is JobState.RUNNING else None
 
 
 @bp.get("/jobs/<job_id>/log/<name>")
 @require("user", "admin")
 def get_log_stream(job_id: str, name: str):
-    """The whole stdout or stderr as text, from byte `offset` on (default 0)."""
+    """The whole stdout or stderr as text, from byte `offset` on (default 0); while the
+    job runs, what its worker has streamed of it so far."""
     job = _with_result(job_id)
     try:
         offset = int(request.args.get("offset", "0"))
@@ -217,7 +249,10 @@ def get_log_stream(job_id: str, name: str):
         raise bad_request("'offset' must be 0 or more")
     if name not in LOGS:
         raise not_found("log (there are stdout and stderr)")
-    path = app_state().files.log_path(job.id, name)
+    files = app_state().files
+    lease = _running_lease(job)
+    path, live = files.readable_log(job.id, lease, name)
+    cut = live and files.live_log(job.id, lease, name).cut
     size = path.stat().st_size if path is not None else 0
 
     def chunks():
@@ -225,12 +260,19 @@ def get_log_stream(job_id: str, name: str):
             return
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while chunk := fh.read(1 << 16):
+            left = size - offset  # no more than X-Log-Size says, while a live log grows
+            while left > 0 and (chunk := fh.read(min(left, 1 << 16))):
+                left -= len(chunk)
                 yield chunk
 
     # X-Log-Size: the whole log's length, where a follower asks from next time.
-    return Response(chunks(), 200, {"Content-Type": "text/plain; charset=utf-8",
-                                    "X-Log-Size": str(size)})
+    # X-Log-Live: the running attempt's log so far; X-Log-Cut: it reached the output
+    # limit and grows no more (the result's log, once in, is cut there too).
+    headers = {"Content-Type": "text/plain; charset=utf-8", "X-Log-Size": str(size),
+               "X-Log-Live": "true" if live else "false"}
+    if cut:
+        headers["X-Log-Cut"] = "true"
+    return Response(chunks(), 200, headers)
 
 
 @bp.get("/jobs/<job_id>/results")
@@ -240,7 +282,8 @@ def get_results(job_id: str):
     if inputs not in ("0", "1", "false", "true"):
         raise bad_request("'inputs' must be 1 (with the job's input files, the default) or 0")
     job = _with_result(job_id)
-    archive = app_state().files.results_archive(job.id, with_inputs=inputs in ("1", "true"))
+    archive = app_state().files.results_archive(job.id, with_inputs=inputs in ("1", "true"),
+                                                input_id=job.array_id)
     return send_file(archive, mimetype="application/gzip", as_attachment=True,
                      download_name=f"{job.id}-results.tar.gz")
 
@@ -263,7 +306,18 @@ def delete_job(job_id: str):
     job = visible_job(job_id, for_update=True)
     if not job.job_state.finished:
         raise conflict(f"the job is {job.state}; cancel it and wait until it has finished")
+    array = job.array
     g.db.delete(job)
+    g.db.execute(delete(Dependency).where(Dependency.waiter == job.id))
+    g.db.flush()
+    # The last task of an array takes the array, and the input its tasks shared, with it.
+    last = array is not None and not g.db.scalar(
+        select(func.count()).select_from(Job).where(Job.array_id == array.id))
+    if last:
+        g.db.execute(delete(Dependency).where(Dependency.waiter == array.id))
+        g.db.delete(array)
     g.db.commit()
     app_state().files.delete(job.id)
+    if last:
+        app_state().files.delete(array.id)
     return "", 204

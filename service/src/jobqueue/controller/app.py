@@ -13,6 +13,7 @@ from werkzeug.routing import PathConverter
 from jobqueue.controller import errors
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.api import bp as api_bp
+from jobqueue.controller.arrays import bp as arrays_bp
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.metrics import Metrics
@@ -102,6 +103,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
 
     api = Blueprint("v1", __name__, url_prefix=API_PREFIX)
     api.register_blueprint(api_bp)
+    api.register_blueprint(arrays_bp)
     if isinstance(backend, PullQueue):
         api.register_blueprint(worker_bp)
 

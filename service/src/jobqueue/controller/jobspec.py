@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobqueue.archive import UnsafeArchive, check_relative_path
+from jobqueue.arrayspec import ArrayRange, BadArray, parse_array
 from jobqueue.controller import jsonin
 from jobqueue.controller.errors import bad_request
 from jobqueue.controller.settings import ControllerSettings
 
-KNOWN_KEYS = {"name", "entry", "args", "cpus", "walltime", "memory", "output_limit"}
+KNOWN_KEYS = {"name", "entry", "args", "cpus", "walltime", "memory", "output_limit",
+              "array", "array_args", "after"}
 MAX_ARGS = 1000
+MAX_AFTER = 1000  # ids in `after` (an array's id counts once, however many tasks it has)
+MAX_ID = 32
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class JobSpec:
     walltime: int
     memory: int
     output_limit: int
+    # A job array: its indices and %N limit, and each task's own arguments (after `args`).
+    array: ArrayRange | None = None
+    array_args: list[list[str]] | None = None
+    # Jobs (ids, unique starts of ids, or array ids) that must succeed before this starts.
+    after: tuple[str, ...] = ()
 
 
 def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
@@ -57,6 +66,7 @@ def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
         raise bad_request("spec field 'args' must be a list of strings")
     if len(args) > MAX_ARGS:
         raise bad_request(f"spec field 'args' may hold at most {MAX_ARGS} arguments")
+    array, array_args = _array(spec, settings.max_array_size)
     return JobSpec(
         name=name,
         entry=entry,
@@ -65,4 +75,48 @@ def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
         walltime=_int(spec, "walltime", settings.default_walltime, 1, settings.max_walltime),
         memory=_int(spec, "memory", settings.default_memory, 16, 1 << 30),
         output_limit=_int(spec, "output_limit", settings.default_output_limit, 1, 1 << 30),
+        array=array,
+        array_args=array_args,
+        after=_after(spec),
     )
+
+
+def _array(spec: dict, max_size: int) -> tuple[ArrayRange | None, list[list[str]] | None]:
+    """`array` (Slurm's syntax) and `array_args` (one list of strings per task); with only
+    `array_args`, the array's indices are 0 to n-1."""
+    text, per_task = spec.get("array"), spec.get("array_args")
+    array = None
+    if text is not None:
+        if not isinstance(text, str):
+            raise bad_request("spec field 'array' must be a string such as '0-99%10'")
+        try:
+            array = parse_array(text, max_size)
+        except BadArray as exc:
+            raise bad_request(f"spec field 'array': {exc}") from None
+    if per_task is None:
+        return array, None
+    if not isinstance(per_task, list) or not all(
+            isinstance(a, list) and all(isinstance(s, str) for s in a) for a in per_task):
+        raise bad_request("spec field 'array_args' must be a list of lists of strings, one "
+                          "list per task")
+    if not 0 < len(per_task) <= max_size:
+        raise bad_request(f"spec field 'array_args' must hold 1 to {max_size} lists")
+    if any(len(a) > MAX_ARGS for a in per_task):
+        raise bad_request(f"spec field 'array_args': a task may have at most {MAX_ARGS} "
+                          "arguments")
+    if array is None:
+        array = ArrayRange(tuple(range(len(per_task))))
+    elif array.size != len(per_task):
+        raise bad_request(f"spec field 'array_args' has {len(per_task)} lists but 'array' "
+                          f"names {array.size} tasks")
+    return array, per_task
+
+
+def _after(spec: dict) -> tuple[str, ...]:
+    after = spec.get("after", [])
+    if not isinstance(after, list) or not all(
+            isinstance(i, str) and 0 < len(i) <= MAX_ID for i in after):
+        raise bad_request("spec field 'after' must be a list of job or array ids")
+    if len(after) > MAX_AFTER:
+        raise bad_request(f"spec field 'after' may hold at most {MAX_AFTER} ids")
+    return tuple(dict.fromkeys(after))

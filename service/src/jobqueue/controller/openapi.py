@@ -6,6 +6,7 @@ from jobqueue import __version__
 from jobqueue.states import LIMITS
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ARRAY_ID = {"name": "array_id", "in": "path", "required": True, "schema": {"type": "string"}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 LEASE_BODY = {"required": True, "content": {"application/json": {"schema": {
@@ -53,6 +54,14 @@ ROOT_PATHS = {
 
 
 JOB_OK = {"200": _json("The job", "Job")}
+LOG_HEADERS = {
+    "X-Log-Size": {"schema": {"type": "integer"}, "description": "the log's length"},
+    "X-Log-Live": {"schema": {"type": "string", "enum": ["true", "false"]},
+                   "description": "true: the running attempt's log so far"},
+    "X-Log-Cut": {"schema": {"type": "string", "enum": ["true"]},
+                  "description": "the live log reached the output limit"},
+}
+ARRAY_OK = {"200": _json("The array", "Array")}
 
 
 def document() -> dict:
@@ -63,9 +72,14 @@ def document() -> dict:
         "security": [{"bearer": []}],
         "paths": ROOT_PATHS | {"/api/v1" + path: item for path, item in {
             "/jobs": {
-                "post": _op("Submit a job (the same Idempotency-Key and request: the same job)",
-                            {"201": _json("Created, or created before with this key", "Job")},
-                            400, 409, 413, params=[IDEMPOTENCY_KEY], body={
+                "post": _op("Submit a job, or a job array with 'array' or 'array_args' (the "
+                            "same Idempotency-Key and request: the same job or array)",
+                            {"201": _json("Created, or created before with this key: the job, "
+                                          "or for an array its summary and its tasks' ids",
+                                          schema={"oneOf": [
+                                              {"$ref": "#/components/schemas/Job"},
+                                              {"$ref": "#/components/schemas/Submitted"}]})},
+                            400, 404, 409, 413, params=[IDEMPOTENCY_KEY], body={
                     "required": True, "content": {"multipart/form-data": {"schema": {
                         "type": "object", "required": ["spec"], "properties": {
                             "spec": {"$ref": "#/components/schemas/JobSpec"},
@@ -81,6 +95,8 @@ def document() -> dict:
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     {"name": "name", "in": "query", "description": "part of the job's name "
                      "(any case)", "schema": {"type": "string", "maxLength": 200}},
+                    {"name": "array", "in": "query", "schema": {"type": "string"},
+                     "description": "only the tasks of this job array"},
                     {"name": "all", "in": "query", "schema": {"type": "boolean"}}]),
             },
             "/jobs/{job_id}": {
@@ -100,8 +116,11 @@ def document() -> dict:
                     "stdout": {"type": "string"}, "stderr": {"type": "string"}}})},
                 404, params=jid)},
             "/jobs/{job_id}/log/{name}": {"get": _op(
-                "The whole stdout or stderr, from byte 'offset' on (X-Log-Size: its length)",
-                {"200": _binary("The log", "text/plain")}, 400, 404, params=(
+                "The whole stdout or stderr, from byte 'offset' on (X-Log-Size: its length); "
+                "while the job runs, what its worker has streamed so far (X-Log-Live: true; "
+                "X-Log-Cut: true once it reached the output limit and grows no more)",
+                {"200": _binary("The log", "text/plain") | {"headers": LOG_HEADERS}},
+                400, 404, params=(
                     JOB_ID, {"name": "name", "in": "path", "required": True,
                              "schema": {"enum": ["stdout", "stderr"]}},
                     {"name": "offset", "in": "query",
@@ -110,6 +129,11 @@ def document() -> dict:
                 "The job directory after the run", {"200": _binary("tar.gz", "application/gzip")},
                 404, params=jid)},
             "/jobs/{job_id}/cancel": {"post": _op("Cancel a job", JOB_OK, 404, 409, params=jid)},
+            "/arrays/{array_id}": {"get": _op("A job array: its size and tasks per state",
+                                              ARRAY_OK, 404, 409, params=[ARRAY_ID])},
+            "/arrays/{array_id}/cancel": {"post": _op(
+                "Cancel every unfinished task of the array", ARRAY_OK, 404, 409,
+                params=[ARRAY_ID])},
             "/worker/claim": {"post": _op(
                 "Claim the next job (long poll)", {
                     "200": _json("A job and its lease", "Job"),
@@ -142,11 +166,29 @@ def document() -> dict:
                 "The job's input files", {"200": _binary("tar.gz", "application/gzip")}, 404, 409,
                 params=(JOB_ID, {"name": "lease", "in": "query", "required": True,
                                  "schema": {"type": "string"}}))},
+            "/worker/jobs/{job_id}/log/{name}": {"post": _op(
+                "Append a running job's log bytes from 'offset' on (a retry changes nothing; "
+                "the logs together keep to the job's output limit)", {"200": _json(
+                    "What is stored", schema={"type": "object", "properties": {
+                        "size": {"type": "integer", "description": "where the next append "
+                                 "starts"},
+                        "cut": {"type": "boolean", "description": "the log is full: send no "
+                                "more"}}})}, 400, 404, 409, 413, params=(
+                    JOB_ID, {"name": "name", "in": "path", "required": True,
+                             "schema": {"enum": ["stdout", "stderr"]}},
+                    {"name": "lease", "in": "query", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "offset", "in": "query", "required": True,
+                     "schema": {"type": "integer", "minimum": 0}}),
+                body={"required": True, "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": 4 << 20}}}})},
             "/worker/jobs/{job_id}/result": {"post": _op(
                 "Upload the attempt's outcome (idempotent)", JOB_OK, 400, 404, 409, 413,
                 params=jid, body={"required": True, "content": {"multipart/form-data": {
                     "schema": {"type": "object", "required": ["status"], "properties": {
-                        "status": {"type": "string"},
+                        "status": {"type": "string", "description": "JSON: lease, state, "
+                                   "exit_code, message, limit and (optional) accounting, an "
+                                   "Accounting object; all its fields may be left out"},
                         "results": {"type": "string", "format": "binary"},
                         "stdout": {"type": "string", "format": "binary"},
                         "stderr": {"type": "string", "format": "binary"}}}}}})},
@@ -171,7 +213,28 @@ def document() -> dict:
                     "cpus": {"type": "integer", "minimum": 1},
                     "walltime": {"type": "integer", "minimum": 1},
                     "memory": {"type": "integer", "minimum": 16},
-                    "output_limit": {"type": "integer", "minimum": 1}}},
+                    "output_limit": {"type": "integer", "minimum": 1},
+                    "array": {"type": "string", "examples": ["0-99", "0-99%10", "1,3,7-9",
+                                                            "0-20:5"],
+                              "description": "a job array in Slurm's syntax; %N: at most N "
+                                             "tasks run at once"},
+                    "array_args": {"type": "array", "items": {
+                        "type": "array", "items": {"type": "string"}},
+                        "description": "each task's arguments (after 'args'); alone, the "
+                                       "array is 0..n-1"},
+                    "after": {"type": "array", "items": {"type": "string"},
+                              "description": "job or array ids that must succeed first; if "
+                                             "one ends otherwise this job is cancelled"}}},
+                "Array": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"},
+                    "owner": {"type": "string"}, "size": {"type": "integer"},
+                    "max_running": {"type": ["integer", "null"]},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "created_at": {"type": "string"}, "links": {"type": "object"}}},
+                "Submitted": {"type": "object", "properties": {
+                    "array": {"$ref": "#/components/schemas/Array"},
+                    "jobs": {"type": "array", "items": {"type": "string"},
+                             "description": "the tasks' job ids, in index order"}}},
                 "Job": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"},
                     "owner": {"type": "string"},
@@ -183,7 +246,28 @@ def document() -> dict:
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
                     "limit": {"type": ["string", "null"], "enum": [*LIMITS, None],
                               "description": "the limit that ended the job, if one did"},
+                    "accounting": {"$ref": "#/components/schemas/Accounting"},
+                    "array": {"type": ["object", "null"], "properties": {
+                        "id": {"type": "string"}, "index": {"type": "integer"},
+                        "size": {"type": "integer"}}},
+                    "after": {"type": "array", "items": {"type": "string"},
+                              "description": "ids of the jobs it runs after"},
+                    "pending_reason": {"type": "string"},
+                    "queue_position": {"type": "integer"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},
+                "Accounting": {
+                    "type": "object", "description": "what the attempt that finished the job "
+                    "used, as its worker measured it (null: not measured)",
+                    "required": ["cpu_seconds", "peak_memory", "wall_seconds", "signal"],
+                    "additionalProperties": False, "properties": {
+                        "cpu_seconds": {"type": ["number", "null"], "minimum": 0,
+                                        "maximum": 1e13, "description": "user + system"},
+                        "peak_memory": {"type": ["integer", "null"], "minimum": 0,
+                                        "maximum": (1 << 63) - 1, "description": "bytes"},
+                        "wall_seconds": {"type": ["number", "null"], "minimum": 0,
+                                         "maximum": 1e13},
+                        "signal": {"type": ["integer", "null"], "minimum": 1, "maximum": 255,
+                                   "description": "the signal that ended the job"}}},
             },
         },
     }

@@ -33,6 +33,8 @@ class ControllerSettings:
     # "refuse" it at submit, or "hold" it queued (with that reason) for a larger one.
     oversized_jobs: str = "refuse"
     worker_seen_window_seconds: int = 24 * 3600
+    # Most tasks of one job array (its indices are 0 to this minus one, as Slurm's).
+    max_array_size: int = 10000
     # Each queue backend's own settings: the table [queue.NAME] of controller.toml.
     queue: dict[str, dict] = dataclasses.field(default_factory=dict)
 
@@ -43,7 +45,8 @@ class ControllerSettings:
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
                     "max_files", "max_job_cpus", "default_walltime", "max_walltime",
                     "default_memory", "default_output_limit", "log_tail_bytes",
-                    "idempotency_window_seconds", "worker_seen_window_seconds")
+                    "idempotency_window_seconds", "worker_seen_window_seconds",
+                    "max_array_size")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")

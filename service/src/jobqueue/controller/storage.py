@@ -1,6 +1,9 @@
-"""Job files on disk: `<data_dir>/jobs/<id>/input/` as submitted, and `result/` as
+"""Job files on disk: `<data_dir>/jobs/<id>/input/` as submitted, `result/` as
 uploaded by the attempt that finished the job (its `output/` files plus stdout and
-stderr).
+stderr), and `live/<lease>/` the logs a running attempt's worker streams while it runs
+(replaced by the result's once that is in). The tasks of a job array share one input,
+`<data_dir>/jobs/<array id>/input/`: the methods that read a job's input take the id
+whose input it is (`input_id`).
 
 A result upload survives a crash at any step. It is written to
 `<data_dir>/uploads/staging.<pid>.<random>/`, flushed to disk, then renamed to
@@ -16,12 +19,14 @@ never touches stored files.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +44,25 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
 LOGS = ("stdout", "stderr")
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class LiveLog:
+    """A running attempt's log as stored so far: `size` bytes of the worker's (where
+    its next append starts); `cut` once it reached the job's output limit and was
+    closed with a marker line (it then grows no more)."""
+
+    size: int
+    cut: bool = False
+
+
+class LogGap(ValueError):
+    """An append that starts past the end of what is stored: bytes would be missing."""
+
+    def __init__(self, offset: int, size: int):
+        super().__init__(f"offset {offset} is past the end of the log ({size} bytes stored)")
+        self.size = size
 
 
 def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -129,8 +153,15 @@ class JobFiles:
             self.delete(job_id)
             raise
 
-    def input_archive(self, job_id: str) -> IO[bytes]:
-        return self._archive(self.job_dir(job_id) / "input")
+    def add_tasks(self, job_ids: Iterable[str]) -> None:
+        """The directories of an array's tasks, where their results will go (their input
+        is the array's, saved with `save_inputs` under the array's id)."""
+        for job_id in job_ids:
+            self.job_dir(job_id).mkdir()
+        _fsync_path(self.root, directory=True)
+
+    def input_archive(self, job_id: str, input_id: str | None = None) -> IO[bytes]:
+        return self._archive(self.job_dir(input_id or job_id) / "input")
 
     # -- results -----------------------------------------------------------------------
 
@@ -190,6 +221,8 @@ class JobFiles:
             _fsync_path(final.parent, directory=True)
         for leftover in self._ready(job_id):
             self.discard(leftover)
+        if final.is_dir():  # the result's logs replace the streamed ones
+            shutil.rmtree(self.job_dir(job_id) / LIVE, ignore_errors=True)
         return final.is_dir()
 
     def recover(self, attempt_of: Callable[[str], tuple[JobState, str | None] | None]) -> None:
@@ -223,14 +256,14 @@ class JobFiles:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _layers(self, job_id: str) -> list[Path]:
+    def _layers(self, job_id: str, input_id: str | None = None) -> list[Path]:
         """Directories whose files make up the job's view; later ones win."""
-        job_dir = self.job_dir(job_id)
-        return [job_dir / "input", job_dir / "result" / "output"]
+        return [self.job_dir(input_id or job_id) / "input",
+                self.job_dir(job_id) / "result" / "output"]
 
-    def list_files(self, job_id: str) -> list[dict]:
+    def list_files(self, job_id: str, input_id: str | None = None) -> list[dict]:
         merged: dict[str, int] = {}
-        for layer in self._layers(job_id):
+        for layer in self._layers(job_id, input_id):
             if layer.is_dir():
                 for rel in iter_files(layer):
                     path = layer / rel
@@ -238,9 +271,9 @@ class JobFiles:
                         merged[rel] = path.stat().st_size
         return [{"path": rel, "size": size} for rel, size in sorted(merged.items())]
 
-    def find_file(self, job_id: str, name: str) -> Path | None:
+    def find_file(self, job_id: str, name: str, input_id: str | None = None) -> Path | None:
         rel = check_relative_path(name)
-        for layer in reversed(self._layers(job_id)):
+        for layer in reversed(self._layers(job_id, input_id)):
             path = layer / rel
             # Serve only regular files that really are inside the layer.
             if path.is_file() and not path.is_symlink() and \
@@ -248,8 +281,9 @@ class JobFiles:
                 return path
         return None
 
-    def results_archive(self, job_id: str, with_inputs: bool = True) -> IO[bytes]:
-        layers = self._layers(job_id)[0 if with_inputs else 1:]
+    def results_archive(self, job_id: str, with_inputs: bool = True,
+                        input_id: str | None = None) -> IO[bytes]:
+        layers = self._layers(job_id, input_id)[0 if with_inputs else 1:]
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             merged = Path(tmp) / "merged"
             merged.mkdir()
@@ -267,12 +301,75 @@ class JobFiles:
         path = self.job_dir(job_id) / "result" / name
         return path if name in LOGS and path.is_file() else None
 
-    def read_log(self, job_id: str) -> dict[str, str]:
+    # -- live logs: streamed by the worker while the attempt runs ---------------------
+
+    def _live_dir(self, job_id: str, lease: str) -> Path:
+        return self.job_dir(job_id) / LIVE / lease
+
+    def live_log_path(self, job_id: str, lease: str | None, name: str) -> Path | None:
+        """What the attempt holding `lease` has streamed of a log so far, if anything."""
+        if lease is None or name not in LOGS:
+            return None
+        path = self._live_dir(job_id, lease) / name
+        return path if path.is_file() else None
+
+    def live_log(self, job_id: str, lease: str, name: str) -> LiveLog:
+        directory = self._live_dir(job_id, lease)
+        cut = directory / f"{name}.cut"
+        if cut.is_file():
+            return LiveLog(int(cut.read_text() or 0), cut=True)
+        path = directory / name
+        return LiveLog(path.stat().st_size if path.is_file() else 0)
+
+    def append_live_log(self, job_id: str, lease: str, name: str, offset: int, data: bytes,
+                        budget: int) -> LiveLog:
+        """Store `data`, the bytes of the log from `offset` on. What is stored already is
+        skipped (a retried append changes nothing); the logs together keep to `budget`
+        bytes, and one that reaches it is closed with a marker line. Appends to one log
+        are serialised (a retry may overlap its first try in another process)."""
+        if name not in LOGS:
+            raise ValueError(f"no log {name!r}")
+        directory = self._live_dir(job_id, lease)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            stored = self.live_log(job_id, lease, name)
+            if stored.cut:
+                return stored
+            size = os.fstat(fd).st_size
+            if offset > size:
+                raise LogGap(offset, size)
+            new = data[size - offset:]
+            other = sum(self.live_log(job_id, lease, log).size for log in LOGS if log != name)
+            room = max(0, budget - other - size)
+            _write_all(fd, new[:room])
+            if len(new) <= room:
+                return LiveLog(size + len(new))
+            _write_all(fd, f"\n[jobqueue: {name} cut here at the job's output limit; the "
+                           "rest is not kept]\n".encode())
+            (directory / f"{name}.cut").write_text(str(size + room))
+            return LiveLog(size + room, cut=True)
+        finally:
+            os.close(fd)
+
+    def readable_log(self, job_id: str, lease: str | None, name: str
+                     ) -> tuple[Path | None, bool]:
+        """The log to show: the result's once it is in, else the running attempt's
+        streamed so far; and whether it is the latter."""
+        final = self.log_path(job_id, name)
+        if final is not None:
+            return final, False
+        live = self.live_log_path(job_id, lease, name)
+        return live, live is not None
+
+    def read_log(self, job_id: str, lease: str | None = None) -> dict[str, str]:
         """The end of stdout and stderr (at most `log_tail_bytes` each, from the start of
-        a line, after a marker saying how much is left out)."""
+        a line, after a marker saying how much is left out); while the attempt holding
+        `lease` runs, of what it has streamed so far."""
         logs = {}
         for name in LOGS:
-            path = self.log_path(job_id, name)
+            path, _ = self.readable_log(job_id, lease, name)
             if path is None:
                 logs[name] = ""
                 continue
@@ -312,6 +409,12 @@ def _save_log(stream: IO[bytes] | None, dest: Path, budget: int, name: str) -> i
             out.write(f"\n[jobqueue: {name} cut here at the job's output limit; {cut} more "
                       "bytes were not kept]\n".encode())
     return kept
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _tree_size(root: Path) -> int:

@@ -7,7 +7,8 @@ import datetime as dt
 from flask import current_app, g, request, url_for
 from sqlalchemy import select
 
-from jobqueue.controller import jsonin
+from jobqueue.controller import accounting, jsonin
+from jobqueue.controller.after import after_of
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
 from jobqueue.models import Job
@@ -58,7 +59,11 @@ def _time(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_json(job: Job) -> dict:
+def job_json(job: Job, after: list[str] | None = None) -> dict:
+    """The job as the API shows it; `after` (its dependencies' ids) is looked up unless
+    given (a list of jobs gives them all at once: `controller.after.after_of`)."""
+    if after is None:
+        after = after_of(g.db, [job])[job.id]
     return {
         "id": job.id,
         "name": job.name,
@@ -75,10 +80,14 @@ def job_json(job: Job) -> dict:
         "exit_code": job.exit_code,
         "limit": job.limit_hit,
         "message": job.message,
+        "accounting": accounting.as_json(job),
         "cancel_requested": job.cancel_requested,
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
+        "array": None if job.array_id is None else {
+            "id": job.array_id, "index": job.array_index, "size": job.array.size},
+        "after": after,
         "links": {
             "self": url_for("v1.api.get_job", job_id=job.id),
             "files": url_for("v1.api.list_files", job_id=job.id),

@@ -7,9 +7,10 @@ from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import jsonin
+from jobqueue.controller import accounting, jsonin
 from jobqueue.controller.auth import current_user, require
-from jobqueue.controller.errors import ApiError, bad_request
+from jobqueue.controller.errors import ApiError, bad_request, not_found
+from jobqueue.controller.storage import LOGS, LogGap
 from jobqueue.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost, WorkerCapacity
@@ -20,6 +21,7 @@ bp = Blueprint("worker_api", __name__)
 # Bounds that keep a worker's numbers inside what every database stores.
 MAX_WORKER_CPUS = 1 << 20
 EXIT_CODE_BOUND = 1 << 31
+MAX_LOG_APPEND = 4 << 20  # bytes of one append of a running job's log
 
 
 def _lease_lost(exc: LeaseLost) -> ApiError:
@@ -137,13 +139,56 @@ def heartbeat(job_id: str):
 @bp.get("/worker/jobs/<job_id>/input")
 @require("worker")
 def get_input(job_id: str):
+    job = _held(job_id, request.args.get("lease"))
+    g.db.commit()
+    return send_file(app_state().files.input_archive(job_id, job.array_id),
+                     mimetype="application/gzip", as_attachment=True,
+                     download_name="input.tar.gz")
+
+
+def _held(job_id: str, lease: str | None) -> Job:
+    """The job, if this worker holds its running attempt with `lease`; 409 otherwise."""
     job = find_job(job_id)
-    if job.job_state is not JobState.RUNNING or job.lease != request.args.get("lease") \
+    if job.job_state is not JobState.RUNNING or not lease or job.lease != lease \
             or job.worker != current_user().name:
         raise _lease_lost(LeaseLost("this worker no longer holds the job"))
-    g.db.commit()
-    return send_file(app_state().files.input_archive(job_id), mimetype="application/gzip",
-                     as_attachment=True, download_name="input.tar.gz")
+    return job
+
+
+@bp.post("/worker/jobs/<job_id>/log/<name>")
+@require("worker")
+def append_log(job_id: str, name: str):
+    """Bytes of a running job's stdout or stderr from `offset` on, as the job wrote them."""
+    if name not in LOGS:
+        raise not_found("log (there are stdout and stderr)")
+    try:
+        offset = int(request.args.get("offset", ""))
+    except ValueError:
+        raise bad_request("'offset' (where the bytes start in the log) must be a whole "
+                          "number") from None
+    if not 0 <= offset < 1 << 62:
+        raise bad_request("'offset' must be 0 or more")
+    if (request.content_length or 0) > MAX_LOG_APPEND:
+        raise ApiError(413, "too_large", f"an append may hold at most {MAX_LOG_APPEND} bytes")
+    job = _held(job_id, request.args.get("lease"))
+    lease, budget = job.lease, job.output_limit << 20
+    g.db.commit()  # hold no database connection while writing
+    data = _read_capped(request.stream, MAX_LOG_APPEND)
+    try:
+        stored = app_state().files.append_live_log(job_id, lease, name, offset, data, budget)
+    except LogGap as exc:
+        raise bad_request(str(exc)) from None
+    return jsonify(size=stored.size, cut=stored.cut)
+
+
+def _read_capped(stream, cap: int) -> bytes:
+    """The request body, or 413 once it is over `cap` bytes (with or without a length)."""
+    data = bytearray()
+    while chunk := stream.read(min(1 << 16, cap + 1 - len(data))):
+        data += chunk
+        if len(data) > cap:
+            raise ApiError(413, "too_large", f"an append may hold at most {cap} bytes")
+    return bytes(data)
 
 
 def _parse_status() -> dict:
@@ -164,6 +209,7 @@ def _parse_status() -> dict:
     if status.get("limit") not in (None, *LIMITS):
         raise bad_request("status 'limit' must be null or one of: " + ", ".join(LIMITS))
     status["message"] = message[:10000]
+    status["accounting"] = accounting.parse(status.get("accounting"))
     return status
 
 
@@ -205,6 +251,7 @@ def upload_result(job_id: str):
     except LeaseLost as exc:
         state.files.discard(ready)
         raise _lease_lost(exc) from None
+    accounting.record(job, status["accounting"])
     faults.point("upload:before-commit")
     # If the commit fails, whether it happened is unknown: the ready upload stays for
     # the worker's retry or for start-up to place or drop.

@@ -14,6 +14,7 @@ import time
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from jobqueue.controller.after import first_unmet
 from jobqueue.models import Job, Worker, utcnow
 from jobqueue.queue import WorkerCapacity
 from jobqueue.states import JobState
@@ -79,7 +80,14 @@ def pending(session, job: Job, biggest: Worker | None) -> dict:
             Job.state == JobState.QUEUED.value,
             or_(Job.queued_at < job.queued_at,
                 and_(Job.queued_at == job.queued_at, Job.id < job.id))))
-    if biggest is None:
+    if (parent := first_unmet(session, job)) is not None:
+        reason = f"waiting for job {parent}"
+    elif job.array is not None and job.array.max_running is not None and session.scalar(
+            select(func.count()).select_from(Job).where(
+                Job.array_id == job.array_id, Job.state == JobState.RUNNING.value)) \
+            >= job.array.max_running:
+        reason = f"array limit %{job.array.max_running} reached"
+    elif biggest is None:
         reason = "no worker has asked for jobs yet"
     elif (cut := too_big(job.cpus, biggest)) is not None:
         reason = cut + ": it waits for a larger worker to join"

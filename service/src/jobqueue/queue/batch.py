@@ -29,9 +29,10 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from jobqueue.models import Job, new_lease, utcnow
+from jobqueue.models import Job, JobArray, new_lease, utcnow
+from jobqueue.queue import dependencies
 from jobqueue.queue.base import Claim, LeaseLost
 from jobqueue.queue.dispatcher import Dispatcher
 from jobqueue.states import FINISHED, JobState, check_transition
@@ -163,17 +164,20 @@ class BatchQueue(Dispatcher, abc.ABC):
             self._apply_view()
 
     def _submit_new(self) -> None:
+        """Hand over the queued jobs that may start: not waiting for others (`after`),
+        and of an array with `%N` only as many as N at once (submitted or running)."""
         with self.session_factory() as session:
             ids = session.scalars(
                 select(Job.id).where(Job.state == JobState.QUEUED.value,
                                      Job.external_id.is_(None),
-                                     Job.cancel_requested.is_(False))
-                .order_by(Job.queued_at, Job.id)).all()
+                                     Job.cancel_requested.is_(False),
+                                     Job.waiting_on == 0)
+                .order_by(Job.queued_at, Job.array_index, Job.id)).all()
         for job_id in ids:
             with self.session_factory.begin() as session:
                 job = session.get(Job, job_id, with_for_update=True)
                 if job is None or job.job_state is not JobState.QUEUED \
-                        or job.external_id is not None:
+                        or job.external_id is not None or self._array_full(session, job):
                     continue
                 try:
                     job.external_id = self.submit(job)
@@ -184,6 +188,19 @@ class BatchQueue(Dispatcher, abc.ABC):
                     continue
                 job.message = f"submitted to {self.name} as job {job.external_id}"
                 log.info("job %s: %s", job.id, job.message)
+
+    @staticmethod
+    def _array_full(session, job: Job) -> bool:
+        if job.array_id is None:
+            return False
+        limit = session.scalar(select(JobArray.max_running).where(JobArray.id == job.array_id))
+        if limit is None:
+            return False
+        handed_over = session.scalar(
+            select(func.count()).select_from(Job).where(
+                Job.array_id == job.array_id, Job.external_id.is_not(None),
+                Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])))
+        return handed_over >= limit
 
     def _apply_view(self) -> None:
         with self.session_factory() as session:
@@ -274,6 +291,7 @@ class BatchQueue(Dispatcher, abc.ABC):
         job.finished_at = utcnow()
         job.lease = job.lease_expires_at = job.claim_id = None
         log.info("job %s: %s", job.id, message)
+        dependencies.settle(session, job)
         self._wake_on_commit(session)
 
     def _attempt_failed(self, session, job: Job, why: str) -> None:

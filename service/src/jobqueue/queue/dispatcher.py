@@ -14,10 +14,13 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import aliased
 
-from jobqueue.models import Job, new_lease, utcnow
+from jobqueue.models import Job, JobArray, new_lease, utcnow
+from jobqueue.queue import dependencies
 from jobqueue.queue.base import Claim, LeaseLost, PullQueue, QueueEvents, WorkerCapacity
 from jobqueue.states import JobState, check_transition
 
@@ -75,6 +78,7 @@ class Dispatcher(PullQueue):
             job.state = check_transition(job.state, JobState.CANCELLED).value
             job.finished_at = utcnow()
             job.message = "cancelled before it started"
+            dependencies.settle(session, job)
         elif job.job_state is JobState.RUNNING:
             job.cancel_requested = True
         else:
@@ -113,6 +117,7 @@ class Dispatcher(PullQueue):
             job.started_at = None
         else:
             job.finished_at = now
+            dependencies.settle(session, job)
         self._wake_on_commit(session)
 
     def close(self) -> None:
@@ -159,7 +164,7 @@ class Dispatcher(PullQueue):
                 free_cpus = self._left_on(session, worker, capacity)
                 if free_cpus <= 0:
                     return None
-            job = session.scalars(self._next(free_cpus)).first()
+            job = self._next_within_limits(session, free_cpus)
             if job is None:
                 return None
             now = utcnow()
@@ -175,20 +180,61 @@ class Dispatcher(PullQueue):
         self.events.claimed(waited)
         return claim
 
+    MAX_LIMIT_RETRIES = 8  # arrays found at their %N limit by one claim before it gives up
+
+    def _next_within_limits(self, session, free_cpus: int) -> Job | None:
+        """The next job (`_next`), making sure a task does not take its array past its %N.
+
+        The query already leaves out arrays at their limit, but on PostgreSQL two claims
+        may both see a task's array one short of it: so an array with a limit is locked
+        (its row) and its running tasks counted again once the lock is held. Jobs of
+        arrays without a limit, and other jobs, take the one query."""
+        full: list[str] = []
+        for _ in range(self.MAX_LIMIT_RETRIES):
+            row = session.execute(self._next(free_cpus, full)).first()
+            if row is None or row.max_running is None:
+                return None if row is None else row.Job
+            # Wait for the claims of this array's tasks in flight, then count again.
+            session.get(JobArray, row.Job.array_id, with_for_update=True)
+            if self._running_in(session, row.Job.array_id) < row.max_running:
+                return row.Job
+            full.append(row.Job.array_id)
+        return None
+
     @staticmethod
-    def _next(free_cpus: int):
+    def _running_in(session, array_id: str) -> int:
+        return session.scalar(select(func.count()).select_from(Job).where(
+            Job.array_id == array_id, Job.state == JobState.RUNNING.value))
+
+    @staticmethod
+    def _next(free_cpus: int, full_arrays: Sequence[str] = ()):
         """The job to hand out next, among those that fit: fair share between users (the
         user with the fewest CPUs in use goes first), then submission order. A later,
-        smaller job of a user may start while an earlier one waits for more free CPUs."""
+        smaller job of a user may start while an earlier one waits for more free CPUs.
+        Jobs still waiting for others (`after`) and tasks of an array that runs as many as
+        its %N allows are passed over."""
         in_use = (select(Job.owner_id, func.sum(Job.cpus).label("cpus"))
                   .where(Job.state == JobState.RUNNING.value)
                   .group_by(Job.owner_id).subquery())
+        sibling = aliased(Job)
+        running_siblings = (select(func.count()).select_from(sibling)
+                            .where(sibling.array_id == Job.array_id,
+                                   sibling.state == JobState.RUNNING.value)
+                            .correlate(Job).scalar_subquery())
+        query = (select(Job, JobArray.max_running)
+                 .outerjoin(in_use, in_use.c.owner_id == Job.owner_id)
+                 .outerjoin(JobArray, JobArray.id == Job.array_id)
+                 .where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus,
+                        Job.waiting_on == 0,
+                        JobArray.max_running.is_(None) | (running_siblings
+                                                          < JobArray.max_running)))
+        if full_arrays:
+            query = query.where(Job.array_id.is_(None) | Job.array_id.not_in(full_arrays))
         # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
         # different row; SQLite serialises writers (BEGIN IMMEDIATE) instead.
-        return (select(Job).outerjoin(in_use, in_use.c.owner_id == Job.owner_id)
-                .where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus)
-                .order_by(func.coalesce(in_use.c.cpus, 0), Job.queued_at, Job.id).limit(1)
-                .with_for_update(skip_locked=True, of=Job))
+        return (query.order_by(func.coalesce(in_use.c.cpus, 0), Job.queued_at,
+                               Job.array_index, Job.id)
+                .limit(1).with_for_update(skip_locked=True, of=Job))
 
     @staticmethod
     def _left_on(session, worker: str, capacity: WorkerCapacity) -> int:
@@ -219,6 +265,7 @@ class Dispatcher(PullQueue):
         job.message = message
         job.finished_at = now
         job.lease_expires_at = None
+        dependencies.settle(session, job)
         self._wake_on_commit(session)  # its worker's waiting claim has CPUs again
 
     def release(self, job_id: str, lease: str, error: str | None = None,
@@ -232,6 +279,7 @@ class Dispatcher(PullQueue):
                 job.message = f"failed on its worker on {job.attempts} attempts: {error}"
                 job.lease = job.lease_expires_at = job.claim_id = None
                 job.finished_at = now
+                dependencies.settle(session, job)
                 self._wake_on_commit(session)
                 return
             job.state = check_transition(job.state, JobState.QUEUED).value

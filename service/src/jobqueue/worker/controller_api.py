@@ -1,4 +1,5 @@
-"""The worker's side of the HTTP API: claim, heartbeat, input, result, release."""
+"""The worker's side of the HTTP API: claim, heartbeat, input, live logs, result,
+release."""
 
 from __future__ import annotations
 
@@ -94,11 +95,23 @@ class ControllerApi:
             for chunk in response.iter_content(1 << 16):
                 dest.write(chunk)
 
+    def append_log(self, job_id: str, lease: str, name: str, offset: int, data: bytes,
+                   timeout: float | None = None) -> dict:
+        """Send a running job's log bytes from `offset` on; the controller answers with
+        `size` (where the next append starts) and `cut` (the log is full: send no more).
+        A retry of the same bytes changes nothing."""
+        return self._check(self.http.post(
+            f"{self.base}/worker/jobs/{job_id}/log/{name}",
+            params={"lease": lease, "offset": offset}, data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=timeout or self.timeout)).json()
+
     def upload_result(self, job_id: str, lease: str, state: str, exit_code: int | None,
                       message: str, results: Path | None, stdout: Path, stderr: Path,
-                      limit: str | None = None) -> dict:
+                      limit: str | None = None, accounting: dict | None = None) -> dict:
         status = json.dumps({"lease": lease, "state": state, "exit_code": exit_code,
-                             "message": message, "limit": limit})
+                             "message": message, "limit": limit}
+                            | ({"accounting": accounting} if accounting is not None else {}))
         handles = {"stdout": open(stdout, "rb"), "stderr": open(stderr, "rb")}
         if results is not None:
             handles["results"] = open(results, "rb")

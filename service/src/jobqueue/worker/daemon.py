@@ -1,8 +1,9 @@
 """`jobqueue-worker`: claim jobs from the controller and run each through a Runner.
 
 Threads: one claimer (a single long-poll connection, whatever the number of slots),
-one heartbeat loop for all running jobs, one that stops jobs whose lease it could not
-renew, and one thread per running job. The main
+one heartbeat loop for all running jobs, one that streams their new log bytes to the
+controller, one that stops jobs whose lease it could not renew, and one thread per
+running job. The main
 thread only waits for SIGTERM/SIGINT and then hands back or finishes running jobs,
 so no job is ever dropped silently.
 
@@ -49,6 +50,7 @@ from jobqueue.worker.runner import (
     Runner,
     RunningProcess,
     RunRequest,
+    Usage,
     Workspace,
 )
 from jobqueue.worker.settings import WorkerSettings
@@ -61,6 +63,9 @@ CLAIM_ID_FILE = "claim-id"  # the id of the claim in flight, for a restarted wor
 LEASE_FILE = "lease"  # in a job's meta directory: what a restarted worker hands back
 CLAIM_BACKOFF_CAP = 10.0
 HAND_BACK_SECONDS = 20.0  # how long a hand-back is retried when the worker stops
+LOGS = ("stdout", "stderr")
+LOG_CHUNK = 1 << 20  # bytes of a log in one append (the controller takes up to 4 MiB)
+LOG_ROUND = 8 << 20  # bytes of one log sent in one round, so that no job holds up others
 T = TypeVar("T")
 
 
@@ -78,6 +83,11 @@ class ActiveJob:
     # Why the job is being stopped from outside: cancelled, timed_out, lease_lost, handed_back.
     stop_reason: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Where the running job's logs are, and how much of each the controller has.
+    workspace: Workspace | None = None
+    request: RunRequest | None = None
+    log_sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOGS, 0))
+    logs_done: set[str] = field(default_factory=set)  # full, refused, or the lease is over
 
 
 # A job killed by the kernel for an rlimit.
@@ -127,9 +137,11 @@ class Worker:
                  self.settings.controller_url)
         claimer = threading.Thread(target=self._claim_loop, name="claimer", daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        logs = threading.Thread(target=self._log_loop, name="logs", daemon=True)
         fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
         claimer.start()
         heartbeat.start()
+        logs.start()
         fence.start()
         while not self.stopping.wait(1.0):
             pass
@@ -332,6 +344,49 @@ class Worker:
                 time.sleep(min(backoff.delay(getattr(failed, "retry_after", None)),
                                self.heartbeat_interval))
 
+    def _log_loop(self) -> None:
+        """Send running jobs' new log bytes to the controller, so that their owners can
+        read them as they grow (the result upload brings the whole logs in the end)."""
+        while not (self.stopping.is_set() and not self.active):
+            with self.cond:
+                jobs = [j for j in self.active.values() if j.process is not None
+                        and not j.reported and len(j.logs_done) < len(LOGS)]
+            for job in jobs:
+                self._send_logs(job)
+            time.sleep(self.settings.log_seconds)
+
+    def _send_logs(self, job: ActiveJob) -> None:
+        for name in LOGS:
+            sent = 0
+            while name not in job.logs_done and sent < LOG_ROUND and not job.reported:
+                offset = job.log_sent[name]
+                try:
+                    data = job.workspace.read_log(job.request, name, offset, LOG_CHUNK)
+                except OSError as exc:  # not a file the runner trusts, or cleaned up
+                    log.debug("job %s: cannot read its %s: %s", job.id, name, exc)
+                    break
+                if not data:
+                    break
+                try:
+                    stored = self.api.append_log(job.id, job.lease, name, offset, data,
+                                                 timeout=max(5.0, self.heartbeat_interval))
+                except LeaseLost:
+                    job.logs_done.update(LOGS)  # finished, or no longer this worker's
+                    return
+                except TRANSIENT as exc:
+                    log.debug("job %s: sending its %s failed: %s", job.id, name, exc)
+                    return  # the next round tries again
+                except ControllerError as exc:
+                    log.warning("job %s: its %s is not streamed further: %s", job.id, name, exc)
+                    job.logs_done.add(name)
+                    break
+                size = stored.get("size")
+                if stored.get("cut") or not isinstance(size, int) or size <= offset:
+                    job.logs_done.add(name)  # at the output limit: the controller keeps no more
+                    break
+                job.log_sent[name] = size
+                sent += size - offset
+
     def _fence_loop(self) -> None:
         """Stop jobs whose lease could not be renewed for so long that it may run out
         before they are stopped: the controller would then start them elsewhere while
@@ -366,6 +421,7 @@ class Worker:
             workspace = self.runner.workspace(f"{job.id}-{uuid.uuid4().hex[:8]}")
             self._fetch_input(job, workspace.job_dir, meta_dir)
             request = self._request(job, workspace.job_dir, meta_dir)
+            job.workspace, job.request = workspace, request
             code = self._execute(job, workspace, request)
             if job.stop_reason in ("lease_lost", "handed_back"):
                 return
@@ -414,6 +470,10 @@ class Worker:
             "JOBQUEUE_CPUS": str(job.cpus),
             "OMP_NUM_THREADS": str(job.cpus),
         }
+        if spec.get("array"):  # a task of a job array: which one, as Slurm's SLURM_ARRAY_*
+            env["JOBQUEUE_ARRAY_ID"] = str(spec["array"]["id"])
+            env["JOBQUEUE_ARRAY_TASK_ID"] = str(spec["array"]["index"])
+            env["JOBQUEUE_ARRAY_TASK_COUNT"] = str(spec["array"]["size"])
         limits = Limits(walltime=spec["walltime"],
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,
@@ -451,18 +511,20 @@ class Worker:
             state, results, limit = "failed", None, "output"
             message = (f"output of {size} bytes exceeds the job's limit of "
                        f"{job.spec['output_limit']} MiB")
-        self._upload(job, state, code, message, results, meta_dir, limit)
+        self._upload(job, state, code, message, results, meta_dir, limit,
+                     _accounting(job.process, code))
         log.info("job %s: %s (%s)", job.id, state, message)
 
     def _upload(self, job: ActiveJob, state: str, code: int | None, message: str,
-                results: Path | None, meta_dir: Path, limit: str | None = None) -> None:
+                results: Path | None, meta_dir: Path, limit: str | None = None,
+                accounting: dict | None = None) -> None:
         """Upload until the controller takes it; a retry of a stored upload is harmless.
         Heartbeats go on meanwhile, so the lease holds through an outage. Results the
         controller refuses (4xx: a file name it does not accept, over its upload cap)
         end the job failed with its reason, logs and files left out."""
         def upload(state=state, message=message, results=results, logs=meta_dir) -> dict:
             return self.api.upload_result(job.id, job.lease, state, code, message, results,
-                                          logs / "stdout", logs / "stderr", limit)
+                                          logs / "stdout", logs / "stderr", limit, accounting)
         try:
             self._retrying(f"job {job.id}: upload", upload, self.settings.retry_seconds)
         except LeaseLost:
@@ -480,6 +542,12 @@ class Worker:
                            lambda: upload("failed", reason, None, empty),
                            self.settings.retry_seconds)
         job.reported = True
+
+
+def _accounting(process: RunningProcess | None, code: int | None) -> dict:
+    """The attempt's accounting as the result upload carries it."""
+    usage = process.usage() if process is not None else Usage()
+    return usage.as_json() | {"signal": -code if code is not None and code < 0 else None}
 
 
 def make_runner(settings: WorkerSettings, slot_locks: Path | None = None) -> Runner:

@@ -65,7 +65,7 @@ class OneJob(Worker):
             return 1
         self._start(job)
         active = self.active[job["id"]]
-        for loop in (self._heartbeat_loop, self._fence_loop):
+        for loop in (self._heartbeat_loop, self._log_loop, self._fence_loop):
             threading.Thread(target=loop, daemon=True).start()
         runner = self.job_threads[-1]
         while runner.is_alive():

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,10 +62,26 @@ class Outcome:
     limit: str | None = None  # the limit that ended it: memory, output, cpu, walltime
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What an attempt used, as far as the runner could measure it (None: unknown)."""
+    cpu_seconds: float | None = None   # user + system
+    peak_memory: int | None = None     # bytes
+    wall_seconds: float | None = None
+
+    def as_json(self) -> dict:
+        return {"cpu_seconds": self.cpu_seconds, "peak_memory": self.peak_memory,
+                "wall_seconds": self.wall_seconds}
+
+
 class RunningProcess(abc.ABC):
     @abc.abstractmethod
     def wait(self, timeout: float | None) -> int | None:
         """The exit status (negative: killed by that signal), or None if still running."""
+
+    def usage(self) -> Usage:
+        """Once it has ended: what the job used."""
+        return Usage()
 
     @abc.abstractmethod
     def kill(self, grace: float) -> None:
@@ -80,6 +97,11 @@ class Workspace(abc.ABC):
     @abc.abstractmethod
     def start(self, request: RunRequest) -> RunningProcess:
         """Start the job in `job_dir`; return at once."""
+
+    def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
+        """While the job runs: at most `size` bytes of its stdout or stderr from `offset`
+        on (b"" if there are none yet), read only as this runner trusts its files."""
+        return b""
 
     @abc.abstractmethod
     def collect(self, request: RunRequest, results: Path) -> Outcome:
@@ -108,18 +130,47 @@ class Runner(abc.ABC):
 
 
 class _ProcessGroup(RunningProcess):
+    """The tether and the job under it. The tether is reaped with wait4, whose rusage
+    covers it and every process of the job it waited for (ru_maxrss: the largest one)."""
+
     def __init__(self, popen: subprocess.Popen, tether: int):
         self.popen = popen
         self.tether = tether  # write end of the tether's pipe: closing it kills the job
         self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self.started = time.monotonic()
+        self.code: int | None = None
+        self._usage = Usage()
+
+    def _reap(self) -> int | None:
+        """The exit status if the tether has ended (reaping it once), else None. Never
+        blocks: the worker's threads may ask at the same time."""
+        with self._reap_lock:
+            if self.code is None:
+                pid, status, rusage = os.wait4(self.popen.pid, os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.code = os.waitstatus_to_exitcode(status)
+                self.popen.returncode = self.code  # Popen must not wait for it again
+                self._usage = Usage(cpu_seconds=rusage.ru_utime + rusage.ru_stime,
+                                    peak_memory=rusage.ru_maxrss * 1024,  # KiB on Linux
+                                    wall_seconds=time.monotonic() - self.started)
+            return self.code
 
     def wait(self, timeout: float | None) -> int | None:
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while (code := self._reap()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else
+                       max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
         self._release_tether()
         return code
+
+    def usage(self) -> Usage:
+        return self._usage
 
     def _release_tether(self) -> None:
         with self._lock:
@@ -135,7 +186,7 @@ class _ProcessGroup(RunningProcess):
         self._signal_group(signal.SIGTERM)
         if self.wait(grace) is None:
             self._signal_group(signal.SIGKILL)
-            self.popen.wait()
+            self.wait(None)
         # Children that outlived the leader are still in its process group.
         self._signal_group(signal.SIGKILL)
         self._release_tether()
@@ -194,6 +245,17 @@ class LocalWorkspace(Workspace):
     def start(self, request: RunRequest) -> RunningProcess:
         self.inputs = fingerprint(self.job_dir)
         return self.runner.start(request)
+
+    def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
+        # The worker's own files (its meta directory), which the job writes through the
+        # descriptors it was given.
+        path = {"stdout": request.stdout, "stderr": request.stderr}[name]
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(size)
+        except FileNotFoundError:
+            return b""
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
         def changed(rel: str) -> bool:

@@ -36,6 +36,7 @@ class WorkerSettings:
     work_dir: str = "/var/lib/jobqueue-worker"
     max_file_size: int = 1 << 30
     heartbeat_seconds: float = 10.0
+    log_seconds: float = 1.0  # how often running jobs' new log bytes go to the controller
     claim_wait_seconds: float = 30.0
     service_start: str = ""
     service_stop: str = ""
@@ -74,6 +75,8 @@ class WorkerSettings:
             raise ConfigError(f"setting 'on_shutdown' must be one of {ON_SHUTDOWN}")
         if self.heartbeat_seconds <= 0 or self.claim_wait_seconds < 0:
             raise ConfigError("settings 'heartbeat_seconds' and 'claim_wait_seconds' must be > 0")
+        if not 0 < self.log_seconds <= 3600:
+            raise ConfigError("setting 'log_seconds' must be > 0 and at most 3600")
         if self.runner not in RUNNERS:
             raise ConfigError(f"setting 'runner' must be one of {RUNNERS}, not {self.runner!r}")
         if self.slurm_max_jobs < 1:

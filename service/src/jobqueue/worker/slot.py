@@ -30,7 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from jobqueue.worker import limits
+from jobqueue.worker import cgroup, limits
 
 REQUEST = "request.json"
 STATUS = "status.json"
@@ -187,12 +187,23 @@ def pack(slot: Path) -> int:
     return total
 
 
+def memory_peak() -> int | None:
+    """The peak memory of this unit's cgroup (the whole job's), read by `finish`: no
+    process of the job is left then, and the cgroup is gone once `finish` ends."""
+    try:
+        directory = cgroup.own(Path("/proc/self/cgroup").read_text())
+    except OSError:
+        return None
+    return cgroup.memory_peak(directory) if directory is not None else None
+
+
 def finish(slot: Path) -> int:
     status_path = slot / "outbox" / STATUS
     try:
         status = json.loads(status_path.read_text())
     except (OSError, ValueError):
         status = {"exit_code": None, "limit": None}  # `run` was stopped before it ended
+    status["memory_peak"] = memory_peak()
     try:
         status["results_bytes"] = pack(slot)
     except OutputLimit:

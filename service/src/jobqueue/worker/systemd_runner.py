@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jobqueue.worker import cgroup
 from jobqueue.worker import slot as slot_files
 from jobqueue.worker.runner import (
     Limits,
@@ -41,6 +42,7 @@ from jobqueue.worker.runner import (
     Runner,
     RunningProcess,
     RunRequest,
+    Usage,
     Workspace,
 )
 from jobqueue.worker.settings import WorkerSettings
@@ -81,9 +83,48 @@ def systemctl(*args: str) -> str:
     return result.stdout
 
 
-def unit_state(unit: str) -> dict[str, str]:
-    out = systemctl("show", unit, "-p", "ActiveState,Result,ExecMainCode,ExecMainStatus")
+# How the unit ended, and what it used: systemd keeps CPUUsageNSec (its cgroup's CPU
+# time) and the main process' start and exit times after the unit has stopped.
+STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
+                    "CPUUsageNSec", "ExecMainStartTimestampMonotonic",
+                    "ExecMainExitTimestampMonotonic")
+
+
+def parse_show(out: str) -> dict[str, str]:
+    """`systemctl show -p ...` output as a dict."""
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def unit_state(unit: str) -> dict[str, str]:
+    return parse_show(systemctl("show", unit, "-p", ",".join(STATE_PROPERTIES)))
+
+
+def _count(text: str | None) -> int | None:
+    """A whole number systemd shows, or None for `[not set]`, empty or the infinity
+    it uses for unknown (2^64 - 1)."""
+    if not text or not text.isdigit() or int(text) >= (1 << 64) - 1:
+        return None
+    return int(text)
+
+
+def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec: int | None,
+               reported_peak, memory_limit: int) -> Usage:
+    """An ended slot unit's usage. CPU and wall time from systemd. Peak memory: the
+    highest the worker read from the unit's cgroup while it ran, or what the unit's
+    `finish` read last in it (the job's processes are gone by then; capped at the job's
+    memory limit, which the cgroup cannot pass), whichever is higher."""
+    nsec = _count(state.get("CPUUsageNSec"))
+    cpu = nsec / 1e9 if nsec is not None else \
+        (sampled_cpu_usec / 1e6 if sampled_cpu_usec is not None else None)
+    start = _count(state.get("ExecMainStartTimestampMonotonic"))
+    end = _count(state.get("ExecMainExitTimestampMonotonic"))
+    wall = (end - start) / 1e6 if start and end and end >= start else None
+    peaks = [sampled_peak] if sampled_peak is not None else []
+    if isinstance(reported_peak, int) and not isinstance(reported_peak, bool) and \
+            reported_peak >= 0:
+        peaks.append(min(reported_peak, memory_limit))
+    return Usage(cpu_seconds=cpu, peak_memory=max(peaks) if peaks else None,
+                 wall_seconds=wall)
 
 
 class SystemdRunner(Runner):
@@ -184,6 +225,17 @@ class SystemdRunner(Runner):
                 os.close(fd)
 
 
+def read_outbox_log(path: Path, uid: int, offset: int, size: int) -> bytes:
+    """Bytes of a running job's log in its slot's outbox, only if it is a regular file
+    of the slot's user (as `collect` copies it): the job may have left anything there."""
+    try:
+        with slot_files.open_regular(path, uid) as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    except FileNotFoundError:
+        return b""
+
+
 def _remove_contents(directory: Path) -> None:
     """Remove what the worker can (its own files, the slot's user removed its own)."""
     for path in directory.iterdir():
@@ -228,7 +280,7 @@ class SlotWorkspace(Workspace):
         systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
                   "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
         systemctl("start", self.unit)
-        return SlotProcess(self)
+        return SlotProcess(self, memory)
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
         outbox = self.slot_dir / "outbox"
@@ -244,6 +296,9 @@ class SlotWorkspace(Workspace):
         limit = LIMIT_RESULTS.get(self.state.get("Result", "")) or status.get("limit")
         size = status.get("results_bytes", 0)
         return Outcome(size if isinstance(size, int) else 0, limit)
+
+    def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
+        return read_outbox_log(self.slot_dir / "outbox" / name, self.uid, offset, size)
 
     def status(self) -> dict:
         try:
@@ -268,16 +323,34 @@ class SlotWorkspace(Workspace):
 
 
 class SlotProcess(RunningProcess):
-    def __init__(self, workspace: SlotWorkspace):
+    def __init__(self, workspace: SlotWorkspace, memory_limit: int):
         self.workspace = workspace
+        self.memory_limit = memory_limit
         self.code: int | None = None
+        self.peak: int | None = None      # the highest memory.peak read while it ran
+        self.cpu_usec: int | None = None  # the last cpu.stat read while it ran
+        self._usage = Usage()
+
+    def _sample(self, state: dict[str, str]) -> None:
+        """Read the unit's cgroup while it exists (running, or `finish` packing)."""
+        directory = cgroup.path_of(state.get("ControlGroup", ""))
+        if directory is None:
+            return
+        if (peak := cgroup.memory_peak(directory)) is not None:
+            self.peak = max(self.peak or 0, peak)
+        if (usec := cgroup.cpu_usec(directory)) is not None:
+            self.cpu_usec = usec
 
     def _ended(self) -> bool:
         state = unit_state(self.workspace.unit)
         if state.get("ActiveState") not in ("inactive", "failed"):
+            self._sample(state)
             return False
         self.workspace.state = state
-        code = self.workspace.status().get("exit_code")
+        status = self.workspace.status()
+        self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
+                                 self.memory_limit)
+        code = status.get("exit_code")
         if not isinstance(code, int):  # the unit ended before `run` could say
             code = -9 if state.get("ExecMainCode") in ("2", "killed") else \
                 int(state.get("ExecMainStatus") or 1) or 1
@@ -294,6 +367,9 @@ class SlotProcess(RunningProcess):
                        max(0.0, min(pause, deadline - time.monotonic())))
             pause = min(pause * 2, 1.0)
         return self.code
+
+    def usage(self) -> Usage:
+        return self._usage
 
     def kill(self, grace: float) -> None:
         # The unit's own TimeoutStopSec is the grace: SIGTERM to all, then SIGKILL.

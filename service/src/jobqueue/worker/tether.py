@@ -62,7 +62,8 @@ def main(argv: list[str]) -> None:
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
-        signal.signal(signum, signal.SIG_DFL)
+        if signum != signal.SIGKILL:  # its handler cannot be set (Python ignores SIGPIPE...)
+            signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     sys.exit(os.waitstatus_to_exitcode(status))
 
