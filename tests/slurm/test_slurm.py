@@ -33,13 +33,17 @@ def inventory_hosts(pattern: str) -> dict[str, testinfra.host.Host]:
 @pytest.fixture(scope="module")
 def nodes() -> dict[str, testinfra.host.Host]:
     """The nodes by their Slurm name (their short host name)."""
-    return {node.check_output("hostname -s"): node
-            for node in inventory_hosts("workers").values()}
+    by_name = {node.check_output("hostname -s"): node
+               for node in inventory_hosts("workers").values()}
+    assert len(by_name) == 2, sorted(by_name)
+    return by_name
 
 
 @pytest.fixture(scope="module")
 def all_hosts() -> dict[str, testinfra.host.Host]:
-    return inventory_hosts("controllers:workers")
+    hosts = inventory_hosts("all")
+    assert len(hosts) == 3, sorted(hosts)
+    return hosts
 
 
 def fields(text: str) -> dict[str, str]:
@@ -139,7 +143,7 @@ def test_both_nodes_idle(host, nodes):
 
 def test_node_lines_match_what_slurmd_finds(host, nodes):
     for name, node in nodes.items():
-        found = fields(node.check_output("slurmd -C").splitlines()[0])
+        found = fields(node.check_output("/usr/sbin/slurmd -C").splitlines()[0])
         configured = fields(host.check_output(f"scontrol show node {name}"))
         assert configured["CPUTot"] == found["CPUs"], name
         assert int(configured["Sockets"]) == int(found["Boards"]) * int(found["SocketsPerBoard"]), name
