@@ -28,6 +28,7 @@ ROLE_PACKAGES=(
     python3-venv python3-pip python3-psycopg2 python3-cryptography python3-apt
     postgresql
     acl apparmor-utils polkitd ca-certificates rsync curl
+    munge slurm-client slurmctld slurmd slurmdbd mariadb-server python3-pymysql
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -237,7 +238,25 @@ ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil
 [Install]
 RequiredBy=postgresql@15-main.service
 UNIT
-in_root systemctl enable box-ssh-host-keys.service box-snakeoil.service >/dev/null 2>&1
+# munge's postinst made one key in the chroot, which every VM of the box would
+# share; Debian makes a different key on each host, which the slurm role must
+# replace with one shared key. Each VM makes its own on first boot, as Debian would.
+rm -f "$ROOT/etc/munge/munge.key"
+cat >"$ROOT/etc/systemd/system/box-munge-key.service" <<'UNIT'
+[Unit]
+Description=Generate this machine's munge key
+Before=munge.service
+ConditionPathExists=!/etc/munge/munge.key
+
+[Service]
+Type=oneshot
+User=munge
+ExecStart=/usr/sbin/mungekey --create
+
+[Install]
+RequiredBy=munge.service
+UNIT
+in_root systemctl enable box-ssh-host-keys.service box-snakeoil.service box-munge-key.service >/dev/null 2>&1
 
 # Debian's sample profiles (dhclient, lsb_release, nvidia_modprobe) would be compiled
 # at every first boot: about 40 s under emulation, on the path to SSH. The roles load
@@ -249,7 +268,8 @@ for profile in sbin.dhclient lsb_release nvidia_modprobe; do
 done
 
 # Installed, not running: the roles enable what each host needs (workers need neither).
-in_root systemctl disable apache2.service postgresql.service >/dev/null 2>&1
+in_root systemctl disable apache2.service postgresql.service mariadb.service munge.service \
+    slurmctld.service slurmd.service slurmdbd.service >/dev/null 2>&1
 # apt's daily timers would take the dpkg lock in the middle of a play.
 in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
 # No LVM snapshots to reap or scrub; these only cost CPU at boot.

@@ -2,7 +2,7 @@
 # Run every Molecule scenario (create, converge, idempotence, check, verify,
 # destroy) and report how long each took. Usage: scripts/test-molecule.sh
 # [scenario...] where a scenario is one of: install apparmor controller worker
-# cluster.
+# cluster slurm.
 #
 # With no arguments the scenarios run in two lanes side by side, about even in
 # length: cluster alone, and controller, install then apparmor. One lane alone
@@ -24,6 +24,8 @@ declare -A SCENARIOS=(
     [controller]="roles/controller default"
     [worker]="roles/worker default"
     [cluster]=". cluster"
+    # On demand only (not in the lanes below): Slurm and munge on three VMs.
+    [slurm]="roles/slurm default"
 )
 if [ $# -gt 0 ]; then
     LANES=("$*")
