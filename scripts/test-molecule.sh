@@ -25,7 +25,8 @@ declare -A SCENARIOS=(
     [worker]="roles/worker default"
     [cluster]=". cluster"
     # On demand only (not in the lanes below): Slurm and munge on three VMs.
-    [slurm]="roles/slurm default"
+    [slurm-role]="roles/slurm default"
+    [slurm]=". slurm"
 )
 if [ $# -gt 0 ]; then
     LANES=("$*")

@@ -17,8 +17,17 @@ import testinfra.utils.ansible_runner
 
 testinfra_hosts = ["ansible://controllers"]
 
-JOB_USER = "jobqueue-worker"  # slurm_users of the scenario
-JOB_UID = 64101
+
+def _job_user() -> tuple[str, int]:
+    """The first of the inventory's slurm_users: who jobs run as."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(inventory)
+    controller = runner.get_hosts("controllers")[0]
+    users = runner.get_variables(controller).get("slurm_users") or [{}]
+    return users[0].get("name", ""), int(users[0].get("uid", -1))
+
+
+JOB_USER, JOB_UID = _job_user()
 MEMORY_RESERVE_MB = 128  # slurm_node_memory_reserve_mb of the scenario
 SLURMD_TIMEOUT = 20  # slurm_slurmd_timeout of the scenario
 
