@@ -9,22 +9,24 @@ the node's `jobqueue-worker --one-job`, results uploaded) and through plain
 `sbatch --wrap true` (what the service adds on top of Slurm).
 
 Usage: SLURM_CONF=... python bench/bench_slurm.py [--jobs 40] [--latency-samples 10]
+   or, on a cluster deployed in Slurm mode (VMs: the slurm scenario, make cluster
+   QUEUE=slurm): python bench/bench_slurm.py --client build/admin-client.toml
+   --inventory INVENTORY (the service through its HTTPS API from here; plain sbatch run
+   on the controller host by this same script, as the service's Slurm user).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from jobqueue.client import Client
-from jobqueue.controller.settings import ControllerSettings
-from jobqueue.localcluster import LocalCluster, create_users
 
 TRIVIAL = {"main.py": b"pass\n"}
 SPEC = {"entry": "main.py", "memory": 64, "walltime": 60}
@@ -45,7 +47,7 @@ def percentiles(values: list[float]) -> str:
 
 def sbatch(tmp: str) -> str:
     return sh("sbatch", "--parsable", "--job-name=bench-plain", "--mem=64", "--time=1",
-              f"--output={tmp}/plain-%j.out", "--wrap", "true").strip()
+              "--output=/dev/null", "--chdir=/tmp", "--wrap", "true").strip()
 
 
 def slurm_states(ids: set[str]) -> dict[str, str]:
@@ -77,7 +79,7 @@ def plain_latency(samples: int, tmp: str) -> list[float]:
 
 # -- the service -----------------------------------------------------------------------
 
-def service_run(client: Client, n: int) -> float:
+def service_run(client, n: int) -> float:
     start = time.perf_counter()
     ids = [client.submit(TRIVIAL, SPEC)["id"] for _ in range(n)]
     for job in client.as_completed(ids):
@@ -86,7 +88,7 @@ def service_run(client: Client, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def service_latency(client: Client, samples: int) -> list[float]:
+def service_latency(client, samples: int) -> list[float]:
     values = []
     for _ in range(samples):
         job = client.wait(client.submit(TRIVIAL, SPEC)["id"])
@@ -95,13 +97,12 @@ def service_latency(client: Client, samples: int) -> list[float]:
     return values
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--latency-samples", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=0.5,
-                        help="seconds between the reconcile loop's passes")
-    args = parser.parse_args()
+def local_rows(args) -> list:
+    """A controller and the reconcile loop here, on the local Slurm."""
+    from jobqueue.client import Client
+    from jobqueue.controller.settings import ControllerSettings
+    from jobqueue.localcluster import LocalCluster, create_users
+
     with tempfile.TemporaryDirectory() as tmp:
         node_config = Path(tmp) / "node-worker.toml"
         settings = ControllerSettings(
@@ -115,16 +116,59 @@ def main() -> int:
             cluster.start_scheduler(args.interval)
             client = Client(cluster.url, tokens["bench"])
             service_latency(client, 1)  # warm up: imports, first sbatch
-            rows = [
-                ("slurm backend", service_run(client, args.jobs),
-                 service_latency(client, args.latency_samples)),
-                ("plain sbatch", plain_throughput(args.jobs, tmp),
-                 plain_latency(args.latency_samples, tmp)),
-            ]
+            return [("slurm backend", service_run(client, args.jobs),
+                     service_latency(client, args.latency_samples)),
+                    ("plain sbatch", plain_throughput(args.jobs, tmp),
+                     plain_latency(args.latency_samples, tmp))]
         finally:
             cluster.stop()
-    print(f"{args.jobs} trivial jobs at once, then {args.latency_samples} one at a time "
-          f"(reconcile pass every {args.interval} s):")
+
+
+def deployed_rows(args) -> list:
+    """The deployed service from here; plain sbatch on its controller host."""
+    import tomllib
+
+    from jobqueue.client import Client
+
+    with open(args.client, "rb") as fh:
+        conf = tomllib.load(fh)
+    client = Client(conf["url"], conf["token"], conf.get("ca_bundle", ""))
+    service_latency(client, 1)
+    service = ("slurm backend", service_run(client, args.jobs),
+               service_latency(client, args.latency_samples))
+    command = ["ansible", "controllers", "-i", args.inventory, "-b", "--become-user",
+               args.slurm_user, "-m", "ansible.builtin.script", "-a",
+               f"{Path(__file__).resolve()} --plain-only --jobs {args.jobs} "
+               f"--latency-samples {args.latency_samples} executable=/usr/bin/python3"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                              "ANSIBLE_STDOUT_CALLBACK": "json"}).stdout
+    result = next(iter(json.loads(out)["plays"][0]["tasks"][0]["hosts"].values()))
+    plain = json.loads(result["stdout"].strip().splitlines()[-1])
+    return [service, ("plain sbatch", plain["rate"], plain["latency"])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--latency-samples", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=0.5,
+                        help="local run: seconds between the reconcile loop's passes")
+    parser.add_argument("--client", help="a deployed cluster's client file (admin-client.toml)")
+    parser.add_argument("--inventory", help="with --client: its inventory")
+    parser.add_argument("--slurm-user", default="jobqueue",
+                        help="with --client: the user the service submits as")
+    parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_only:  # on the controller host, for deployed_rows
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"rate": plain_throughput(args.jobs, tmp),
+                              "latency": plain_latency(args.latency_samples, tmp)}))
+        return 0
+    rows = deployed_rows(args) if args.client else local_rows(args)
+    where = f"the cluster of {args.client}" if args.client else "the local Slurm"
+    print(f"{args.jobs} trivial jobs at once, then {args.latency_samples} one at a time, "
+          f"on {where}:")
     for name, rate, latency in rows:
         print(f"  {name:14s} {rate:6.2f} jobs/s   submit -> running {percentiles(latency)}")
     return 0
