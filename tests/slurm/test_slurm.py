@@ -18,6 +18,14 @@ import testinfra.utils.ansible_runner
 testinfra_hosts = ["ansible://controllers"]
 
 
+@pytest.fixture(autouse=True)
+def slurm_deployed(host):
+    """Where roles/slurm ran (its scenario, the slurm one); the cluster scenario, which
+    reads every test, has no Slurm."""
+    if not host.file("/etc/slurm/slurm.conf").exists:
+        pytest.skip("Slurm is not deployed on these hosts")
+
+
 def _job_user() -> tuple[str, int]:
     """The first of the inventory's slurm_users: who jobs run as."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
