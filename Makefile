@@ -26,7 +26,9 @@ lint: venv
 	ruff check service tests molecule scripts plugins
 	python scripts/role-vars.py --check
 	yamllint -s .
-	ansible-lint --profile production
+	# The project's Ansible content by name: left to find it, ansible-lint walks
+	# .venv's 48,000 files, excluded or not (15 minutes here instead of 30 s).
+	ansible-lint --profile production site.yml playbooks roles molecule inventories .config
 
 role-vars: venv  ## defaults/main.yml and README tables from each role's argument specs
 	python scripts/role-vars.py
