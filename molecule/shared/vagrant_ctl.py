@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Bring a Molecule scenario's Vagrant VMs up or down with python-vagrant.
 
-usage: vagrant_ctl.py up DIR INSTANCE_CONFIG | destroy DIR
+usage: vagrant_ctl.py up DIR INSTANCE_CONFIG DOMAIN_PREFIX | destroy DIR
 
-`up` writes Molecule's instance config (how to reach each VM over SSH).
+`up` removes the VMs a killed run of the same scenario left behind (libvirt domains
+named DOMAIN_PREFIX*), then writes Molecule's instance config (how to reach each VM
+over SSH).
 """
 
 import fcntl
 import glob
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +41,31 @@ def domains_defined(root: str) -> bool:
     return bool(glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id")))
 
 
-def up(root: str, instance_config: str) -> None:
+def virsh(*args: str) -> str:
+    return subprocess.run(["virsh", "--connect", "qemu:///system", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def remove_stale_domains(root: str, prefix: str) -> None:
+    """A run killed before its destroy step leaves its VMs running under the names
+    this run's VMs need (and on their addresses): `vagrant up` then fails at once.
+    Domains with the scenario's prefix that this directory did not make are
+    such leftovers."""
+    ours = set()
+    for id_file in glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id")):
+        with open(id_file) as f:
+            ours.add(f.read().strip())
+    for name in virsh("list", "--all", "--name").split():
+        if name.startswith(prefix) and virsh("domuuid", name).strip() not in ours:
+            print(f"removing {name}, left behind by an earlier run", flush=True)
+            # Fails when it is not running: fine.
+            subprocess.run(["virsh", "--connect", "qemu:///system", "destroy", name],
+                           check=False, capture_output=True)
+            virsh("undefine", name, "--remove-all-storage")
+
+
+def up(root: str, instance_config: str, domain_prefix: str) -> None:
+    remove_stale_domains(root, domain_prefix)
     v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
     # Scenarios may run side by side, and two `vagrant up` that both find the box
     # missing from libvirt's pool would both copy it in. So each holds a lock until
@@ -65,8 +92,8 @@ def destroy(root: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "up":
-        up(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "up":
+        up(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 3 and sys.argv[1] == "destroy":
         destroy(sys.argv[2])
     else:
