@@ -53,12 +53,28 @@ def as_slot_user(slot: Path, step: str, timeout: float = 60) -> subprocess.Compl
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
 
 
-def request(slot: Path, code: str, output_limit: int = 1 << 20) -> None:
+def request(slot: Path, code: str, output_limit: int = 1 << 20, kill_grace: float = 5) -> None:
     (slot / "work" / "job.py").write_text(code)
     (slot / "work" / "job.py").chmod(0o644)
     (slot / slot_files.REQUEST).write_text(json.dumps({
         "argv": [PYTHON, "job.py"], "env": {"PATH": "/usr/bin:/bin"},
-        "rlimits": {"cpu_seconds": 60}, "output_limit": output_limit}))
+        "rlimits": {"cpu_seconds": 60}, "output_limit": output_limit,
+        "kill_grace": kill_grace}))
+
+
+def start_run(slot: Path) -> subprocess.Popen:
+    """`run` in the background, as the slot's unit starts it."""
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
+         PYTHON, "-m", "jobqueue.worker.slot", "run", str(slot)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
+
+
+def wait_for_file(path: Path, run: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
 
 
 def status(slot: Path) -> dict:
@@ -156,10 +172,7 @@ def test_the_worker_reads_a_running_jobs_log_from_the_slot_as_it_grows(slot):
     """What the worker streams while the job runs: the slot's outbox log, read only if it
     is a regular file of the slot's user (the job could put a link there meanwhile)."""
     request(slot, "import time\nprint('first', flush=True)\ntime.sleep(30)\n")
-    run = subprocess.Popen(
-        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
-         PYTHON, "-m", "jobqueue.worker.slot", "run", str(slot)],
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
+    run = start_run(slot)
     stdout = slot / "outbox" / "stdout"
     try:
         deadline = time.monotonic() + 30
@@ -180,3 +193,42 @@ def test_the_worker_reads_a_running_jobs_log_from_the_slot_as_it_grows(slot):
         read_outbox_log(stdout, SLOT_UID, 0, 100)
     stdout.unlink()
     assert read_outbox_log(stdout, SLOT_UID, 0, 100) == b""  # not there (yet): nothing
+
+
+def test_a_stopped_job_gets_sigterm_and_its_grace(slot):
+    """Stopping a slot's unit sends SIGTERM: a job that handles it ends as it likes,
+    within the grace; `run` itself then packs nothing yet and reports its exit."""
+    request(slot, "import signal, sys, time\n"
+                  "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+                  "open('ready', 'w').close()\n"
+                  "time.sleep(60)\n", kill_grace=20)
+    run = start_run(slot)
+    wait_for_file(slot / "work" / "ready", run)
+    run.terminate()
+    assert run.wait(30) == 0
+    assert status(slot)["exit_code"] == 7
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(slot):
+    """The grace is the slot's `run` to enforce, not the unit's stop timeout (which
+    also bounds the packing of the results afterwards)."""
+    request(slot, "import os, signal, time\n"
+                  "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                  "if os.fork() == 0:\n"
+                  "    os.setsid()\n"  # out of the job's process group too
+                  "    open('child.pid', 'w').write(str(os.getpid()))\n"
+                  "    time.sleep(300)\n"
+                  "open('ready', 'w').close()\n"
+                  "time.sleep(300)\n", kill_grace=2)
+    run = start_run(slot)
+    wait_for_file(slot / "work" / "ready", run)
+    wait_for_file(slot / "work" / "child.pid", run)
+    child = int((slot / "work" / "child.pid").read_text())
+    stopped = time.monotonic()
+    run.terminate()
+    assert run.wait(30) == 0
+    assert 1.5 <= time.monotonic() - stopped < 15
+    assert status(slot)["exit_code"] == -9
+    time.sleep(0.2)
+    state = Path(f"/proc/{child}/status")
+    assert not state.exists() or "\nState:\tZ" in state.read_text()

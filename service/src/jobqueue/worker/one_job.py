@@ -5,12 +5,16 @@ It is the worker daemon without its claimer: it takes the job's lease by the
 scheduler's id for this attempt (`SLURM_JOB_ID`), then fetches, runs, heartbeats and
 uploads exactly as the daemon does, through the node's runner (the confined slots of
 the systemd runner, shared by every job on the node: each takes a free slot under a
-lock). A SIGTERM from the scheduler (its time limit, a preemption, a shutdown) stops
-the job: cancelled if its owner asked for that, else handed back to be requeued.
+lock). The confinement self-check runs once per boot of the node, not per job (it takes
+a slot and a Python start: seconds under emulation); a deploy removes its mark so
+that the next job checks again. A SIGTERM from the scheduler (its time limit, a
+preemption, a shutdown) stops the job: cancelled if its owner asked for that, else
+handed back to be requeued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -29,6 +33,9 @@ log = logging.getLogger("jobqueue.worker")
 
 # Where a scheduler says which of its jobs this is.
 SCHEDULER_JOB_ID = ("SLURM_JOB_ID",)
+# In the node's work directory: the boot id of the last passed confinement check.
+CONFINEMENT_CHECKED = "confinement-checked"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 def scheduler_job_id() -> str:
@@ -43,16 +50,17 @@ class OneJob(Worker):
     def __init__(self, settings: WorkerSettings, job_id: str, external_id: str,
                  api=None, runner=None) -> None:
         # A work directory of its own: other jobs on the node run beside this one.
-        own = dataclasses.replace(
-            settings, work_dir=str(Path(settings.work_dir) / f"scheduled-{external_id}"))
-        super().__init__(own, api, runner or make_runner(own, slot_locks=Path(settings.work_dir)))
+        self.node_dir = Path(settings.work_dir)
+        own = dataclasses.replace(settings,
+                                  work_dir=str(self.node_dir / f"scheduled-{external_id}"))
+        super().__init__(own, api, runner or make_runner(own, slot_locks=self.node_dir))
         self.job_id = job_id
         self.external_id = external_id
 
     def serve(self) -> int:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.runner.self_check()
+            self._check_confinement()
             job = self._retrying(
                 f"job {self.job_id}: start",
                 lambda: self.api.start(self.job_id, self.settings.name, self.external_id),
@@ -75,6 +83,17 @@ class OneJob(Worker):
         runner.join()
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return 0 if active.reported else 1
+
+    def _check_confinement(self) -> None:
+        mark = self.node_dir / CONFINEMENT_CHECKED
+        boot = BOOT_ID.read_text().strip()
+        with contextlib.suppress(OSError):
+            if mark.read_text() == boot:
+                return
+        self.runner.self_check()
+        partial = mark.with_name(f"{mark.name}.{os.getpid()}")
+        partial.write_text(boot)
+        partial.replace(mark)  # whole or not at all: jobs start side by side
 
     def _stop_for_scheduler(self, job) -> None:
         """The scheduler is ending this job: cancelled if its owner asked, else back."""

@@ -3,13 +3,15 @@ run|finish SLOT_DIR`.
 
 A slot directory holds what the worker hands over and what it takes back:
 
-    request.json   written by the worker: the job's argv, environment, rlimits, limits
+    request.json   written by the worker: the job's argv, environment, rlimits, limits,
+                   the grace between SIGTERM and SIGKILL
     work/          the job's directory: the worker's inputs, then whatever the job makes
     outbox/        stdout, stderr, status.json, results.tar.gz: for the worker to read
 
 `run` is the unit's main process. It starts the job, keeps its files under the output
 limit while it runs, and when the job's first process ends, kills every process the
-slot's user still has (a daemonised child does not outlive its job). `finish` is the
+slot's user still has (a daemonised child does not outlive its job); stopped, it gives
+the job SIGTERM and, after the grace, SIGKILL. `finish` is the
 unit's ExecStopPost: it runs after systemd has stopped everything else in the unit,
 packs the files the job made (regular files owned by the slot's user only: no links,
 nothing of the worker's) and wipes the work directory. Both run with the job's own
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import signal
 import stat
@@ -146,8 +149,20 @@ def run(slot: Path) -> int:
             request["argv"], cwd=slot / "work", env=request["env"], stdin=subprocess.DEVNULL,
             stdout=out, stderr=err, start_new_session=True,
             preexec_fn=lambda: limits.apply(request["rlimits"]))
-    # Stopped from outside (cancel, wall time): the job gets the signal, `run` reports.
-    signal.signal(signal.SIGTERM, lambda *_: _signal_job(job.pid, signal.SIGTERM))
+    # Stopped from outside (cancel, wall time): the job gets the signal, and what is
+    # left of it after the grace gets SIGKILL. The grace is `run`'s to keep, not the
+    # unit's TimeoutStopSec: that one also bounds `finish`, which needs longer.
+    grace = math.ceil(request.get("kill_grace", 0))
+
+    def stop(*_):
+        _signal_job(job.pid, signal.SIGTERM)
+        if grace > 0:
+            signal.alarm(grace)
+        else:
+            _kill_the_rest()
+
+    signal.signal(signal.SIGALRM, lambda *_: _kill_the_rest())
+    signal.signal(signal.SIGTERM, stop)
     exceeded, polls = None, 0
     while job.poll() is None:
         time.sleep(POLL_SECONDS)

@@ -76,8 +76,13 @@ class SystemdError(RuntimeError):
 
 
 def systemctl(*args: str) -> str:
-    result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
-                            timeout=SYSTEMCTL_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    try:
+        result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
+                                timeout=SYSTEMCTL_TIMEOUT, stdin=subprocess.DEVNULL,
+                                check=False)
+    except subprocess.TimeoutExpired:
+        raise SystemdError(f"systemctl {' '.join(args)}: no answer in "
+                           f"{SYSTEMCTL_TIMEOUT:.0f} s") from None
     if result.returncode != 0:
         raise SystemdError(f"systemctl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
@@ -275,7 +280,8 @@ class SlotWorkspace(Workspace):
         del rlimits["memory_bytes"]  # the cgroup limits the whole job, not each process
         (self.slot_dir / slot_files.REQUEST).write_text(json.dumps({
             "argv": request.argv, "env": request.env, "rlimits": rlimits,
-            "output_limit": request.output_limit}))
+            "output_limit": request.output_limit,
+            "kill_grace": self.runner.settings.kill_grace_seconds}))
         memory = request.limits.memory_bytes
         systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
                   "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
@@ -372,9 +378,10 @@ class SlotProcess(RunningProcess):
         return self._usage
 
     def kill(self, grace: float) -> None:
-        # The unit's own TimeoutStopSec is the grace: SIGTERM to all, then SIGKILL.
+        # SIGTERM to every process of the unit; the slot's `run` SIGKILLs what is left
+        # of the job after the worker's grace, then the unit packs the results.
         try:
-            systemctl("stop", self.workspace.unit)
+            systemctl("stop", "--no-block", self.workspace.unit)
         except SystemdError as exc:
             log.warning("slot %d: %s", self.workspace.slot, exc)
         self.wait(None)
