@@ -64,6 +64,25 @@ JobId = int | str
 FileSource = str | os.PathLike[str] | bytes
 
 
+class _Pace:
+    """How often a wait polls: POLL_FIRST growing to POLL_MAX (or a fixed `interval`),
+    never sleeping past the `timeout`."""
+
+    def __init__(self, timeout: float | None, interval: float | None):
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.interval = interval
+        self.delay = interval if interval is not None else POLL_FIRST
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def sleep(self) -> None:
+        left = self.delay if self.deadline is None else self.deadline - time.monotonic()
+        time.sleep(max(0.0, min(self.delay, left)))
+        if self.interval is None:
+            self.delay = min(self.delay * 1.5, POLL_MAX)
+
+
 class Client:
     """A session with one controller, authenticated with a bearer token.
 
@@ -248,23 +267,16 @@ class Client:
                    interval: float | None = None) -> dict[str, Any]:
         """Poll the array until none of its tasks is queued or running; return its summary
         (``on_update(summary)`` after every poll). Raises :class:`WaitTimeout`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = interval if interval is not None else POLL_FIRST
+        pace = _Pace(timeout, interval)
         while True:
             summary = self.array(array_id)
             if on_update is not None:
                 on_update(summary)
             if not set(summary.get("counts", {})) - TERMINAL_STATES:
                 return summary
-            sleep_for = delay
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(summary, timeout or 0.0)
-                sleep_for = min(sleep_for, left)
-            time.sleep(sleep_for)
-            if interval is None:
-                delay = min(delay * 1.5, POLL_MAX)
+            if pace.expired():
+                raise WaitTimeout(summary, timeout or 0.0)
+            pace.sleep()
 
     def me(self) -> dict[str, Any]:
         """Whose token this client holds: ``{"name", "role"}``."""
@@ -392,8 +404,7 @@ class Client:
         ``on_update(job)`` is called after every poll. Raises :class:`WaitTimeout` after
         ``timeout`` seconds. ``interval`` fixes the poll interval (default: 0.5 s growing to 5 s).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = interval if interval is not None else POLL_FIRST
+        pace = _Pace(timeout, interval)
         failures = 0
         job: dict[str, Any] = {"id": job_id, "state": "unknown"}
         while True:
@@ -409,23 +420,16 @@ class Client:
                     on_update(job)
                 if job.get("state") in TERMINAL_STATES:
                     return job
-            sleep_for = delay
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(job, timeout or 0.0)
-                sleep_for = min(sleep_for, left)
-            time.sleep(sleep_for)
-            if interval is None:
-                delay = min(delay * 1.5, POLL_MAX)
+            if pace.expired():
+                raise WaitTimeout(job, timeout or 0.0)
+            pace.sleep()
 
     def as_completed(self, job_ids: Sequence[JobId], timeout: float | None = None,
                      interval: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield each job once it has finished, in the order they finish (as
         ``concurrent.futures.as_completed``). Raises :class:`WaitTimeout` after
         ``timeout`` seconds with the first job still running."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = interval if interval is not None else POLL_FIRST
+        pace = _Pace(timeout, interval)
         pending = list(dict.fromkeys(job_ids))
         while pending:
             for job_id in list(pending):
@@ -435,12 +439,9 @@ class Client:
                     yield job
             if not pending:
                 return
-            if deadline is not None and time.monotonic() >= deadline:
+            if pace.expired():
                 raise WaitTimeout(self.get(pending[0]), timeout or 0.0)
-            time.sleep(delay if deadline is None else
-                       max(0.0, min(delay, deadline - time.monotonic())))
-            if interval is None:
-                delay = min(delay * 1.5, POLL_MAX)
+            pace.sleep()
 
     def map(self, f: Callable[[Any], Any], xs: Iterable[Any], *,
             chunk_size: int | None = None, cpus: int = 1, name: str | None = None,
