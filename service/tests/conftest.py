@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
@@ -199,6 +201,28 @@ def cluster(database_url, tmp_path):
     yield start
     for c in clusters:
         c.stop()
+
+
+def slurm(*args: str) -> str:
+    """A Slurm command's output (the local Slurm's, through SLURM_CONF)."""
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.fixture
+def local_slurm():
+    """The one-node Slurm scripts/test-slurm.sh starts on this machine (it sets
+    SLURM_CONF). The tests' jobs (named jq-... by the slurm backend, jqw-... by the
+    slurm runner) that a test leaves are cancelled after it."""
+    if not os.environ.get("SLURM_CONF") or not shutil.which("sbatch"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Slurm tests: scripts/test-slurm.sh sets SLURM_CONF")
+        pytest.skip("no local Slurm (SLURM_CONF is not set)")
+    yield
+    ours = [line.split("|")[0] for line in
+            slurm("squeue", "-h", "-t", "pending,running", "-o", "%i|%j").splitlines()
+            if "|jq" in line]
+    if ours:
+        subprocess.run(["scancel", *ours], check=False)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -7,7 +7,6 @@ VMs run the confined one)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,22 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cluster
+from conftest import Cluster, slurm
 
-SLURM_CONF = os.environ.get("SLURM_CONF", "")
 pytestmark = pytest.mark.e2e
 
 
-def slurm(*args: str) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
-
-
 @pytest.fixture
-def slurm_cluster(tmp_path):
-    if not SLURM_CONF or not shutil.which("sbatch"):
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Slurm tests: scripts/test-slurm.sh sets SLURM_CONF")
-        pytest.skip("no local Slurm (SLURM_CONF is not set)")
+def slurm_cluster(tmp_path, local_slurm):
     node_config = tmp_path / "node-worker.toml"
     cluster = Cluster(tmp_path, f"sqlite:///{tmp_path}/jobqueue.db", queue_backend="slurm",
                       lease_seconds=6, queue={"slurm": {
@@ -42,11 +32,6 @@ def slurm_cluster(tmp_path):
     cluster.start_scheduler()
     yield cluster
     cluster.stop()
-    ours = [line.split("|")[0] for line in
-            slurm("squeue", "-h", "-t", "pending,running", "-o", "%i|%j").splitlines()
-            if "|jq-" in line]
-    if ours:
-        subprocess.run(["scancel", *ours], check=False)
 
 
 def slurm_id(job: dict) -> str:

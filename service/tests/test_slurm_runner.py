@@ -7,36 +7,19 @@ they share the work directory as an HPC cluster's nodes share a filesystem)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import subprocess
 
 import pytest
 
+from conftest import slurm
 from jobqueue.worker.runner import Limits, RunRequest
 from jobqueue.worker.slurm_runner import batch_script
 
-SLURM_CONF = os.environ.get("SLURM_CONF", "")
-
-
-def slurm(*args: str) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
-
 
 @pytest.fixture
-def remote(cluster):
-    if not SLURM_CONF or not shutil.which("sbatch"):
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Slurm tests: scripts/test-slurm.sh sets SLURM_CONF")
-        pytest.skip("no local Slurm (SLURM_CONF is not set)")
+def remote(cluster, local_slurm):
     c = cluster()
     c.start_worker("w1", cpus=4, runner="slurm", slurm_max_jobs=2)
-    yield c
-    ours = [line.split("|")[0] for line in
-            slurm("squeue", "-h", "-t", "pending,running", "-o", "%i|%j").splitlines()
-            if "|jqw-" in line]
-    if ours:
-        subprocess.run(["scancel", *ours], check=False)
+    return c
 
 
 def test_the_batch_script_carries_the_environment_quoted():
