@@ -23,7 +23,6 @@ A subclass says how to submit, query and kill (`submit`, `query`, `kill`).
 from __future__ import annotations
 
 import abc
-import datetime as dt
 import enum
 import logging
 import threading
@@ -142,17 +141,10 @@ class BatchQueue(Dispatcher, abc.ABC):
         self.events.claimed(waited)
         return claim
 
-    def release(self, job_id, lease, error=None, worker=None) -> None:
-        super().release(job_id, lease, error, worker)
-        with self.session_factory.begin() as session:  # requeued: a new scheduler job
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is not None and job.job_state is JobState.QUEUED:
-                job.external_id = None
-
-    def _expire(self, session, job: Job, now: dt.datetime) -> None:
-        super()._expire(session, job, now)
-        if job.job_state is JobState.QUEUED:
-            job.external_id = None  # its scheduler job is killed by the next pass
+    def _requeue(self, job: Job, message: str) -> None:
+        # A new scheduler job; the old one, if it still runs, is killed by the next pass.
+        super()._requeue(job, message)
+        job.external_id = None
 
     # -- the reconcile pass -------------------------------------------------------------
 
@@ -303,9 +295,9 @@ class BatchQueue(Dispatcher, abc.ABC):
             self._end(session, job, target, f"{why}; gave up after {job.attempts} attempts")
             return
         if job.job_state is JobState.RUNNING:
-            job.state = check_transition(job.state, JobState.QUEUED).value
-        job.message = f"{why}; requeued"
-        job.external_id = job.worker = job.started_at = None
-        job.lease = job.lease_expires_at = job.claim_id = None
+            self._requeue(job, f"{why}; requeued")
+        else:  # its scheduler job never started ours
+            job.message = f"{why}; requeued"
+            job.external_id = None
         log.warning("job %s: %s", job.id, job.message)
 

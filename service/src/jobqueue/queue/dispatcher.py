@@ -107,18 +107,22 @@ class Dispatcher(PullQueue):
         else:
             target, message = JobState.LOST, f"lease expired on {job.attempts} attempts"
         log.warning("job %s: %s", job.id, message)
-        job.state = check_transition(job.state, target).value
-        job.message = message
-        job.lease = None
-        job.lease_expires_at = None
-        job.claim_id = None
         if target is JobState.QUEUED:
-            job.worker = None
-            job.started_at = None
+            self._requeue(job, message)
         else:
+            job.state = check_transition(job.state, target).value
+            job.message = message
+            job.lease = job.lease_expires_at = job.claim_id = None
             job.finished_at = now
             dependencies.settle(session, job)
         self._wake_on_commit(session)
+
+    def _requeue(self, job: Job, message: str) -> None:
+        """Back in the queue for a new attempt: nothing of the last one stays."""
+        job.state = check_transition(job.state, JobState.QUEUED).value
+        job.message = message
+        job.worker = job.started_at = None
+        job.lease = job.lease_expires_at = job.claim_id = None
 
     def close(self) -> None:
         """Stop the listener and answer every waiting claim now (the server is stopping)."""
@@ -282,16 +286,10 @@ class Dispatcher(PullQueue):
                 dependencies.settle(session, job)
                 self._wake_on_commit(session)
                 return
-            job.state = check_transition(job.state, JobState.QUEUED).value
             if error is None:
                 job.attempts -= 1  # handed back on purpose: not a failed attempt
-            job.worker = None
-            job.lease = None
-            job.lease_expires_at = None
-            job.claim_id = None
-            job.started_at = None
-            job.message = ("handed back by its worker; requeued" if error is None else
-                           f"attempt {job.attempts} failed on its worker: {error}; requeued")
+            self._requeue(job, "handed back by its worker; requeued" if error is None else
+                          f"attempt {job.attempts} failed on its worker: {error}; requeued")
             self._wake_on_commit(session)
 
     # -- helpers ----------------------------------------------------------------------
