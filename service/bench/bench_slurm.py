@@ -45,7 +45,7 @@ def percentiles(values: list[float]) -> str:
 
 # -- plain sbatch ----------------------------------------------------------------------
 
-def sbatch(tmp: str) -> str:
+def sbatch() -> str:
     return sh("sbatch", "--parsable", "--job-name=bench-plain", "--mem=64", "--time=1",
               "--output=/dev/null", "--chdir=/tmp", "--wrap", "true").strip()
 
@@ -55,20 +55,20 @@ def slurm_states(ids: set[str]) -> dict[str, str]:
     return {i: s for i, s in (line.split("|") for line in out.split()) if i in ids}
 
 
-def plain_throughput(n: int, tmp: str) -> float:
+def plain_throughput(n: int) -> float:
     start = time.perf_counter()
-    ids = {sbatch(tmp) for _ in range(n)}
+    ids = {sbatch() for _ in range(n)}
     while not all(s in ENDED for s in slurm_states(ids).values()) or \
             len(slurm_states(ids)) < n:
         time.sleep(0.05)
     return n / (time.perf_counter() - start)
 
 
-def plain_latency(samples: int, tmp: str) -> list[float]:
+def plain_latency(samples: int) -> list[float]:
     values = []
     for _ in range(samples):
         sent = time.perf_counter()
-        eid = sbatch(tmp)
+        eid = sbatch()
         while slurm_states({eid}).get(eid, "PENDING") in ("PENDING", "CONFIGURING"):
             time.sleep(0.02)
         values.append(time.perf_counter() - sent)
@@ -118,8 +118,8 @@ def local_rows(args) -> list:
             service_latency(client, 1)  # warm up: imports, first sbatch
             return [("slurm backend", service_run(client, args.jobs),
                      service_latency(client, args.latency_samples)),
-                    ("plain sbatch", plain_throughput(args.jobs, tmp),
-                     plain_latency(args.latency_samples, tmp))]
+                    ("plain sbatch", plain_throughput(args.jobs),
+                     plain_latency(args.latency_samples))]
         finally:
             cluster.stop()
 
@@ -161,9 +161,8 @@ def main() -> int:
     parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_only:  # on the controller host, for deployed_rows
-        with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps({"rate": plain_throughput(args.jobs, tmp),
-                              "latency": plain_latency(args.latency_samples, tmp)}))
+        print(json.dumps({"rate": plain_throughput(args.jobs),
+                          "latency": plain_latency(args.latency_samples)}))
         return 0
     rows = deployed_rows(args) if args.client else local_rows(args)
     where = f"the cluster of {args.client}" if args.client else "the local Slurm"
