@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,8 @@ def test_submit_a_script_follow_it_read_its_log_and_download_a_result(page, tmp_
     assert page.text("#log-stderr").strip() == "to stderr"
     fields = page.text("#job-fields")
     assert "300 s" in fields and "quick.py" in fields and "two words" in fields
+    cpu = page.text('#job-fields tr[data-field="accounting.cpu_seconds"] td')
+    assert re.fullmatch(r"\d+ s \(\d+(\.\d{1,3})? s\)", cpu), cpu
     page.screenshot("job-page.png")
 
     folder = page.wait(lambda: page.find("#files a.folder"), what="no out/ folder")

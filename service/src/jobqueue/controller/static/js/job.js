@@ -10,7 +10,9 @@ const POLL_MS = 1500;
 const FILES_EVERY_MS = 10_000; // a running job's file list, less often than its log
 
 const mib = (n) => (typeof n === "number" ? bytes(n * 1024 * 1024) : "");
-const seconds = (n) => (typeof n === "number" ? `${duration(n)} (${n} s)` : "");
+// "1 min 05 s (65 s)"; measured times to the millisecond, not to the float's last digit.
+const exact = (n) => (Number.isInteger(n) ? String(n) : n.toFixed(n < 10 ? 3 : 1));
+const seconds = (n) => (typeof n === "number" ? `${duration(n)} (${exact(n)} s)` : "");
 const jobRef = (id) => el("a", { href: `#/jobs/${encodeURIComponent(id)}` }, String(id));
 
 // The fields in the order a person reads them; any other field the API adds later is
