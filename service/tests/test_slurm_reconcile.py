@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from jobqueue.queue.batch import MISSING_PASSES, Outcome
+from jobqueue.queue.batch import MISSING_PASSES, Outcome, SchedulerError
 from jobqueue.queue.slurm import STATES, SlurmQueue, outcome_of
 
 
@@ -43,9 +43,12 @@ class ScriptedSlurm:
         self.jobs: dict[str, dict] = {}
         self.ids = itertools.count(100)
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.sbatch_error = ""  # what sbatch writes to stderr when it fails
 
     def run(self, name: str, *args: str, stdin: str | None = None) -> str:
         self.calls.append((name, args))
+        if name == "sbatch" and self.sbatch_error:
+            raise SchedulerError(f"sbatch: {self.sbatch_error}")
         if name == "sbatch":
             eid = str(next(self.ids))
             job_name = next(a for a in args if a.startswith("--job-name=")).split("=", 1)[1]
@@ -101,6 +104,39 @@ def test_a_job_becomes_a_slurm_job_with_its_resources(slurm):
     assert seen["state"] == "queued" and f"job {eid}: pending (Priority)" in seen["message"]
     stack.backend.reconcile()
     assert scripted.count("sbatch") == 1  # submitted once
+
+
+def test_a_slurm_that_cannot_be_reached_gets_the_job_on_a_later_pass(slurm):
+    stack, scripted = slurm
+    job = stack.submit_ok(spec={"entry": "main.py"})
+    scripted.sbatch_error = ("sbatch: error: Batch job submission failed: Unable to contact "
+                             "slurm controller (connect failure)")
+    stack.backend.reconcile()
+    seen = stack.job(job["id"])
+    assert seen["state"] == "queued" and "Unable to contact slurm controller" in seen["message"]
+    scripted.sbatch_error = ""
+    stack.backend.reconcile()
+    assert len(scripted.jobs) == 1 and stack.job(job["id"])["state"] == "queued"
+
+
+@pytest.mark.parametrize("error", [
+    "sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job "
+    "submission failed: Requested node configuration is not available",
+    "sbatch: error: Batch job submission failed: Invalid partition name specified",
+])
+def test_a_job_slurm_can_never_run_ends_failed_with_slurms_words(slurm, error):
+    stack, scripted = slurm
+    job = stack.submit_ok(spec={"entry": "main.py", "memory": 4096})
+    waiter = stack.submit_ok(spec={"entry": "main.py", "after": [job["id"]]})
+    scripted.sbatch_error = error
+    stack.backend.reconcile()
+    seen = stack.job(job["id"])
+    assert seen["state"] == "failed"
+    assert seen["message"].startswith("slurm refused the job: sbatch: ")
+    assert error.splitlines()[-1].split(": ")[-1] in seen["message"]
+    assert stack.job(waiter["id"])["state"] == "cancelled"  # it can never start
+    stack.backend.reconcile()
+    assert scripted.count("sbatch") == 1  # not asked again
 
 
 def test_one_squeue_call_per_pass_whatever_the_number_of_jobs(slurm):
@@ -187,6 +223,19 @@ def test_node_failures_requeue_then_give_up(slurm, state):
         seen = stack.job(job["id"])
         assert seen["attempts"] == attempt
     assert seen["state"] == "lost" and state in seen["message"]
+
+
+def test_slurm_jobs_that_fail_before_ours_starts_use_up_the_attempts(slurm):
+    stack, scripted = slurm  # max_attempts=2
+    job = stack.submit_ok()
+    for attempt in (1, 2):
+        stack.backend.reconcile()
+        scripted.set(max(scripted.jobs, key=int), "BOOT_FAIL")
+        stack.backend.reconcile()
+        assert stack.job(job["id"])["attempts"] == attempt
+    seen = stack.job(job["id"])
+    assert seen["state"] == "failed" and "BOOT_FAIL" in seen["message"]
+    assert scripted.count("sbatch") == 2
 
 
 def test_forgotten_by_squeue_asks_sacct_once_per_pass(slurm):

@@ -74,7 +74,8 @@ def test_only_listed_transitions_are_legal(current, target):
 
 def test_finished_states_are_final():
     assert all(not TRANSITIONS[state] for state in FINISHED)
-    assert TRANSITIONS[JobState.QUEUED] == {JobState.RUNNING, JobState.CANCELLED}
+    assert TRANSITIONS[JobState.QUEUED] == {JobState.RUNNING, JobState.CANCELLED,
+                                            JobState.FAILED}
 
 
 # -- archives -----------------------------------------------------------------------------

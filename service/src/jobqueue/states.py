@@ -29,7 +29,9 @@ REPORTABLE = frozenset(
 )
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    # queued -> failed: a batch scheduler refused the job, or failed its last attempt
+    # before the job itself started.
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     # running -> queued: lease expired with attempts left, or the worker handed it back;
     # running -> lost: lease expired with no attempts left.
     JobState.RUNNING: REPORTABLE | {JobState.QUEUED, JobState.LOST},

@@ -66,7 +66,12 @@ class SchedulerJob:
 
 
 class SchedulerError(RuntimeError):
-    """The scheduler's command failed or answered nothing we understand."""
+    """The scheduler's command failed or answered nothing we understand. `refused`: the
+    scheduler will never take this job as it is asked for (trying again cannot help)."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class BatchQueue(Dispatcher, abc.ABC):
@@ -174,6 +179,10 @@ class BatchQueue(Dispatcher, abc.ABC):
                 try:
                     job.external_id = self.submit(job)
                 except SchedulerError as exc:
+                    if exc.refused:  # as asked, it can never run here: say so, now
+                        self._end(session, job, JobState.FAILED,
+                                  f"{self.name} refused the job: {exc}")
+                        continue
                     # Left queued with the reason: the next pass tries again.
                     log.warning("job %s: %s submission failed: %s", job.id, self.name, exc)
                     job.message = f"{self.name} refused the job for now: {exc}"

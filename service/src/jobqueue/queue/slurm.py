@@ -33,6 +33,20 @@ WORKER_MEMORY_MIB = 256
 # the job at its wall time itself and still has to upload.
 TIME_GRACE_SECONDS = 120
 
+# sbatch's words (slurm 22.05) for a job this cluster can never run as asked: more
+# memory or CPUs than any node has, a partition or account that does not exist. Any
+# other failure (slurmctld away, a timeout, a submit limit reached) is tried again.
+REFUSALS = (
+    "Requested node configuration is not available",
+    "Memory specification can not be satisfied",
+    "More processors requested than permitted",
+    "Node count specification invalid",
+    "Invalid partition name specified",
+    "Invalid account or account/partition combination specified",
+    "Invalid qos specification",
+    "Requested time limit is invalid",
+)
+
 # Every state squeue and sacct can show (slurm 22.05), and what it means for us.
 STATES: dict[str, Outcome] = {
     "PENDING": Outcome.WAITING,
@@ -127,7 +141,12 @@ class SlurmQueue(BatchQueue):
         return args + list(self.own.sbatch_args)
 
     def submit(self, job: Job) -> str:
-        out = self._run("sbatch", *self.sbatch_args(job), stdin=self.batch_script(job))
+        try:
+            out = self._run("sbatch", *self.sbatch_args(job), stdin=self.batch_script(job))
+        except SchedulerError as exc:
+            if any(words in str(exc) for words in REFUSALS):
+                raise SchedulerError(str(exc), refused=True) from None
+            raise
         external_id = out.strip().split(";")[0]  # "ID" or "ID;cluster"
         if not external_id.isdigit():
             raise SchedulerError(f"sbatch answered {out.strip()!r}, not a job id")
