@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import tarfile
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -424,6 +425,50 @@ def test_wait_times_out() -> None:
         client.wait(5, timeout=0.05, interval=0.01)
     assert caught.value.job["state"] == "running"
     assert isinstance(caught.value, TimeoutError)
+
+
+class _KeepAliveThenDrop:
+    """An HTTP server that answers the first request on each connection, keeps the
+    connection open, and closes it without a word when the next request comes on it:
+    the race of a server's keep-alive timeout against a client reusing the connection."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn:
+            if b"\r\n\r\n" not in conn.recv(65536):
+                return
+            self.answered += 1
+            body = json.dumps({"id": "7", "state": "running"}).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            conn.recv(65536)  # the next request on this connection: dropped
+
+
+def test_a_read_on_a_kept_alive_connection_the_server_dropped_is_sent_again() -> None:
+    server = _KeepAliveThenDrop()
+    client = Client(server.url, "t")
+    for _ in range(3):
+        assert client.get(7)["state"] == "running"
+    assert server.answered == 3
+
+
+def test_a_submit_without_a_key_is_never_sent_twice() -> None:
+    server = _KeepAliveThenDrop()
+    client = Client(server.url, "t")
+    client.get(7)
+    with pytest.raises(TransportError):  # it may have reached the controller
+        client._request("POST", "/jobs", expect=(201,), data=b"x")
+    assert server.answered == 1
 
 
 def test_list_follows_cursors_and_respects_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from typing import IO, Any, Self
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from jobqueue import https
 from jobqueue.archive import UnsafeArchive, safe_extract
@@ -431,12 +432,19 @@ class Client:
         ``timeout`` seconds with the first job still running."""
         pace = _Pace(timeout, interval)
         pending = list(dict.fromkeys(job_ids))
+        failures = 0
         while pending:
-            for job_id in list(pending):
-                job = self.get(job_id)
-                if job.get("state") in TERMINAL_STATES:
-                    pending.remove(job_id)
-                    yield job
+            try:
+                for job_id in list(pending):
+                    job = self.get(job_id)
+                    if job.get("state") in TERMINAL_STATES:
+                        pending.remove(job_id)
+                        yield job
+                failures = 0
+            except TransportError:  # as wait(): ride out a controller restart
+                failures += 1
+                if failures > WAIT_MAX_CONNECTION_ERRORS:
+                    raise
             if not pending:
                 return
             if pace.expired():
@@ -477,14 +485,20 @@ class Client:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         backoff = Backoff(budget=self.retry_seconds)
+        redialled = False
         while True:
             if body is not None:
                 kwargs["data"] = multipart = body()
                 headers["Content-Type"] = multipart.content_type
             try:
                 response = self._send(method, path, headers=headers, **kwargs)
-            except TransportError:
-                # Reads give up at once (wait() has its own patience); a keyed submit
+            except TransportError as exc:
+                # A kept-alive connection the server closed as it was reused: once more
+                # at once, on a new one (the request never reached the application).
+                if exc.dropped and idempotent and not redialled:
+                    redialled = True
+                    continue
+                # Reads give up then (wait() has its own patience); a keyed submit
                 # retries, since the controller may be restarting.
                 if idempotency_key is None or backoff.expired:
                     raise
@@ -507,7 +521,9 @@ class Client:
         except requests.exceptions.Timeout as exc:
             raise TransportError(f"{self.url} did not answer within {self.timeout:g} s") from exc
         except requests.exceptions.ConnectionError as exc:
-            raise TransportError(f"cannot reach {self.url}: {_reason(exc)}") from exc
+            dropped = bool(exc.args) and isinstance(exc.args[0], urllib3.exceptions.ProtocolError)
+            raise TransportError(f"cannot reach {self.url}: {_reason(exc)}",
+                                 dropped=dropped) from exc
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"request to {url} failed: {exc}") from exc
 

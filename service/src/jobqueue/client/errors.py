@@ -16,7 +16,13 @@ class ConfigError(ClientError):
 
 
 class TransportError(ClientError):
-    """The controller could not be reached, or the connection failed mid-request."""
+    """The controller could not be reached, or the connection failed mid-request.
+    `dropped`: the connection closed before any answer (often a kept-alive connection
+    the server closed just as it was reused)."""
+
+    def __init__(self, message: str, dropped: bool = False):
+        super().__init__(message)
+        self.dropped = dropped
 
 
 class UnsafeArchiveError(ClientError, UnsafeArchive):
