@@ -136,8 +136,11 @@ def deployed_rows(args) -> list:
     service_latency(client, 1)
     service = ("slurm backend", service_run(client, args.jobs),
                service_latency(client, args.latency_samples))
-    command = ["ansible", "controllers", "-i", args.inventory, "-b", "--become-user",
-               args.slurm_user, "-m", "ansible.builtin.script", "-a",
+    # The ansible of this interpreter's environment, on PATH or not.
+    ansible = Path(sys.executable).with_name("ansible")
+    command = [str(ansible) if ansible.exists() else "ansible", "controllers",
+               "-i", args.inventory, "-b", "--become-user", args.slurm_user,
+               "-m", "ansible.builtin.script", "-a",
                f"{Path(__file__).resolve()} --plain-only --jobs {args.jobs} "
                f"--latency-samples {args.latency_samples} executable=/usr/bin/python3"]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
