@@ -146,7 +146,9 @@ def deployed_rows(args) -> list:
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                               "ANSIBLE_STDOUT_CALLBACK": "json"}).stdout
-    result = next(iter(json.loads(out)["plays"][0]["tasks"][0]["hosts"].values()))
+    # The JSON report, after whatever other callbacks (a task timer) printed first.
+    report, _ = json.JSONDecoder().raw_decode(out, out.index("{"))
+    result = next(iter(report["plays"][0]["tasks"][0]["hosts"].values()))
     plain = json.loads(result["stdout"].strip().splitlines()[-1])
     return [service, ("plain sbatch", plain["rate"], plain["latency"])]
 
