@@ -35,15 +35,15 @@ def parse_ssh_config(text: str) -> list[dict]:
              "port": int(h["Port"]), "identity_file": h["IdentityFile"]} for h in hosts]
 
 
-def domains_defined(root: str) -> bool:
-    """Whether Vagrant has made a libvirt domain for one of this directory's VMs: it
-    does so only once the box is in libvirt's storage pool."""
-    return bool(glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id")))
+def domain_id_files(root: str) -> list[str]:
+    """Where Vagrant keeps the libvirt domain id of each of this directory's VMs; it
+    makes one only once the box is in libvirt's storage pool."""
+    return glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id"))
 
 
-def virsh(*args: str) -> str:
+def virsh(*args: str, check: bool = True) -> str:
     return subprocess.run(["virsh", "--connect", "qemu:///system", *args],
-                          check=True, capture_output=True, text=True).stdout
+                          check=check, capture_output=True, text=True).stdout
 
 
 def remove_stale_domains(root: str, prefix: str) -> None:
@@ -52,15 +52,13 @@ def remove_stale_domains(root: str, prefix: str) -> None:
     Domains with the scenario's prefix that this directory did not make are
     such leftovers."""
     ours = set()
-    for id_file in glob.glob(os.path.join(root, ".vagrant", "machines", "*", "libvirt", "id")):
+    for id_file in domain_id_files(root):
         with open(id_file) as f:
             ours.add(f.read().strip())
     for name in virsh("list", "--all", "--name").split():
         if name.startswith(prefix) and virsh("domuuid", name).strip() not in ours:
             print(f"removing {name}, left behind by an earlier run", flush=True)
-            # Fails when it is not running: fine.
-            subprocess.run(["virsh", "--connect", "qemu:///system", "destroy", name],
-                           check=False, capture_output=True)
+            virsh("destroy", name, check=False)  # fails when it is not running: fine
             virsh("undefine", name, "--remove-all-storage")
 
 
@@ -75,7 +73,7 @@ def up(root: str, instance_config: str, domain_prefix: str) -> None:
           ThreadPoolExecutor(1) as pool):
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = pool.submit(v.up, provider="libvirt")
-        while not started.done() and not domains_defined(root):
+        while not started.done() and not domain_id_files(root):
             time.sleep(1)
         fcntl.flock(lock, fcntl.LOCK_UN)
         started.result()
