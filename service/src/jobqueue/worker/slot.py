@@ -157,7 +157,9 @@ def run(slot: Path) -> int:
     def stop(*_):
         _signal_job(job.pid, signal.SIGTERM)
         if grace > 0:
-            signal.alarm(grace)
+            # A second stop keeps the first one's deadline.
+            if earlier := signal.alarm(grace):
+                signal.alarm(earlier)
         else:
             _kill_the_rest()
 
