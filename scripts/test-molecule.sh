@@ -5,8 +5,8 @@
 # cluster slurm slurm-role.
 #
 # With no arguments the scenarios run in two lanes side by side, about even in
-# length: cluster, apparmor then install, and slurm alone (measured side by side:
-# cluster 35 min, apparmor 7, install 5, slurm 43). One lane alone leaves a
+# length: cluster, apparmor then install, and slurm alone (measured side by side,
+# cold: cluster 32 min, apparmor 5, install 7, slurm 41). One lane alone leaves a
 # core idle about a third of the time (single-VM steps, VM boots, Vagrant and
 # Molecule on the control machine); a third lane does not pay: the VMs run under
 # software emulation and already share the two cores (three lanes' create steps
