@@ -221,16 +221,38 @@ def test_failing_job_reports_its_exit_code_and_stderr(cluster):
 
 
 class BrokenRunner(LocalRunner):
+    """Fails every start, and is slow to clean up an attempt: long enough for a job
+    handed back too early to come back to the same worker before the clean-up ends."""
+
+    def __init__(self, work_dir: Path):
+        super().__init__(work_dir)
+        self.events: list[str] = []
+
+    def workspace(self, name: str):
+        workspace = super().workspace(name)
+        close = workspace.close
+
+        def slow_close():
+            time.sleep(0.5)
+            close()
+            self.events.append("closed")
+
+        workspace.close = slow_close
+        return workspace
+
     def start(self, request):
+        self.events.append("started")
         raise RuntimeError("the runner is broken")
 
 
 def test_a_worker_error_uses_up_the_attempt_and_ends_the_job_failed(cluster):
-    """The same error on every attempt ends the job with its reason, not a loop."""
+    """The same error on every attempt ends the job with its reason, not a loop; each
+    attempt is cleaned up before the job is handed back (it may come back here)."""
     c = cluster()
     settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
                               work_dir=str(c.root / "work-broken"), claim_wait_seconds=1)
-    worker = Worker(settings, runner=BrokenRunner(Path(settings.work_dir)))
+    runner = BrokenRunner(Path(settings.work_dir))
+    worker = Worker(settings, runner=runner)
     thread = threading.Thread(target=worker.serve)
     thread.start()
     try:
@@ -241,6 +263,7 @@ def test_a_worker_error_uses_up_the_attempt_and_ends_the_job_failed(cluster):
         thread.join(30)
     assert (job["state"], job["attempts"]) == ("failed", 3)
     assert "RuntimeError: the runner is broken" in job["message"]
+    assert runner.events == ["started", "closed"] * 3
 
 
 def test_results_the_controller_refuses_end_the_job_failed_with_the_reason(cluster):

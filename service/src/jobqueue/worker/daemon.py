@@ -88,6 +88,8 @@ class ActiveJob:
     request: RunRequest | None = None
     log_sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOGS, 0))
     logs_done: set[str] = field(default_factory=set)  # full, refused, or the lease is over
+    # This attempt's logs, archives and lease file, outside the job's reach.
+    meta_dir: Path | None = None
 
 
 # A job killed by the kernel for an rlimit.
@@ -169,7 +171,7 @@ class Worker:
         self.claim_id = claim_id.read_text().strip() if claim_id.is_file() else ""
         deadline = time.monotonic() + self.settings.retry_seconds
         for lease in sorted(self.work_dir.glob(f"*.meta/{LEASE_FILE}")):
-            job_id = lease.parent.name.removesuffix(".meta")
+            job_id = lease.parent.name.split(".")[0]  # <job id>.<attempt>.meta
             log.info("job %s: left running by the previous worker; handing it back", job_id)
             self._release(job_id, lease.read_text().strip(),
                           max(0.0, deadline - time.monotonic()))
@@ -267,10 +269,11 @@ class Worker:
                                       active.lease_seconds / 3)
         # Before the next claim id replaces this one: a restarted worker then either
         # hands this job back or gets it again through the claim id, never loses it.
-        meta_dir = self.work_dir / f"{active.id}.meta"
-        shutil.rmtree(meta_dir, ignore_errors=True)
-        meta_dir.mkdir(mode=0o700)
-        (meta_dir / LEASE_FILE).write_text(active.lease)
+        # One directory per attempt: a job handed back can come straight back to this
+        # worker while the earlier attempt's thread still cleans up its own.
+        active.meta_dir = self.work_dir / f"{active.id}.{uuid.uuid4().hex[:8]}.meta"
+        active.meta_dir.mkdir(mode=0o700)
+        (active.meta_dir / LEASE_FILE).write_text(active.lease)
         with self.cond:
             self.active[active.id] = active
         thread = threading.Thread(target=self._run_job, args=(active,), name=f"job-{active.id}")
@@ -413,8 +416,9 @@ class Worker:
     # -- running one job ------------------------------------------------------------------
 
     def _run_job(self, job: ActiveJob) -> None:
-        meta_dir = self.work_dir / f"{job.id}.meta"  # logs and archives, outside the job's reach
+        meta_dir = job.meta_dir
         workspace: Workspace | None = None
+        hand_back_error = None
         try:
             # Each attempt has a directory of its own: an earlier attempt's clean-up
             # never touches a later one's.
@@ -436,15 +440,19 @@ class Worker:
                 log.exception("job %s: unexpected error; handing it back", job.id)
             if job.stop_reason is None:
                 self._stop_job(job, "handed_back")
-                # A failed attempt: the same error every time must not loop for ever.
-                self._release(job.id, job.lease, error=f"{type(exc).__name__}: {exc}")
+                hand_back_error = f"{type(exc).__name__}: {exc}"
         finally:
             if workspace is not None:
                 workspace.close()
             shutil.rmtree(meta_dir, ignore_errors=True)
             with self.cond:
-                self.active.pop(job.id, None)
+                if self.active.get(job.id) is job:
+                    del self.active[job.id]
                 self.cond.notify_all()
+        if hand_back_error is not None:
+            # A failed attempt: the same error every time must not loop for ever.
+            # Released once this attempt is cleaned up, as the job may come back here.
+            self._release(job.id, job.lease, error=hand_back_error)
 
     def _fetch_input(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=meta_dir) as archive:
