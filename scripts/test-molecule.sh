@@ -6,7 +6,7 @@
 #
 # With no arguments the scenarios run in two lanes side by side, about even in
 # length: cluster, apparmor then install, and slurm alone (measured side by side,
-# cold: cluster 32 min, apparmor 5, install 7, slurm 41). One lane alone leaves a
+# cold, in two runs: cluster 28-32 min, apparmor 5, install 5-7, slurm 36-41). One lane alone leaves a
 # core idle about a third of the time (single-VM steps, VM boots, Vagrant and
 # Molecule on the control machine); a third lane does not pay: the VMs run under
 # software emulation and already share the two cores (three lanes' create steps
