@@ -6,17 +6,18 @@
 #
 # With no arguments the scenarios run in two lanes side by side, about even in
 # length: cluster, apparmor then install, and slurm alone (measured side by side,
-# cold, in two runs: cluster 28-32 min, apparmor 5, install 5-7, slurm 36-41). One lane alone leaves a
-# core idle about a third of the time (single-VM steps, VM boots, Vagrant and
-# Molecule on the control machine); a third lane does not pay: the VMs run under
-# software emulation and already share the two cores (three lanes' create steps
-# took 16.5 minutes side by side, against 4.6 for the slurm one alone). Left out
-# there, run on demand, because scenarios of the lanes run all of their checks:
-# controller (the cluster scenario's controller is on SQLite, the slurm one's on
-# PostgreSQL, and both run tests/controller), worker (the cluster scenario
-# converges the same role on two workers of a real controller and runs all of its
-# checks, the hostile-job suite included) and slurm-role (roles/slurm alone; the
-# slurm scenario runs all of its checks). Named scenarios run one after another.
+# cold, in two runs: cluster 28-32 min, apparmor 5, install 5-7, slurm 36-41). One
+# lane alone leaves a core idle about a third of the time (single-VM steps, VM
+# boots, Vagrant and Molecule on the control machine); a third lane does not pay:
+# the VMs run under software emulation and already share the two cores (three
+# lanes' create steps took 16.5 minutes side by side, against 4.6 for the slurm
+# one alone). Left out there, run on demand, because scenarios of the lanes run
+# all of their checks: controller (the cluster scenario's controller is on SQLite,
+# the slurm one's on PostgreSQL, and both run tests/controller), worker (the
+# cluster scenario converges the same role on two workers of a real controller and
+# runs all of its checks, the hostile-job suite included) and slurm-role
+# (roles/slurm alone; the slurm scenario runs all of its checks). Named scenarios
+# run one after another.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -88,6 +88,9 @@ class ActiveJob:
     request: RunRequest | None = None
     log_sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOGS, 0))
     logs_done: set[str] = field(default_factory=set)  # full, refused, or the lease is over
+    # Names this attempt's workspace and meta dir: a job handed back can come straight
+    # back to this worker while the earlier attempt's thread still cleans up its own.
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     # This attempt's logs, archives and lease file, outside the job's reach.
     meta_dir: Path | None = None
 
@@ -269,9 +272,7 @@ class Worker:
                                       active.lease_seconds / 3)
         # Before the next claim id replaces this one: a restarted worker then either
         # hands this job back or gets it again through the claim id, never loses it.
-        # One directory per attempt: a job handed back can come straight back to this
-        # worker while the earlier attempt's thread still cleans up its own.
-        active.meta_dir = self.work_dir / f"{active.id}.{uuid.uuid4().hex[:8]}.meta"
+        active.meta_dir = self.work_dir / f"{active.id}.{active.attempt}.meta"
         active.meta_dir.mkdir(mode=0o700)
         (active.meta_dir / LEASE_FILE).write_text(active.lease)
         with self.cond:
@@ -420,9 +421,7 @@ class Worker:
         workspace: Workspace | None = None
         hand_back_error = None
         try:
-            # Each attempt has a directory of its own: an earlier attempt's clean-up
-            # never touches a later one's.
-            workspace = self.runner.workspace(f"{job.id}-{uuid.uuid4().hex[:8]}")
+            workspace = self.runner.workspace(f"{job.id}-{job.attempt}")
             self._fetch_input(job, workspace.job_dir, meta_dir)
             request = self._request(job, workspace.job_dir, meta_dir)
             job.workspace, job.request = workspace, request
