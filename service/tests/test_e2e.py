@@ -187,6 +187,38 @@ def test_sigterm_hands_running_jobs_back(cluster):
     assert done["state"] == "succeeded" and done["worker"] == "w2"
 
 
+class StoppedAsItClaims(Worker):
+    """SIGTERM lands just as a claim returns a job: the shutdown's hand-back is given up
+    to 2 s to run before the job is started."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.handed_back = threading.Event()
+
+    def _start(self, job):
+        self.stop()
+        self.handed_back.wait(2)
+        super()._start(job)
+
+    def hand_back_all(self, why, budget):
+        super().hand_back_all(why, budget)
+        self.handed_back.set()
+
+
+def test_a_job_claimed_as_the_worker_stops_is_handed_back(cluster):
+    c = cluster()
+    settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
+                              work_dir=str(c.root / "work-stopping"), claim_wait_seconds=1)
+    worker = StoppedAsItClaims(settings, runner=LocalRunner(Path(settings.work_dir)))
+    job_id = c.submit(SLOW_JOB, args=["30"])
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    job = c.client.get(job_id)
+    assert (job["state"], job["attempts"]) == ("queued", 0), job
+
+
 def test_cancel_and_walltime_stop_running_jobs(cluster):
     c = cluster()
     c.start_worker("w1", cpus=2)

@@ -242,10 +242,15 @@ class Worker:
                 continue
             backoff.reset()
             if job is not None:
-                if self.stopping.is_set():
+                # Checked and started under the lock the shutdown's hand-back takes: a job
+                # claimed as the worker stops is either handed back there or released here.
+                with self.cond:
+                    started = not self.stopping.is_set()
+                    if started:
+                        self._start(job)
+                if not started:
                     self._release(job["id"], job["lease"], HAND_BACK_SECONDS)
                     break
-                self._start(job)
             self._next_claim_id()
 
     def _pause(self, delay: float) -> None:
