@@ -256,8 +256,8 @@ def get_log_stream(job_id: str, name: str):
     size = path.stat().st_size if path is not None else 0
 
     def chunks():
-        if path is None:
-            return
+        if path is None or offset >= size:
+            return  # nothing there; and a seek past the file system's limit is EINVAL
         with open(path, "rb") as fh:
             fh.seek(offset)
             left = size - offset  # no more than X-Log-Size says, while a live log grows

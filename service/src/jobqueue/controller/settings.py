@@ -21,6 +21,9 @@ class ControllerSettings:
     claim_wait_seconds: int = 30
     max_upload_bytes: int = 1 << 30
     max_files: int = 10000
+    # Longest one request may spend unpacking an archive (inputs or results): past it,
+    # the request is refused and its thread free again.
+    max_archive_seconds: int = 120
     max_job_cpus: int = 64
     default_walltime: int = 3600
     max_walltime: int = 7 * 24 * 3600
@@ -46,9 +49,9 @@ class ControllerSettings:
             url = f"sqlite:///{os.path.join(self.data_dir, 'jobqueue.db')}"
             object.__setattr__(self, "database_url", url)
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
-                    "max_files", "max_job_cpus", "default_walltime", "max_walltime",
-                    "default_memory", "default_output_limit", "max_job_memory",
-                    "max_output_limit", "log_tail_bytes",
+                    "max_files", "max_archive_seconds", "max_job_cpus", "default_walltime",
+                    "max_walltime", "default_memory", "default_output_limit",
+                    "max_job_memory", "max_output_limit", "log_tail_bytes",
                     "idempotency_window_seconds", "worker_seen_window_seconds",
                     "max_array_size")
         for name in positive:

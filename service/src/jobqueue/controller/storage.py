@@ -106,7 +106,9 @@ def _copy_capped(src: IO[bytes], dest: Path, budget: int) -> int:
 
 
 class JobFiles:
-    def __init__(self, data_dir: str | os.PathLike, max_files: int, log_tail_bytes: int):
+    def __init__(self, data_dir: str | os.PathLike, max_files: int, log_tail_bytes: int,
+                 max_archive_seconds: float | None = None):
+        self.max_archive_seconds = max_archive_seconds
         self.root = Path(data_dir) / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self.uploads = Path(data_dir) / "uploads"
@@ -127,7 +129,8 @@ class JobFiles:
         try:
             budget = max_bytes
             for archive in archives:
-                safe_extract(archive, input_dir, budget, self.max_files)
+                safe_extract(archive, input_dir, budget, self.max_files,
+                             self.max_archive_seconds)
                 budget = max_bytes - _tree_size(input_dir)
             for name, stream in files:
                 target = input_dir / check_relative_path(name)
@@ -173,7 +176,8 @@ class JobFiles:
         (staging / "output").mkdir(parents=True)
         try:
             if results is not None:
-                safe_extract(results, staging / "output", max_bytes, self.max_files)
+                safe_extract(results, staging / "output", max_bytes, self.max_files,
+                             self.max_archive_seconds)
             faults.point("upload:writing")
             # The logs are the job's output too: what its files left of the limit.
             budget = max(0, max_bytes - _tree_size(staging / "output"))
