@@ -132,6 +132,22 @@ def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec
                  wall_seconds=wall)
 
 
+def job_exit_code(state: dict[str, str], reported) -> int:
+    """The job's exit code, from systemd's record of the slot's main process (`run`,
+    which exits with the job's status, 128 + N for signal N): a job can write the
+    status.json `run` leaves, and can kill `run`, but cannot make it exit 0. What
+    status.json says only tells signal N (reported as -N) from an exit status of
+    128 + N; a `run` that was killed, or whose end systemd did not see, is a failure."""
+    if state.get("ExecMainCode") not in ("1", "exited"):
+        return -9
+    status = _count(state.get("ExecMainStatus"))
+    if status is None:
+        return -9
+    if status > 128 and reported == 128 - status:
+        return reported
+    return status
+
+
 class SystemdRunner(Runner):
     """With `slot_locks`, several processes (one job each, started by a batch scheduler)
     share the slots: each takes a free one under an exclusive lock on a file in that
@@ -356,11 +372,7 @@ class SlotProcess(RunningProcess):
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
                                  self.memory_limit)
-        code = status.get("exit_code")
-        if not isinstance(code, int):  # the unit ended before `run` could say
-            code = -9 if state.get("ExecMainCode") in ("2", "killed") else \
-                int(state.get("ExecMainStatus") or 1) or 1
-        self.code = code
+        self.code = job_exit_code(state, status.get("exit_code"))
         return True
 
     def wait(self, timeout: float | None) -> int | None:
