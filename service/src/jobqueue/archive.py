@@ -186,6 +186,9 @@ def _extract_members(tar: tarfile.TarFile, root: str, max_bytes: int | None,
                      max_files: int | None) -> list[str]:
     names: list[str] = []
     files: set[str] = set()  # regular files written so far: what a hard link may name
+    # Directories made or checked so far: no link from the archive exists before the
+    # end, so they stay inside until a member replaces one (then all are checked again).
+    folders: set[str] = set()
     links: list[tarfile.TarInfo] = []
     count = total = 0
     while (member := tar.next()) is not None:
@@ -205,18 +208,22 @@ def _extract_members(tar: tarfile.TarFile, root: str, max_bytes: int | None,
         if member.issym():
             links.append(member)
             continue
-        target = _target_path(root, name)
+        target = _target_path(root, name, folders)
         if member.isdir():
             _make_dir(root, target)
+            folders.add(target)
         elif member.islnk():
             linked = _clean_name(member.linkname)
             if linked not in files:
                 raise UnsafeArchive(f"archive member {member.name!r} is a hard link to "
                                     f"{member.linkname!r}, which is not a file before it")
-            _remove_existing(target)
-            os.link(_target_path(root, linked), target, follow_symlinks=False)
+            if _remove_existing(target):
+                folders.clear()
+            os.link(_target_path(root, linked, folders), target, follow_symlinks=False)
             files.add(name)
         else:
+            if _remove_existing(target):
+                folders.clear()
             _write_file(tar, member, target)
             files.add(name)
         names.append(name)
@@ -302,12 +309,17 @@ def _clean_name(name: str) -> str:
     return "" if clean == "." else clean
 
 
-def _target_path(root: str, name: str) -> str:
-    """Destination of ``name``; its directories are created and must really be inside ``root``."""
+def _target_path(root: str, name: str, folders: set[str] | None = None) -> str:
+    """Destination of ``name``; its directories are created and must really be inside
+    ``root`` (unless already in ``folders``, which then holds them)."""
     target = os.path.join(root, *name.split("/"))
     parent = os.path.dirname(target)
+    if folders is not None and parent in folders:
+        return target
     _make_dir(root, parent)
     _inside(root, os.path.realpath(parent), name)
+    if folders is not None:
+        folders.add(parent)
     return target
 
 
@@ -330,10 +342,10 @@ def _make_dir(root: str, path: str) -> None:
 
 
 def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
+    """Write a member at `target`, where nothing is (the caller removed what was)."""
     source = tar.extractfile(member)
     if source is None:
         raise UnsafeArchive(f"archive member {member.name!r} has no data")
-    _remove_existing(target)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(target, flags, member.mode & _FILE_MODE_MASK | 0o600)
     with source, os.fdopen(fd, "wb") as out:
@@ -343,11 +355,14 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> N
         os.utime(target, (member.mtime, member.mtime))
 
 
-def _remove_existing(path: str) -> None:
+def _remove_existing(path: str) -> bool:
+    """Remove what is at `path`; whether it was a directory."""
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
         shutil.rmtree(path)
+        return True
+    return False
 
 
 def _inside(root: str, real: str, name: str) -> None:
