@@ -8,6 +8,7 @@ leave the destination, no device files, and caps on total size and file count.
 from __future__ import annotations
 
 import bz2
+import collections
 import contextlib
 import gzip
 import io
@@ -139,20 +140,22 @@ class _Prefixed(io.RawIOBase):
 
 def safe_extract(source: str | os.PathLike | IO[bytes], dest: str | os.PathLike,
                  max_bytes: int | None = None, max_files: int | None = None,
-                 seconds: float | None = None) -> list[str]:
+                 seconds: float | None = None, all_or_nothing: bool = True) -> list[str]:
     """Extract a (possibly compressed) tar into `dest`; return the names written.
 
     The archive is read as a stream, one member at a time, and every cap applies to a
     member's header before its data is read: the count of entries, the declared size
     of each file and of all together, the length and depth of names. The decompressed
     stream as a whole is bounded by those caps (`_Bounded`), and reading by `seconds`
-    of wall clock. An archive refused part way leaves what it wrote so far: callers
-    extract into a directory they remove on failure.
+    of wall clock. With `all_or_nothing` (and a source that can seek), a first pass
+    checks every header before anything is written; without it, an archive refused
+    part way leaves what it wrote so far, for callers that extract into a directory
+    they remove on failure and would rather not read the archive twice.
 
     Regular files and directories are written as they come, symbolic links last, so
     nothing is written through a link from the archive; a hard link may only name a
-    file written before it; every link is checked again once all exist, because links
-    can combine (`a -> b/..` plus `b -> .`) into an escape that no single one shows.
+    file before it; every link is checked again once all exist, because links can
+    combine (`a -> b/..` plus `b -> .`) into an escape that no single one shows.
     """
     dest_path = Path(dest)
     dest_path.mkdir(parents=True, exist_ok=True)
@@ -164,16 +167,30 @@ def safe_extract(source: str | os.PathLike | IO[bytes], dest: str | os.PathLike,
     with contextlib.ExitStack() as stack:
         if not hasattr(source, "read"):
             source = stack.enter_context(open(source, "rb"))
-        try:
-            stream = stack.enter_context(io.BufferedReader(
-                _Bounded(_decompressed(source), budget, deadline), 1 << 16))
-            tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r|"))
-            return _extract_members(tar, root, max_bytes, max_files)
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
-                OSError) as exc:
-            if isinstance(exc, OSError) and not _unreadable(exc):
-                raise
-            raise UnsafeArchive(f"not a readable tar archive: {exc}") from None
+
+        def read(use):
+            return _read_members(source, budget, deadline, max_bytes, max_files, use)
+
+        if all_or_nothing and source.seekable():
+            start = source.tell()
+            read(lambda tar, members: collections.deque(members, maxlen=0))
+            source.seek(start)
+        return read(lambda tar, members: _extract_members(tar, members, root))
+
+
+def _read_members(source: IO[bytes], budget: int | None, deadline: float | None,
+                  max_bytes: int | None, max_files: int | None, use):
+    """`use(tar, members)` on the archive read as a bounded stream; whatever in its
+    bytes cannot be read is an UnsafeArchive."""
+    try:
+        with io.BufferedReader(_Bounded(_decompressed(source), budget, deadline),
+                               1 << 16) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            return use(tar, _admitted(tar, max_bytes, max_files))
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
+            OSError) as exc:
+        if isinstance(exc, OSError) and not _unreadable(exc):
+            raise
+        raise UnsafeArchive(f"not a readable tar archive: {exc}") from None
 
 
 def _unreadable(exc: OSError) -> bool:
@@ -182,57 +199,62 @@ def _unreadable(exc: OSError) -> bool:
     return exc.errno is None
 
 
-def _extract_members(tar: tarfile.TarFile, root: str, max_bytes: int | None,
-                     max_files: int | None) -> list[str]:
-    names: list[str] = []
-    files: set[str] = set()  # regular files written so far: what a hard link may name
-    # Directories made or checked so far: no link from the archive exists before the
-    # end, so they stay inside until a member replaces one (then all are checked again).
-    folders: set[str] = set()
-    links: list[tarfile.TarInfo] = []
+def _admitted(tar: tarfile.TarFile, max_bytes: int | None, max_files: int | None):
+    """The archive's members with their clean names, each checked on its header before
+    its data is read (the caps, the name, the link) and refused with UnsafeArchive."""
+    files: set[str] = set()  # regular files so far: what a hard link may name
     count = total = 0
     while (member := tar.next()) is not None:
+        tar.members.clear()  # the stream's list of members read: unused here, and it grows
         count += 1
         if max_files is not None and count > max_files:
             raise UnsafeArchive(f"archive has more than {max_files} entries")
         _check_member(member)
+        name = _clean_name(member.name)
         if member.isfile():
             total += member.size
             if max_bytes is not None and total > max_bytes:
                 raise ArchiveTooLarge(f"archive content of over {total} bytes exceeds "
                                       f"{max_bytes} bytes")
-        tar.members.clear()  # the stream's list of members read: unused here, and it grows
-        name = _clean_name(member.name)
-        if not name:
-            continue  # the archive's own "." entry
+            files.add(name)
+        elif member.islnk():
+            if _clean_name(member.linkname) not in files:
+                raise UnsafeArchive(f"archive member {member.name!r} is a hard link to "
+                                    f"{member.linkname!r}, which is not a file before it")
+            files.add(name)
+        else:
+            files.discard(name)
+        if name:  # not the archive's own "." entry
+            yield member, name
+
+
+def _extract_members(tar: tarfile.TarFile, members, root: str) -> list[str]:
+    names: list[str] = []
+    # Directories made or checked so far: no link from the archive exists before the
+    # end, so they stay inside until a member replaces one (then all are checked again).
+    folders: set[str] = set()
+    links: list[tuple[tarfile.TarInfo, str]] = []
+    for member, name in members:
         if member.issym():
-            links.append(member)
+            links.append((member, name))
             continue
         target = _target_path(root, name, folders)
         if member.isdir():
             _make_dir(root, target)
             folders.add(target)
-        elif member.islnk():
-            linked = _clean_name(member.linkname)
-            if linked not in files:
-                raise UnsafeArchive(f"archive member {member.name!r} is a hard link to "
-                                    f"{member.linkname!r}, which is not a file before it")
-            if _remove_existing(target):
-                folders.clear()
-            os.link(_target_path(root, linked, folders), target, follow_symlinks=False)
-            files.add(name)
         else:
             if _remove_existing(target):
                 folders.clear()
-            _write_file(tar, member, target)
-            files.add(name)
+            if member.islnk():
+                linked = _target_path(root, _clean_name(member.linkname), folders)
+                os.link(linked, target, follow_symlinks=False)
+            else:
+                _write_file(tar, member, target)
         names.append(name)
     created = []
-    for member in links:
-        name = _clean_name(member.name)
+    for member, name in links:
         target = _target_path(root, name)
         _remove_existing(target)
-        files.discard(name)
         os.symlink(member.linkname, target)
         created.append((target, member.name))
         names.append(name)

@@ -66,8 +66,9 @@ _unpacking = ThreadPoolExecutor(UNPACKERS, "unpack", initializer=_lowest_priorit
 def unpack(archive: IO[bytes], dest: Path, max_bytes: int, max_files: int,
            seconds: float | None) -> list[str]:
     """`safe_extract` in a low-priority thread of the pool, waited for."""
-    return _unpacking.submit(safe_extract, archive, dest, max_bytes, max_files,
-                             seconds).result()
+    # One pass: the caller removes `dest` if the archive is refused part way.
+    return _unpacking.submit(safe_extract, archive, dest, max_bytes, max_files, seconds,
+                             all_or_nothing=False).result()
 LOGS = ("stdout", "stderr")
 LIVE = "live"
 
