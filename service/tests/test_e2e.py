@@ -4,8 +4,8 @@ Runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
