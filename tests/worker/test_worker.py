@@ -4,6 +4,7 @@ alone a job it cannot take."""
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -33,6 +34,22 @@ def test_worker_unit_is_hardened(host):
                      "PrivateTmp=yes", "KillMode=mixed", "Restart=on-failure",
                      "User=jobqueue-worker", "ReadWritePaths=/var/lib/jobqueue-worker"):
         assert expected in props
+
+
+def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
+    """All slots' units in jobqueue-jobs.slice, whose MemoryMax is the host's memory less
+    the role's default reserve (worker_jobs_memory_reserve_mb: 512 MiB)."""
+    meminfo = host.file("/proc/meminfo").content_string
+    total_mib = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1)) // 1024
+    limit = host.run("systemctl show -p MemoryMax --value jobqueue-jobs.slice").stdout.strip()
+    assert limit == str(max(256, total_mib - 512) << 20), limit
+    slots = host.run("ls /var/lib/jobqueue-slots").stdout.split()
+    assert slots
+    for slot in slots:
+        unit = f"jobqueue-job@{slot}.service"
+        shown = host.run("systemctl show -p Slice -p ExecStartPre -p ExecStopPost %s", unit)
+        assert "Slice=jobqueue-jobs.slice" in shown.stdout, shown.stdout
+        assert shown.stdout.count("jobqueue-slot-wipe") == 2, shown.stdout
 
 
 def test_worker_token_is_private(host):
