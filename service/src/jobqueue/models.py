@@ -183,13 +183,15 @@ class Dependency(Base):
 
 
 class Worker(Base):
-    """A worker as its last claim described it: all the CPUs (and jobs) it offers."""
+    """A worker as its last claim described it: all the CPUs (and jobs, and memory in MiB
+    for its jobs) it offers."""
 
     __tablename__ = "workers"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     cpus: Mapped[int] = mapped_column(Integer)
     jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -36,7 +36,7 @@ def submit_job():
     spec_text = request.form.get("spec")
     spec = parse_spec(spec_text, state.settings)
     if state.settings.oversized_jobs == "refuse":
-        why = workers.too_big(spec.cpus, _largest_worker())
+        why = workers.too_big(spec.cpus, spec.memory, _workers_seen())
         g.db.commit()  # end the read: on SQLite every transaction holds the write lock
         if why:
             raise ApiError(400, "too_big", why + "; no worker can run it")
@@ -104,16 +104,16 @@ def submit_job():
     return _created(job, replayed=False)
 
 
-def _largest_worker():
+def _workers_seen():
     seen_within = dt.timedelta(seconds=app_state().settings.worker_seen_window_seconds)
-    return workers.largest(g.db, seen_within)
+    return workers.seen(g.db, seen_within)
 
 
 def _with_pending(jobs: list[Job]) -> list[dict]:
     """The jobs' JSON; queued ones also say their place in the queue and why they wait."""
-    biggest = _largest_worker() if any(j.job_state is JobState.QUEUED for j in jobs) else None
+    seen = _workers_seen() if any(j.job_state is JobState.QUEUED for j in jobs) else []
     parents = after.after_of(g.db, jobs)
-    return [job_json(j, parents[j.id]) | (workers.pending(g.db, j, biggest)
+    return [job_json(j, parents[j.id]) | (workers.pending(g.db, j, seen)
                                           if j.job_state is JobState.QUEUED else {})
             for j in jobs]
 

@@ -26,6 +26,9 @@ class ControllerSettings:
     max_walltime: int = 7 * 24 * 3600
     default_memory: int = 1024
     default_output_limit: int = 1024
+    # The most one job may ask for (MiB): above, refused at submit.
+    max_job_memory: int = 256 * 1024
+    max_output_limit: int = 64 * 1024
     allow_anonymous: bool = False
     log_tail_bytes: int = 1 << 20
     idempotency_window_seconds: int = 24 * 3600
@@ -44,12 +47,19 @@ class ControllerSettings:
             object.__setattr__(self, "database_url", url)
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
                     "max_files", "max_job_cpus", "default_walltime", "max_walltime",
-                    "default_memory", "default_output_limit", "log_tail_bytes",
+                    "default_memory", "default_output_limit", "max_job_memory",
+                    "max_output_limit", "log_tail_bytes",
                     "idempotency_window_seconds", "worker_seen_window_seconds",
                     "max_array_size")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")
+        for default, most in (("default_memory", "max_job_memory"),
+                              ("default_output_limit", "max_output_limit"),
+                              ("default_walltime", "max_walltime")):
+            if getattr(self, default) > getattr(self, most):
+                raise ConfigError(f"setting {default!r} ({getattr(self, default)}) is above "
+                                  f"{most!r} ({getattr(self, most)})")
         if self.oversized_jobs not in ("refuse", "hold"):
             raise ConfigError(f"setting 'oversized_jobs' must be 'refuse' or 'hold', got "
                               f"{self.oversized_jobs!r}")

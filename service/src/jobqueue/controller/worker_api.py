@@ -20,6 +20,7 @@ from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 bp = Blueprint("worker_api", __name__)
 # Bounds that keep a worker's numbers inside what every database stores.
 MAX_WORKER_CPUS = 1 << 20
+MAX_WORKER_MEMORY = 1 << 30  # MiB: what a job may ask for, and an INTEGER column holds
 EXIT_CODE_BOUND = 1 << 31
 MAX_LOG_APPEND = 4 << 20  # bytes of one append of a running job's log
 
@@ -104,18 +105,23 @@ def start(job_id: str):
 
 
 def _capacity(body: dict) -> WorkerCapacity | None:
-    """The optional `capacity` {"cpus", "jobs"}: all the worker has, running jobs included."""
+    """The optional `capacity` {"cpus", "jobs", "memory"}: all the worker has, running
+    jobs included."""
     capacity = body.get("capacity")
     if capacity is None:
         return None
-    if not isinstance(capacity, dict) or set(capacity) - {"cpus", "jobs"}:
+    if not isinstance(capacity, dict) or set(capacity) - {"cpus", "jobs", "memory"}:
         raise bad_request("field 'capacity' must be an object with 'cpus' and, optionally, "
-                          "'jobs'")
-    cpus, jobs = capacity.get("cpus"), capacity.get("jobs")
+                          "'jobs' and 'memory'")
+    cpus, jobs, memory = capacity.get("cpus"), capacity.get("jobs"), capacity.get("memory")
     _check_cpus(cpus, "'capacity.cpus'")
     if jobs is not None:
         _check_cpus(jobs, "'capacity.jobs'")
-    return WorkerCapacity(cpus, jobs)
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int)
+                               or not 1 <= memory <= MAX_WORKER_MEMORY):
+        raise bad_request("field 'capacity.memory' must be an integer (MiB) from 1 to "
+                          f"{MAX_WORKER_MEMORY}")
+    return WorkerCapacity(cpus, jobs, memory)
 
 
 def _check_cpus(value, field: str) -> None:

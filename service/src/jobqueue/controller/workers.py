@@ -1,8 +1,9 @@
-"""What the controller knows of its workers from their claims: the CPUs each offers.
+"""What the controller knows of its workers from their claims: the CPUs and memory
+each offers.
 
 It answers two questions a user asks of a job before it runs: could any worker ever
-run it (a job asking for more CPUs than the largest worker is refused at submit, or
-held with that reason), and why is it still waiting.
+run it (a job asking for more CPUs or memory than any worker has is refused at submit,
+or held with that reason), and why is it still waiting.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ class Registry:
                 with self.session_factory.begin() as session:
                     worker = session.get(Worker, name)
                     if worker is None:
-                        session.add(Worker(name=name, cpus=capacity.cpus,
-                                           jobs=capacity.jobs, seen_at=utcnow()))
+                        session.add(Worker(name=name, cpus=capacity.cpus, jobs=capacity.jobs,
+                                           memory=capacity.memory, seen_at=utcnow()))
                     else:
                         worker.cpus, worker.jobs = capacity.cpus, capacity.jobs
-                        worker.seen_at = utcnow()
+                        worker.memory, worker.seen_at = capacity.memory, utcnow()
                 break
             except IntegrityError:
                 continue
@@ -57,22 +58,32 @@ class Registry:
             self._written[name] = (capacity, time.monotonic())
 
 
-def largest(session, seen_within: dt.timedelta) -> Worker | None:
-    """The worker with the most CPUs among those seen lately (None: none seen)."""
-    return session.scalars(
-        select(Worker).where(Worker.seen_at >= utcnow() - seen_within)
-        .order_by(Worker.cpus.desc(), Worker.name).limit(1)).first()
+def seen(session, within: dt.timedelta) -> list[Worker]:
+    """The workers seen lately, largest (most CPUs) first."""
+    return list(session.scalars(
+        select(Worker).where(Worker.seen_at >= utcnow() - within)
+        .order_by(Worker.cpus.desc(), Worker.name)))
 
 
-def too_big(cpus: int, biggest: Worker | None) -> str | None:
-    """Why no worker can run a job of `cpus` CPUs, or None if one can (or may join)."""
-    if biggest is None or cpus <= biggest.cpus:
+def too_big(cpus: int, memory: int, workers: list[Worker]) -> str | None:
+    """Why no worker seen can run a job of `cpus` CPUs and `memory` MiB, or None if one
+    can (or none was seen yet: one may join)."""
+    if not workers or any(_fits(cpus, memory, w) for w in workers):
         return None
-    return (f"the job asks for {cpus} CPUs; the largest worker ({biggest.name}) has "
-            f"{biggest.cpus}")
+    enough_cpus = [w for w in workers if w.cpus >= cpus]
+    if not enough_cpus:
+        return (f"the job asks for {cpus} CPUs; the largest worker ({workers[0].name}) has "
+                f"{workers[0].cpus}")
+    roomiest = max(enough_cpus, key=lambda w: w.memory)  # each counts its memory here
+    return (f"the job asks for {memory} MiB of memory; the most a worker with {cpus} "
+            f"CPU(s) gives its jobs is {roomiest.memory} MiB ({roomiest.name})")
 
 
-def pending(session, job: Job, biggest: Worker | None) -> dict:
+def _fits(cpus: int, memory: int, worker: Worker) -> bool:
+    return cpus <= worker.cpus and (worker.memory is None or memory <= worker.memory)
+
+
+def pending(session, job: Job, workers: list[Worker]) -> dict:
     """For a queued job: its place in the queue by submission (1: none before it; fair
     share may still start another user's later job first) and why it waits."""
     ahead = session.scalar(
@@ -87,12 +98,12 @@ def pending(session, job: Job, biggest: Worker | None) -> dict:
                 Job.array_id == job.array_id, Job.state == JobState.RUNNING.value)) \
             >= job.array.max_running:
         reason = f"array limit %{job.array.max_running} reached"
-    elif biggest is None:
+    elif not workers:
         reason = "no worker has asked for jobs yet"
-    elif (cut := too_big(job.cpus, biggest)) is not None:
+    elif (cut := too_big(job.cpus, job.memory, workers)) is not None:
         reason = cut + ": it waits for a larger worker to join"
     elif ahead:
         reason = f"{ahead} job(s) ahead of it in the queue"
     else:
-        reason = f"waiting for a worker with {job.cpus} free CPU(s)"
+        reason = f"waiting for a worker with {job.cpus} free CPU(s) and {job.memory} MiB"
     return {"queue_position": ahead + 1, "pending_reason": reason}

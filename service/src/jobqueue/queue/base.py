@@ -56,11 +56,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class WorkerCapacity:
-    """All a worker offers: its CPUs, and how many jobs it runs at once (None: one per CPU
-    at most, as every job takes at least one)."""
+    """All a worker offers: its CPUs, how many jobs it runs at once (None: one per CPU
+    at most, as every job takes at least one), and the memory in MiB its jobs may ask
+    for in sum (None: not counted)."""
 
     cpus: int
     jobs: int | None = None
+    memory: int | None = None
 
 
 class PullQueue(QueueBackend):

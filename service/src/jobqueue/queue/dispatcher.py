@@ -163,12 +163,13 @@ class Dispatcher(PullQueue):
 
     def _try_claim(self, worker: str, free_cpus: int, claim_id: str | None = None,
                    capacity: WorkerCapacity | None = None) -> Claim | None:
+        free_memory = None
         with self.session_factory.begin() as session:
             if capacity is not None:
-                free_cpus = self._left_on(session, worker, capacity)
-                if free_cpus <= 0:
+                free_cpus, free_memory = self._left_on(session, worker, capacity)
+                if free_cpus <= 0 or (free_memory is not None and free_memory <= 0):
                     return None
-            job = self._next_within_limits(session, free_cpus)
+            job = self._next_within_limits(session, free_cpus, free_memory)
             if job is None:
                 return None
             now = utcnow()
@@ -186,7 +187,8 @@ class Dispatcher(PullQueue):
 
     MAX_LIMIT_RETRIES = 8  # arrays found at their %N limit by one claim before it gives up
 
-    def _next_within_limits(self, session, free_cpus: int) -> Job | None:
+    def _next_within_limits(self, session, free_cpus: int,
+                            free_memory: int | None = None) -> Job | None:
         """The next job (`_next`), making sure a task does not take its array past its %N.
 
         The query already leaves out arrays at their limit, but on PostgreSQL two claims
@@ -195,7 +197,7 @@ class Dispatcher(PullQueue):
         arrays without a limit, and other jobs, take the one query."""
         full: list[str] = []
         for _ in range(self.MAX_LIMIT_RETRIES):
-            row = session.execute(self._next(free_cpus, full)).first()
+            row = session.execute(self._next(free_cpus, full, free_memory)).first()
             if row is None or row.max_running is None:
                 return None if row is None else row.Job
             # Wait for the claims of this array's tasks in flight, then count again.
@@ -211,8 +213,9 @@ class Dispatcher(PullQueue):
             Job.array_id == array_id, Job.state == JobState.RUNNING.value))
 
     @staticmethod
-    def _next(free_cpus: int, full_arrays: Sequence[str] = ()):
-        """The job to hand out next, among those that fit: fair share between users (the
+    def _next(free_cpus: int, full_arrays: Sequence[str] = (), free_memory: int | None = None):
+        """The job to hand out next, among those that fit (CPUs, and memory where the
+        worker counts it): fair share between users (the
         user with the fewest CPUs in use goes first), then submission order. A later,
         smaller job of a user may start while an earlier one waits for more free CPUs.
         Jobs still waiting for others (`after`) and tasks of an array that runs as many as
@@ -232,6 +235,8 @@ class Dispatcher(PullQueue):
                         Job.waiting_on == 0,
                         JobArray.max_running.is_(None) | (running_siblings
                                                           < JobArray.max_running)))
+        if free_memory is not None:
+            query = query.where(Job.memory <= free_memory)
         if full_arrays:
             query = query.where(Job.array_id.is_(None) | Job.array_id.not_in(full_arrays))
         # SKIP LOCKED lets many workers claim at once on PostgreSQL, each taking a
@@ -241,14 +246,17 @@ class Dispatcher(PullQueue):
                 .limit(1).with_for_update(skip_locked=True, of=Job))
 
     @staticmethod
-    def _left_on(session, worker: str, capacity: WorkerCapacity) -> int:
-        """CPUs the worker has left beside the jobs it runs (0 if it runs all it may)."""
-        used, running = session.execute(
-            select(func.coalesce(func.sum(Job.cpus), 0), func.count())
+    def _left_on(session, worker: str, capacity: WorkerCapacity) -> tuple[int, int | None]:
+        """CPUs and memory (None: not counted) the worker has left beside the jobs it
+        runs (no CPUs if it runs all it may)."""
+        cpus, memory, running = session.execute(
+            select(func.coalesce(func.sum(Job.cpus), 0), func.coalesce(func.sum(Job.memory), 0),
+                   func.count())
             .where(Job.state == JobState.RUNNING.value, Job.worker == worker)).one()
         if capacity.jobs is not None and running >= capacity.jobs:
-            return 0
-        return capacity.cpus - used
+            return 0, None
+        return (capacity.cpus - cpus,
+                None if capacity.memory is None else capacity.memory - memory)
 
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
                   ) -> tuple[dt.datetime, bool]:

@@ -208,7 +208,9 @@ class Worker:
     @property
     def capacity(self) -> dict:
         """What the worker has in all, for the controller to fit jobs to as they end."""
-        return {"cpus": self.total_cpus, "jobs": self.runner.capacity}
+        memory = self.settings.total_memory
+        return {"cpus": self.total_cpus, "jobs": self.runner.capacity} | (
+            {"memory": memory} if memory is not None else {})
 
     def _free_cpus(self) -> int:
         if self.runner.capacity is not None and len(self.active) >= self.runner.capacity:

@@ -14,6 +14,10 @@ DEFAULT_PATH = "/etc/jobqueue/worker.toml"
 ENV_PREFIX = "JOBQUEUE_WORKER_"
 ON_SHUTDOWN = ("requeue", "finish")
 RUNNERS = ("local", "systemd", "slurm")
+# What the host and the worker itself keep of the memory when `memory` is 0, and the
+# least the jobs get then.
+HOST_RESERVE_MIB = 512
+MIN_JOB_MEMORY_MIB = 256
 
 
 def _clock(name: str, value: str | None) -> dt.time | None:
@@ -33,6 +37,9 @@ class WorkerSettings:
     ca_bundle: str = ""
     name: str = ""
     cpus: int = 0
+    # MiB of memory this worker's jobs may ask for in sum (the controller hands out only
+    # jobs that fit beside the running ones); 0: the host's memory less HOST_RESERVE_MIB.
+    memory: int = 0
     work_dir: str = "/var/lib/jobqueue-worker"
     max_file_size: int = 1 << 30
     heartbeat_seconds: float = 10.0
@@ -81,6 +88,9 @@ class WorkerSettings:
             raise ConfigError(f"setting 'runner' must be one of {RUNNERS}, not {self.runner!r}")
         if self.slurm_max_jobs < 1:
             raise ConfigError("setting 'slurm_max_jobs' must be >= 1")
+        if self.memory < 0:
+            raise ConfigError("setting 'memory' must be >= 0 (MiB; 0: the host's memory "
+                              f"less {HOST_RESERVE_MIB})")
         if self.slots < 0:
             raise ConfigError("setting 'slots' must be >= 0")
         if self.retry_seconds < 0:
@@ -99,6 +109,17 @@ class WorkerSettings:
         if self.cpus > 0:
             return min(self.cpus, available)
         return max(1, available + self.cpus)
+
+    @property
+    def total_memory(self) -> int | None:
+        """MiB the worker's jobs may ask for in sum; None (not counted) with the slurm
+        runner unless set: the cluster's nodes are not this host."""
+        if self.memory > 0:
+            return self.memory
+        if self.runner == "slurm":
+            return None
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+        return max(MIN_JOB_MEMORY_MIB, host - HOST_RESERVE_MIB)
 
     @property
     def slot_count(self) -> int:
