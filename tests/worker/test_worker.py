@@ -6,6 +6,7 @@ import io
 import json
 import re
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,16 @@ def test_worker_unit_is_hardened(host):
 
 def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
     """All slots' units in jobqueue-jobs.slice, whose MemoryMax is the host's memory less
-    the role's default reserve (worker_jobs_memory_reserve_mb: 512 MiB)."""
+    the role's default reserve (worker_jobs_memory_reserve_mb: 384 MiB), the figure the
+    worker's `memory` setting has too."""
     meminfo = host.file("/proc/meminfo").content_string
     total_mib = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1)) // 1024
     limit = host.run("systemctl show -p MemoryMax --value jobqueue-jobs.slice").stdout.strip()
-    assert limit == str(max(256, total_mib - 512) << 20), limit
+    jobs_mib = max(256, total_mib - 384)
+    assert limit == str(jobs_mib << 20), limit
+    with host.sudo():
+        config = tomllib.loads(host.file("/etc/jobqueue/worker.toml").content_string)
+    assert config["memory"] == jobs_mib, config
     slots = host.run("ls /var/lib/jobqueue-slots").stdout.split()
     assert slots
     for slot in slots:
