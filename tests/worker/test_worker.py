@@ -55,7 +55,9 @@ def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
         unit = f"jobqueue-job@{slot}.service"
         shown = host.run("systemctl show -p Slice -p ExecStartPre -p ExecStopPost %s", unit)
         assert "Slice=jobqueue-jobs.slice" in shown.stdout, shown.stdout
-        assert shown.stdout.count("jobqueue-slot-wipe") == 2, shown.stdout
+        # Root wipes the slot before a start and after a stop.
+        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe start {slot} " in shown.stdout
+        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe stop {slot} " in shown.stdout
 
 
 def test_worker_token_is_private(host):
