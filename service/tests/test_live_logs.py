@@ -55,6 +55,17 @@ def test_appended_bytes_are_read_while_the_job_runs_and_a_retry_adds_nothing(sta
     assert read(stack, job).headers["X-Log-Size"] == "18"
 
 
+@pytest.mark.parametrize("offset", [19, 28004748091835, 1 << 63, 10 ** 30])
+def test_an_offset_past_the_end_reads_nothing(stack, offset):
+    """Past the end, however far (ext4 refuses a seek past 16 TiB with EINVAL, Python
+    one past 2^63 with OverflowError): an empty read that says the log's size."""
+    job, lease = running(stack)
+    append(stack, job, lease, b"first line\nsecond\n")
+    shown = read(stack, job, offset=offset)
+    assert shown.status_code == 200 and shown.get_data() == b""
+    assert shown.headers["X-Log-Size"] == "18"
+
+
 def test_the_results_logs_replace_the_streamed_ones(stack):
     job, lease = running(stack)
     append(stack, job, lease, b"partial")

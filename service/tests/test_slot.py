@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue.worker import slot as slot_files
-from jobqueue.worker.systemd_runner import read_outbox_log
+from jobqueue.worker.systemd_runner import job_exit_code, read_outbox_log
 
 SLOT_UID = 64_321  # no account needed; nothing else on the machine runs as it
 # The system's interpreter: a virtualenv may link into a home the slot cannot enter.
@@ -133,7 +133,7 @@ def test_output_over_the_limit_stops_the_job_while_it_runs(slot):
                   "        time.sleep(0.001)\n",
             output_limit=2 << 20)
     started = time.monotonic()
-    assert as_slot_user(slot, "run", timeout=60).returncode == 0
+    assert as_slot_user(slot, "run", timeout=60).returncode == 128 + 9
     assert time.monotonic() - started < 30
     assert status(slot)["limit"] == "output"
     assert status(slot)["exit_code"] == -9
@@ -186,7 +186,7 @@ def test_the_worker_reads_a_running_jobs_log_from_the_slot_as_it_grows(slot):
             read_outbox_log(stdout, SLOT_UID + 1, 0, 100)
     finally:
         run.terminate()  # `run` passes it on to the job, then ends
-        assert run.wait(30) == 0
+        assert run.wait(30) == 128 + 15
     stdout.unlink()
     stdout.symlink_to("/etc/hostname")
     with pytest.raises(OSError):
@@ -205,7 +205,7 @@ def test_a_stopped_job_gets_sigterm_and_its_grace(slot):
     run = start_run(slot)
     wait_for_file(slot / "work" / "ready", run)
     run.terminate()
-    assert run.wait(30) == 0
+    assert run.wait(30) == 7
     assert status(slot)["exit_code"] == 7
 
 
@@ -226,7 +226,7 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(slot):
     child = int((slot / "work" / "child.pid").read_text())
     stopped = time.monotonic()
     run.terminate()
-    assert run.wait(30) == 0
+    assert run.wait(30) == 128 + 9
     assert 1.5 <= time.monotonic() - stopped < 15
     assert status(slot)["exit_code"] == -9
     time.sleep(0.2)
@@ -252,3 +252,31 @@ def test_finish_packs_and_clears_past_pythons_recursion_limit(slot):
         assert status(slot)["results_bytes"] == len("top") + len("deep")
     finally:  # shutil.rmtree recurses too
         subprocess.run(["rm", "-rf", str(slot / "work" / "n")], check=False)
+
+
+def test_a_job_that_kills_run_and_plants_success_is_a_failure(slot):
+    """The job can write status.json and kill `run` (same uid), but the worker takes
+    the exit code from how `run` ended, which systemd records: killed."""
+    request(slot, "import json, os, signal\n"
+                  "with open('../outbox/status.json', 'w') as f:\n"
+                  "    json.dump({'exit_code': 0, 'limit': None}, f)\n"
+                  "os.kill(os.getppid(), signal.SIGKILL)\n")
+    run = as_slot_user(slot, "run")
+    assert run.returncode == -9
+    assert status(slot)["exit_code"] == 0  # what the job planted
+    killed = {"ExecMainCode": "2", "ExecMainStatus": "9"}  # systemd's record of it
+    assert job_exit_code(killed, status(slot)["exit_code"]) == -9
+
+
+@pytest.mark.parametrize("state, reported, code", [
+    ({"ExecMainCode": "1", "ExecMainStatus": "0"}, None, 0),
+    ({"ExecMainCode": "1", "ExecMainStatus": "3"}, 0, 3),      # a planted 0 changes nothing
+    ({"ExecMainCode": "1", "ExecMainStatus": "137"}, -9, -9),  # signal 9, as `run` saw it
+    ({"ExecMainCode": "1", "ExecMainStatus": "137"}, 137, 137),
+    ({"ExecMainCode": "1", "ExecMainStatus": "137"}, -15, 137),
+    ({"ExecMainCode": "2", "ExecMainStatus": "9"}, 0, -9),
+    ({"ExecMainCode": "0", "ExecMainStatus": "0"}, 0, -9),     # never seen to end
+    ({}, 0, -9),
+])
+def test_the_exit_code_comes_from_systemds_record(state, reported, code):
+    assert job_exit_code(state, reported) == code

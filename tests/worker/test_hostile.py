@@ -249,6 +249,20 @@ print(json.dumps(found))
     assert int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout) == worker_pid
 
 
+def test_a_job_that_kills_what_it_can_and_plants_success_ends_failed(admin):
+    """The outcome comes from systemd's record of the slot, not from a file the job can
+    write: a job that writes a successful status.json, then kills every process of its
+    user (the slot's `run` among them, if it can reach it), ends failed."""
+    job, _ = run_job(admin, """
+import json, os, signal
+with open("../outbox/status.json", "w") as out:
+    json.dump({"exit_code": 0, "limit": None, "results_bytes": 0}, out)
+os.kill(os.getppid(), signal.SIGKILL)
+os.kill(-1, signal.SIGKILL)
+""")
+    assert job["state"] == "failed" and job["exit_code"] != 0, job
+
+
 def test_a_running_job_cannot_reach_another_running_job(admin, host):
     """Two jobs at once on one worker (two slots): the second attacks the first."""
     victim = submit(admin, {"name": "victim", "entry": "main.py", "walltime": 300},

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import after, arrays, idempotency, workers
+from jobqueue.controller import after, arrays, idempotency, quotas, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, conflict, not_found
 from jobqueue.controller.jobspec import parse_spec
@@ -40,6 +40,8 @@ def submit_job():
         g.db.commit()  # end the read: on SQLite every transaction holds the write lock
         if why:
             raise ApiError(400, "too_big", why + "; no worker can run it")
+    quotas.check_submit(g.db, user, spec.array.size if spec.array else 1, state.settings)
+    g.db.commit()  # end the read: on SQLite every transaction holds the write lock
     uploads = request.files.getlist("files")
     archives = request.files.getlist("archive")
     for upload in uploads:
@@ -256,8 +258,8 @@ def get_log_stream(job_id: str, name: str):
     size = path.stat().st_size if path is not None else 0
 
     def chunks():
-        if path is None:
-            return
+        if path is None or offset >= size:
+            return  # nothing there; and a seek past the file system's limit is EINVAL
         with open(path, "rb") as fh:
             fh.seek(offset)
             left = size - offset  # no more than X-Log-Size says, while a live log grows

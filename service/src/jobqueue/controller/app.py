@@ -78,7 +78,8 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     metrics = Metrics(session_factory)
     backend = make_backend(settings.queue_backend, session_factory, settings,
                            QueueEvents(claimed=metrics.claim_latency.observe))
-    files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes)
+    files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes,
+                     settings.max_archive_seconds)
     _recover_uploads(files, session_factory)
     app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics,
                                           Registry(session_factory))

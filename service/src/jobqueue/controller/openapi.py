@@ -21,6 +21,8 @@ def _error_ref(description: str) -> dict:
 def _op(summary: str, ok: dict, *errors: int, params=(), body=None, public=False) -> dict:
     texts = {400: "Bad input", 401: "No or bad token", 403: "Wrong role", 404: "No such job",
              409: "Not allowed in the job's state, or lease lost", 413: "Too large",
+             429: "Past the user's queued-jobs or submission-rate limit; retry after the "
+                  "Retry-After seconds",
              503: "The database is unavailable; retry after the Retry-After seconds"}
     op = {"summary": summary, "responses": dict(ok)}
     # Every route reads the database, if only to check the token.
@@ -79,7 +81,7 @@ def document() -> dict:
                                           schema={"oneOf": [
                                               {"$ref": "#/components/schemas/Job"},
                                               {"$ref": "#/components/schemas/Submitted"}]})},
-                            400, 404, 409, 413, params=[IDEMPOTENCY_KEY], body={
+                            400, 404, 409, 413, 429, params=[IDEMPOTENCY_KEY], body={
                     "required": True, "content": {"multipart/form-data": {"schema": {
                         "type": "object", "required": ["spec"], "properties": {
                             "spec": {"$ref": "#/components/schemas/JobSpec"},

@@ -21,6 +21,9 @@ class ControllerSettings:
     claim_wait_seconds: int = 30
     max_upload_bytes: int = 1 << 30
     max_files: int = 10000
+    # Longest one request may spend unpacking an archive (inputs or results): past it,
+    # the request is refused and its thread free again.
+    max_archive_seconds: int = 120
     max_job_cpus: int = 64
     default_walltime: int = 3600
     max_walltime: int = 7 * 24 * 3600
@@ -36,6 +39,10 @@ class ControllerSettings:
     # "refuse" it at submit, or "hold" it queued (with that reason) for a larger one.
     oversized_jobs: str = "refuse"
     worker_seen_window_seconds: int = 24 * 3600
+    # Per user (admins excepted): most jobs queued at once (each task of an array counts),
+    # and most submissions within a minute; past either, a submit is a 429.
+    max_queued_per_user: int = 20000
+    max_submits_per_minute: int = 600
     # Most tasks of one job array (its indices are 0 to this minus one, as Slurm's).
     max_array_size: int = 10000
     # Each queue backend's own settings: the table [queue.NAME] of controller.toml.
@@ -46,11 +53,11 @@ class ControllerSettings:
             url = f"sqlite:///{os.path.join(self.data_dir, 'jobqueue.db')}"
             object.__setattr__(self, "database_url", url)
         positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
-                    "max_files", "max_job_cpus", "default_walltime", "max_walltime",
-                    "default_memory", "default_output_limit", "max_job_memory",
-                    "max_output_limit", "log_tail_bytes",
+                    "max_files", "max_archive_seconds", "max_job_cpus", "default_walltime",
+                    "max_walltime", "default_memory", "default_output_limit",
+                    "max_job_memory", "max_output_limit", "log_tail_bytes",
                     "idempotency_window_seconds", "worker_seen_window_seconds",
-                    "max_array_size")
+                    "max_array_size", "max_queued_per_user", "max_submits_per_minute")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")

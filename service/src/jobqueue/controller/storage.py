@@ -25,7 +25,9 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,6 +45,30 @@ from jobqueue.states import JobState
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+UNPACKERS = 2  # archives a controller process unpacks at once; more wait their turn
+
+
+def _lowest_priority() -> None:
+    # Linux keeps a nice value per thread: only this pool's threads give way. Where
+    # that is refused, they unpack at the usual priority (an initializer that raised
+    # would break the pool).
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError as exc:
+        log.warning("unpacking at the usual priority: %s", exc)
+
+
+# Unpacking an archive is the heaviest work a request does: it runs in these threads,
+# at nice 19, so the kernel hands the CPU to every other request first.
+_unpacking = ThreadPoolExecutor(UNPACKERS, "unpack", initializer=_lowest_priority)
+
+
+def unpack(archive: IO[bytes], dest: Path, max_bytes: int, max_files: int,
+           seconds: float | None) -> list[str]:
+    """`safe_extract` in a low-priority thread of the pool, waited for."""
+    # One pass: the caller removes `dest` if the archive is refused part way.
+    return _unpacking.submit(safe_extract, archive, dest, max_bytes, max_files, seconds,
+                             all_or_nothing=False).result()
 LOGS = ("stdout", "stderr")
 LIVE = "live"
 
@@ -106,7 +132,9 @@ def _copy_capped(src: IO[bytes], dest: Path, budget: int) -> int:
 
 
 class JobFiles:
-    def __init__(self, data_dir: str | os.PathLike, max_files: int, log_tail_bytes: int):
+    def __init__(self, data_dir: str | os.PathLike, max_files: int, log_tail_bytes: int,
+                 max_archive_seconds: float | None = None):
+        self.max_archive_seconds = max_archive_seconds
         self.root = Path(data_dir) / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self.uploads = Path(data_dir) / "uploads"
@@ -127,7 +155,7 @@ class JobFiles:
         try:
             budget = max_bytes
             for archive in archives:
-                safe_extract(archive, input_dir, budget, self.max_files)
+                unpack(archive, input_dir, budget, self.max_files, self.max_archive_seconds)
                 budget = max_bytes - _tree_size(input_dir)
             for name, stream in files:
                 target = input_dir / check_relative_path(name)
@@ -173,7 +201,8 @@ class JobFiles:
         (staging / "output").mkdir(parents=True)
         try:
             if results is not None:
-                safe_extract(results, staging / "output", max_bytes, self.max_files)
+                unpack(results, staging / "output", max_bytes, self.max_files,
+                       self.max_archive_seconds)
             faults.point("upload:writing")
             # The logs are the job's output too: what its files left of the limit.
             budget = max(0, max_bytes - _tree_size(staging / "output"))

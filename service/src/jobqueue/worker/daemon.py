@@ -470,7 +470,9 @@ class Worker:
             self._retrying(f"job {job.id}: input download", download,
                            self.settings.retry_seconds)
             archive.seek(0)
-            safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES)
+            # One pass: a refused archive fails the attempt, whose directory goes.
+            safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES,
+                         all_or_nothing=False)
 
     def _request(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> RunRequest:
         spec = job.spec

@@ -195,7 +195,14 @@ def run(slot: Path) -> int:
             _kill_the_rest()
     _kill_the_rest()
     _write_json(outbox / STATUS, {"exit_code": job.returncode, "limit": exceeded})
-    return 0
+    return exit_status(job.returncode)
+
+
+def exit_status(returncode: int) -> int:
+    """`run`'s own exit status, the job's as a shell gives it (128 + N for signal N):
+    systemd records it as the unit's, where the job cannot write (status.json is in the
+    job's reach)."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def pack(slot: Path) -> int:

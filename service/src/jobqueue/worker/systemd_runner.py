@@ -75,6 +75,11 @@ class SystemdError(RuntimeError):
     pass
 
 
+class SlotBroken(SystemdError):
+    """A slot whose unit failed before its job could start (its wipe, most likely):
+    set aside for good, while the worker goes on with its other slots."""
+
+
 def systemctl(*args: str) -> str:
     try:
         result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
@@ -132,6 +137,22 @@ def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec
                  wall_seconds=wall)
 
 
+def job_exit_code(state: dict[str, str], reported) -> int:
+    """The job's exit code, from systemd's record of the slot's main process (`run`,
+    which exits with the job's status, 128 + N for signal N): a job can write the
+    status.json `run` leaves, and can kill `run`, but cannot make it exit 0. What
+    status.json says only tells signal N (reported as -N) from an exit status of
+    128 + N; a `run` that was killed, or whose end systemd did not see, is a failure."""
+    if state.get("ExecMainCode") not in ("1", "exited"):
+        return -9
+    status = _count(state.get("ExecMainStatus"))
+    if status is None:
+        return -9
+    if status > 128 and reported == 128 - status:
+        return reported
+    return status
+
+
 class SystemdRunner(Runner):
     """With `slot_locks`, several processes (one job each, started by a batch scheduler)
     share the slots: each takes a free one under an exclusive lock on a file in that
@@ -142,6 +163,7 @@ class SystemdRunner(Runner):
         self.slots_dir = Path(settings.slots_dir)
         self.free = list(range(1, settings.slot_count + 1))
         self.capacity = settings.slot_count
+        self.quarantined: dict[int, str] = {}  # slot -> why it is set aside
         self.lock = threading.Lock()
         self.slot_locks = slot_locks
         self.held: dict[int, int] = {}  # slot -> its lock file's descriptor
@@ -168,6 +190,21 @@ class SystemdRunner(Runner):
         url = urlsplit(self.settings.controller_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         argv = [sys.executable, "-c", CANARY, secret, url.hostname or "", str(port)]
+        while True:
+            try:
+                found, code = self._canary(argv)
+                break
+            except SlotBroken as exc:  # set aside: the canary tries the next slot
+                log.warning("canary: %s", exc)
+        if code != 0 or found.get("secret") in (None, "read") or \
+                found.get("network") in (None, "connected"):
+            raise RuntimeError(f"confinement is not in force, refusing to run jobs: a job "
+                               f"in a slot got {found or 'nothing'} (exit status {code})")
+        log.info("confinement checked: a job in a slot was denied the secret (%s) and the "
+                 "network (%s)", found["secret"], found["network"])
+
+    def _canary(self, argv: list[str]) -> tuple[dict, int | None]:
+        """What the canary found, and its exit code, from a run in a free slot."""
         workspace = None
         try:
             workspace = self.workspace("canary")
@@ -181,18 +218,14 @@ class SystemdRunner(Runner):
                 if code is None:
                     process.kill(0)
                 workspace.collect(request, Path(tmp, "results"))
-                found = json.loads(request.stdout.read_text() or "{}")
+                return json.loads(request.stdout.read_text() or "{}"), code
+        except SlotBroken:
+            raise
         except (SystemdError, OSError, ValueError, KeyError) as exc:  # KeyError: no slot user
             raise RuntimeError(f"the job slots do not work: {exc}") from None
         finally:
             if workspace is not None:
                 workspace.close()
-        if code != 0 or found.get("secret") in (None, "read") or \
-                found.get("network") in (None, "connected"):
-            raise RuntimeError(f"confinement is not in force, refusing to run jobs: a job "
-                               f"in a slot got {found or 'nothing'} (exit status {code})")
-        log.info("confinement checked: a job in a slot was denied the secret (%s) and the "
-                 "network (%s)", found["secret"], found["network"])
 
     def workspace(self, name: str) -> SlotWorkspace:
         with self.lock:
@@ -222,10 +255,19 @@ class SystemdRunner(Runner):
         # on the node than it has slots.
         raise SystemdError("no free job slot")
 
+    def quarantine(self, slot: int, why: str) -> None:
+        """Never hand `slot` out again; the worker then claims for one job fewer."""
+        with self.lock:
+            self.quarantined[slot] = why
+            self.capacity = self.settings.slot_count - len(self.quarantined)
+        log.error("slot %d set aside (%d of %d left): %s", slot, self.capacity,
+                  self.settings.slot_count, why)
+
     def release(self, slot: int) -> None:
         with self.lock:
-            self.free.append(slot)
-            self.free.sort()
+            if slot not in self.quarantined:
+                self.free.append(slot)
+                self.free.sort()
             if (fd := self.held.pop(slot, None)) is not None:
                 os.close(fd)
 
@@ -285,7 +327,16 @@ class SlotWorkspace(Workspace):
         memory = request.limits.memory_bytes
         systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
                   "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
-        systemctl("start", self.unit)
+        try:
+            systemctl("start", self.unit)
+        except SystemdError as exc:
+            # The unit ran and failed before the job (its root wipe could not clean
+            # the slot): this slot is unfit. Anything else (no answer from systemd)
+            # says nothing about the slot.
+            if unit_state(self.unit).get("ActiveState") == "failed":
+                self.runner.quarantine(self.slot, str(exc))
+                raise SlotBroken(f"slot {self.slot}: {exc}") from None
+            raise
         return SlotProcess(self, memory)
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
@@ -356,11 +407,7 @@ class SlotProcess(RunningProcess):
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
                                  self.memory_limit)
-        code = status.get("exit_code")
-        if not isinstance(code, int):  # the unit ended before `run` could say
-            code = -9 if state.get("ExecMainCode") in ("2", "killed") else \
-                int(state.get("ExecMainStatus") or 1) or 1
-        self.code = code
+        self.code = job_exit_code(state, status.get("exit_code"))
         return True
 
     def wait(self, timeout: float | None) -> int | None:

@@ -1,0 +1,109 @@
+"""A slot whose unit fails before its job starts (its root wipe could not clean it) is
+set aside for good: the job goes back, the worker claims for one job fewer, and the
+start-up canary runs in another slot. systemd is played by a fake `systemctl` here;
+the unit and its wipe are tested on the VMs (tests/worker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobqueue.worker import systemd_runner
+from jobqueue.worker.runner import Limits, RunRequest
+from jobqueue.worker.settings import WorkerSettings
+from jobqueue.worker.systemd_runner import SlotBroken, SystemdError, SystemdRunner
+
+
+class FakeSystemd:
+    """Units that start and end at once with the canary's findings, except those in
+    `broken`, which fail as a failing ExecStartPre makes them fail."""
+
+    def __init__(self, slots_dir: Path, broken: set[int], answers: bool = True):
+        self.slots_dir, self.broken, self.answers = slots_dir, broken, answers
+        self.started: list[int] = []
+        self.failed: set[int] = set()
+
+    def slot(self, unit: str) -> int:
+        return int(unit.split("@")[1].split(".")[0])
+
+    def systemctl(self, *args: str) -> str:
+        if args[0] == "start":
+            slot = self.slot(args[1])
+            if not self.answers:
+                raise SystemdError("systemctl start: Connection timed out")
+            if slot in self.broken:
+                self.failed.add(slot)
+                raise SystemdError(f"systemctl start {args[1]}: Job failed (control process "
+                                   "exited with error code)")
+            self.started.append(slot)
+            (self.slots_dir / str(slot) / "outbox" / "stdout").write_text(
+                json.dumps({"secret": "PermissionError", "network": "OSError"}))
+        return ""
+
+    def unit_state(self, unit: str) -> dict[str, str]:
+        if self.slot(unit) in self.failed:
+            return {"ActiveState": "failed", "Result": "exit-code"}
+        return {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
+                "ExecMainStatus": "0"}
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    def make(broken: set[int], answers: bool = True) -> tuple[SystemdRunner, FakeSystemd]:
+        for slot in (1, 2, 3):
+            for part in ("work", "outbox"):
+                (tmp_path / str(slot) / part).mkdir(parents=True, exist_ok=True)
+        fake = FakeSystemd(tmp_path, broken, answers)
+        monkeypatch.setattr(systemd_runner, "systemctl", fake.systemctl)
+        monkeypatch.setattr(systemd_runner, "unit_state", fake.unit_state)
+        monkeypatch.setattr(systemd_runner.slot_files, "open_regular",
+                            lambda path, uid: open(path, "rb"))
+        monkeypatch.setattr(SystemdRunner, "uid", lambda self, slot: 0)
+        settings = WorkerSettings(token="t", runner="systemd", slots=3,
+                                  slots_dir=str(tmp_path), controller_url="https://c:443")
+        return SystemdRunner(settings), fake
+    return make
+
+
+def request(workspace, tmp_path) -> RunRequest:
+    return RunRequest("job", workspace.job_dir, ["true"], Limits(60, 60, 64 << 20),
+                      tmp_path / "out", tmp_path / "err", {}, output_limit=1 << 20)
+
+
+def test_a_slot_that_fails_to_start_is_set_aside_and_the_others_go_on(runner, tmp_path):
+    slots, fake = runner({1})
+    workspace = slots.workspace("job-a")
+    assert workspace.slot == 1
+    with pytest.raises(SlotBroken, match="slot 1"):
+        workspace.start(request(workspace, tmp_path))
+    workspace.close()
+    assert slots.capacity == 2 and set(slots.quarantined) == {1}
+    taken = [slots.workspace(f"job-{n}") for n in range(2)]
+    assert [w.slot for w in taken] == [2, 3]
+    for w in taken:
+        w.close()
+    assert slots.free == [2, 3]
+
+
+def test_systemd_not_answering_sets_no_slot_aside(runner, tmp_path):
+    slots, _ = runner(set(), answers=False)
+    workspace = slots.workspace("job")
+    with pytest.raises(SystemdError) as raised:
+        workspace.start(request(workspace, tmp_path))
+    assert not isinstance(raised.value, SlotBroken)
+    workspace.close()
+    assert slots.capacity == 3 and slots.quarantined == {} and slots.free == [1, 2, 3]
+
+
+def test_the_canary_runs_in_the_first_slot_that_starts(runner):
+    slots, fake = runner({1, 2})
+    slots.self_check()
+    assert fake.started == [3] and set(slots.quarantined) == {1, 2} and slots.capacity == 1
+
+
+def test_with_every_slot_broken_the_worker_refuses_to_start(runner):
+    slots, _ = runner({1, 2, 3})
+    with pytest.raises(RuntimeError, match="no free job slot"):
+        slots.self_check()
