@@ -234,6 +234,26 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(slot):
     assert not state.exists() or "\nState:\tZ" in state.read_text()
 
 
+def test_finish_packs_and_clears_past_pythons_recursion_limit(slot):
+    """A tree nested deeper than os.walk can recurse (~1000 levels): `finish` still packs
+    and reports; what it cannot clear, the unit's root wipe removes."""
+    request(slot, "import os\n"
+                  "open('top.txt', 'w').write('top')\n"
+                  "for _ in range(1200):\n"
+                  "    os.mkdir('n')\n"
+                  "    os.chdir('n')\n"
+                  "open('deep.txt', 'w').write('deep')\n")
+    try:
+        assert as_slot_user(slot, "run").returncode == 0
+        finished = as_slot_user(slot, "finish")
+        assert finished.returncode == 0, finished.stderr
+        assert sorted(result_names(slot)) == ["/".join(["n"] * 1200 + ["deep.txt"]),
+                                              "top.txt"]
+        assert status(slot)["results_bytes"] == len("top") + len("deep")
+    finally:  # shutil.rmtree recurses too
+        subprocess.run(["rm", "-rf", str(slot / "work" / "n")], check=False)
+
+
 def test_a_job_that_kills_run_and_plants_success_is_a_failure(slot):
     """The job can write status.json and kill `run` (same uid), but the worker takes
     the exit code from how `run` ended, which systemd records: killed."""

@@ -379,6 +379,166 @@ time.sleep(2)
         assert not host.process.filter(user=user), f"{user} still runs a process"
 
 
+def slot_leftovers(host) -> str:
+    """Whatever the slot directories hold beyond each slot's empty work/ and outbox/."""
+    with host.sudo():
+        return host.check_output(
+            "find %s -mindepth 2 -regextype posix-extended ! -regex '%s/[0-9]+/(work|outbox)' "
+            "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS)
+
+
+def test_a_slot_comes_back_clean_whatever_the_job_left(admin, host, worker_pid):
+    """A tree deeper than PATH_MAX (and than Python's recursion limit), a locked
+    directory, a FIFO, a hard link, links out of the slot, outbox/status.json made a
+    directory, a file in /dev/shm: the slot is empty once the job has ended, nothing
+    outside it was touched, and the next ten jobs run normally."""
+    tag = uuid.uuid4().hex
+    since = host.check_output("date +%s")
+    job, _ = run_job(admin, f"""
+import os
+base = os.getcwd()
+name = "{tag}" + "d" * 218
+for _ in range(17):  # 17 * 251 characters: past PATH_MAX
+    os.mkdir(name)
+    os.chdir(name)
+open("bottom", "w").write("x")
+os.chdir(base)
+os.mkdir("nest-{tag}")
+os.chdir("nest-{tag}")
+for _ in range(1200):  # past os.walk's recursion
+    os.mkdir("n")
+    os.chdir("n")
+os.chdir(base)
+os.makedirs("locked-{tag}/inner")
+open("locked-{tag}/inner/file", "w").write("x")
+os.chmod("locked-{tag}/inner", 0)
+os.chmod("locked-{tag}", 0)
+os.mkfifo("fifo-{tag}")
+open("file-{tag}", "w").write("x")
+os.link("file-{tag}", "hard-{tag}")
+os.symlink("/var/lib/jobqueue-worker", "worker-{tag}")
+os.symlink("/etc/jobqueue", "../outbox/config-{tag}")
+os.makedirs("../outbox/status.json/{tag}/deeper")
+os.chmod("../outbox/status.json/{tag}", 0)
+os.mkfifo("../outbox/fifo-{tag}")
+open("/dev/shm/shm-{tag}", "w").write("x")
+print("planted")
+""")
+    assert job["state"] in ("succeeded", "failed"), job
+    deadline = time.monotonic() + 60  # the worker empties the outbox after its upload
+    while (left := slot_leftovers(host)) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert left == "", f"the slots still hold:\n{left}"
+    with host.sudo():
+        found = host.run("find / /dev/shm -xdev -name '*%s*' -not -path '/proc/*'", tag)
+        assert found.stdout.strip() == "", found.stdout
+        # The links led nowhere: the worker's state and config are whole.
+        assert host.file(TOKEN).size > 0
+        assert host.file("/etc/jobqueue/worker.toml").size > 0
+        assert host.file("/var/lib/jobqueue-worker").is_directory
+        failed = host.run("journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*'",
+                          since.strip())
+    assert "not clean" not in failed.stdout, failed.stdout
+    ids = [submit(admin, {"name": f"after-{n}", "entry": "main.py", "walltime": 120},
+                  [("main.py", f"print({n} * 2)\n".encode())]) for n in range(10)]
+    for n, job_id in enumerate(ids):
+        job = wait(admin, job_id)
+        log = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+        assert job["state"] == "succeeded" and log["stdout"] == f"{n * 2}\n", (job, log)
+        assert job["worker"] == host.backend.get_hostname()
+    assert int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout) == worker_pid
+
+
+MUNGE_LISTENER = """
+import os, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.bind("/run/munge/munge.socket.2")
+os.chmod("/run/munge/munge.socket.2", 0o777)
+sock.listen(8)
+while True:
+    conn, _ = sock.accept()
+    with open(sys.argv[1], "a") as log:
+        log.write("connected\\n")
+    conn.close()
+"""
+
+
+@pytest.fixture()
+def munged_and_slurm_conf(host):
+    """Something listening on munged's socket, and a Slurm configuration, where a
+    Slurm node has them (a worker of the dispatcher has neither): what a job tries."""
+    tag = uuid.uuid4().hex
+    log = f"/run/hostile-munge-{tag}.log"
+    unit = f"hostile-munge-{tag}"
+    with host.sudo():
+        made = [path for path in ("/run/munge", "/etc/slurm") if not host.file(path).exists]
+        host.check_output("mkdir -p -m 0755 /run/munge /etc/slurm")
+        if "/etc/slurm" in made:
+            host.check_output("echo 'ClusterName=hostile-%s' > /etc/slurm/slurm.conf && "
+                              "chmod 0644 /etc/slurm/slurm.conf", tag)
+        if "/run/munge" in made:
+            host.check_output("systemd-run --unit %s --service-type exec /usr/bin/python3 -c %s %s",
+                              unit, MUNGE_LISTENER, log)
+            for _ in range(60):
+                if host.file("/run/munge/munge.socket.2").is_socket:
+                    break
+                time.sleep(0.5)
+    yield log
+    with host.sudo():
+        host.run("systemctl stop %s", unit)
+        for path in made:
+            host.run("rm -rf %s", path)
+        host.run("rm -f %s", log)
+
+
+def test_a_job_reaches_neither_the_journal_nor_munged_nor_slurms_config(
+        admin, host, munged_and_slurm_conf):
+    mark = f"hostile-journal-{uuid.uuid4().hex}"
+    since = host.check_output("date +%s")
+    job, log = run_job(admin, PROBE + f"""
+import socket, subprocess
+MARK = {mark[::-1]!r}[::-1]  # the marker is nowhere in this code as such
+def datagram(path, message):
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(message.encode(), path)
+def stream(path, message):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(message.encode())
+def munge():
+    made = subprocess.run(["munge", "-n"], capture_output=True, timeout=30)
+    if made.returncode != 0 or not made.stdout:
+        raise PermissionError(made.stderr.decode(errors="replace"))
+found = {{}}
+found["journal socket"] = attempt("native", lambda: datagram(
+    "/run/systemd/journal/socket", f"MESSAGE={{MARK}}\\nSYSLOG_IDENTIFIER=sshd\\n"))
+found["/dev/log"] = attempt("syslog", lambda: datagram("/dev/log", f"<13>sshd: {{MARK}}"))
+found["journal stream"] = attempt("stream", lambda: stream(
+    "/run/systemd/journal/stdout", f"sshd\\n\\n6\\n0\\n0\\n0\\n0\\n{{MARK}}\\n"))
+found["munge -n"] = attempt("munge", munge)
+found["munged socket"] = attempt("munged", lambda: socket.socket(socket.AF_UNIX).connect(
+    "/run/munge/munge.socket.2"))
+found["slurm.conf"] = attempt("slurm.conf", lambda: open("/etc/slurm/slurm.conf").read())
+print(open("/proc/self/cgroup").read().strip(), flush=True)
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", (job, log)
+    found = probe_results(log)
+    assert all(outcome != "ok" for outcome in found.values()), found
+    # Its output went to its own log (the job's stdout still works), in the jobs' slice.
+    assert "/jobqueue-jobs.slice/jobqueue-job@" in log["stdout"], log["stdout"]
+    with host.sudo():
+        assert "connected" not in host.run("cat %s", munged_and_slurm_conf).stdout
+        # What the host logs now does reach the journal: the check below can see.
+        control = f"hostile-control-{uuid.uuid4().hex}"
+        host.check_output("logger -t hostile-test %s", control)
+        deadline = time.monotonic() + 30
+        while control not in (journal := host.run(
+                "journalctl --no-pager -o cat --since @%s", since.strip()).stdout):
+            assert time.monotonic() < deadline, "the host's own message never reached the journal"
+            time.sleep(1)
+    assert mark not in journal
+
+
 def test_after_all_that_the_worker_is_the_same_and_runs_the_next_job(admin, host, worker_pid):
     assert host.service("jobqueue-worker").is_running
     assert int(host.run("systemctl show -p MainPID --value jobqueue-worker").stdout) == worker_pid

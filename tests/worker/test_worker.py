@@ -4,7 +4,9 @@ alone a job it cannot take."""
 
 import io
 import json
+import re
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,29 @@ def test_worker_unit_is_hardened(host):
                      "PrivateTmp=yes", "KillMode=mixed", "Restart=on-failure",
                      "User=jobqueue-worker", "ReadWritePaths=/var/lib/jobqueue-worker"):
         assert expected in props
+
+
+def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
+    """All slots' units in jobqueue-jobs.slice, whose MemoryMax is the host's memory less
+    the role's default reserve (worker_jobs_memory_reserve_mb: 384 MiB), the figure the
+    worker's `memory` setting has too."""
+    meminfo = host.file("/proc/meminfo").content_string
+    total_mib = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1)) // 1024
+    limit = host.run("systemctl show -p MemoryMax --value jobqueue-jobs.slice").stdout.strip()
+    jobs_mib = max(256, total_mib - 384)
+    assert limit == str(jobs_mib << 20), limit
+    with host.sudo():
+        config = tomllib.loads(host.file("/etc/jobqueue/worker.toml").content_string)
+    assert config["memory"] == jobs_mib, config
+    slots = host.run("ls /var/lib/jobqueue-slots").stdout.split()
+    assert slots
+    for slot in slots:
+        unit = f"jobqueue-job@{slot}.service"
+        shown = host.run("systemctl show -p Slice -p ExecStartPre -p ExecStopPost %s", unit)
+        assert "Slice=jobqueue-jobs.slice" in shown.stdout, shown.stdout
+        # Root wipes the slot before a start and after a stop.
+        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe start {slot} " in shown.stdout
+        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe stop {slot} " in shown.stdout
 
 
 def test_worker_token_is_private(host):

@@ -14,8 +14,10 @@ slot's user still has (a daemonised child does not outlive its job); stopped, it
 the job SIGTERM and, after the grace, SIGKILL. `finish` is the
 unit's ExecStopPost: it runs after systemd has stopped everything else in the unit,
 packs the files the job made (regular files owned by the slot's user only: no links,
-nothing of the worker's) and wipes the work directory. Both run with the job's own
-identity and confinement, so nothing they read can be more than the job could read.
+nothing of the worker's) and clears what it can of the work directory. Both run with
+the job's own identity and confinement, so nothing they read can be more than the job
+could read. The unit wipes the slot as root around them (the worker role's
+jobqueue-slot-wipe: before a start, and after `finish`), whatever the job left.
 """
 
 from __future__ import annotations
@@ -48,18 +50,31 @@ class OutputLimit(Exception):
 
 def own_files(root: Path):
     """(relative path, lstat) of the slot user's regular files under `root`, sorted;
-    links, devices and the worker's files (the untouched inputs) are left out."""
+    links, devices and the worker's files (the untouched inputs) are left out. Walked
+    without recursion (a job may nest directories past Python's recursion limit);
+    what cannot be listed (a path past PATH_MAX, a directory without rights) is
+    skipped, as os.walk does."""
     uid = os.getuid()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                names = sorted((entry.name, entry.is_dir(follow_symlinks=False))
+                               for entry in entries)
+        except OSError:
+            continue
+        for name, is_dir in names:
+            if is_dir:
+                continue
+            path = Path(directory, name)
             try:
                 info = path.lstat()
             except OSError:
                 continue
             if stat.S_ISREG(info.st_mode) and info.st_uid == uid and info.st_nlink == 1:
                 yield path.relative_to(root).as_posix(), info
+        pending.extend(Path(directory, name) for name, is_dir in reversed(names) if is_dir)
 
 
 def log_bytes(slot: Path) -> int:
@@ -88,7 +103,13 @@ def _kill_the_rest() -> None:
 
 def _clear(directory: Path, only_own: bool = False) -> None:
     """Remove what this user can below `directory` (its own dirs made writable first);
-    with `only_own`, only what this user owns (not the worker's fresh inputs)."""
+    with `only_own`, only what this user owns (not the worker's fresh inputs). Best
+    effort: the slot's unit wipes the slot as root before a start and after a stop."""
+    with contextlib.suppress(RecursionError):  # os.walk on a tree nested too deep
+        _clear_walk(directory, only_own)
+
+
+def _clear_walk(directory: Path, only_own: bool) -> None:
     uid = os.getuid()
     for dirpath, dirnames, _ in os.walk(directory, followlinks=False):
         for name in dirnames:
