@@ -14,9 +14,9 @@ DEFAULT_PATH = "/etc/jobqueue/worker.toml"
 ENV_PREFIX = "JOBQUEUE_WORKER_"
 ON_SHUTDOWN = ("requeue", "finish")
 RUNNERS = ("local", "systemd", "slurm")
-# What the host and the worker itself keep of the memory when `memory` is 0, and the
-# least the jobs get then.
-HOST_RESERVE_MIB = 512
+# What the host and the worker itself keep of the memory when `memory` is 0 (the
+# reserve roles/worker leaves by default), and the least the jobs get then.
+HOST_RESERVE_MIB = 384
 MIN_JOB_MEMORY_MIB = 256
 
 
