@@ -35,13 +35,13 @@ def submit_job():
     key = idempotency.key_from(request.headers)
     spec_text = request.form.get("spec")
     spec = parse_spec(spec_text, state.settings)
-    if state.settings.oversized_jobs == "refuse":
-        why = workers.too_big(spec.cpus, spec.memory, _workers_seen())
-        g.db.commit()  # end the read: on SQLite every transaction holds the write lock
-        if why:
+    try:
+        if state.settings.oversized_jobs == "refuse" and (
+                why := workers.too_big(spec.cpus, spec.memory, _workers_seen())):
             raise ApiError(400, "too_big", why + "; no worker can run it")
-    quotas.check_submit(g.db, user, spec.array.size if spec.array else 1, state.settings)
-    g.db.commit()  # end the read: on SQLite every transaction holds the write lock
+        quotas.check_submit(g.db, user, spec.array.size if spec.array else 1, state.settings)
+    finally:
+        g.db.commit()  # end the reads: on SQLite every transaction holds the write lock
     uploads = request.files.getlist("files")
     archives = request.files.getlist("archive")
     for upload in uploads:
