@@ -28,10 +28,27 @@ run_step() {
     echo "==> cluster: $name done in $((SECONDS - t))s"
 }
 
+# `vagrant up`, again after a failure: on a loaded host vagrant-libvirt gives up on
+# a VM that is only slow (its 2-second address lookup, a boot past its timeout).
+# Running VMs are kept; a VM left half made is destroyed first.
+UP_ATTEMPTS=3
+vms_up() {
+    local attempt machine
+    for attempt in $(seq 1 "$UP_ATTEMPTS"); do
+        vagrant up --no-provision && return 0
+        [ "$attempt" -lt "$UP_ATTEMPTS" ] || return 1
+        echo "==> cluster: vagrant up failed (attempt $attempt of $UP_ATTEMPTS): again, after destroying the VMs that are not running"
+        for machine in $(vagrant status --machine-readable \
+                | awk -F, '$3 == "state" && $4 != "running" && $4 != "not_created" { print $2 }'); do
+            vagrant destroy -f "$machine"
+        done
+    done
+}
+
 # Machines up first, then site.yml exactly once. A plain `vagrant up` also runs it,
 # but only for new machines, and vagrant-libvirt runs it twice with --provision on
 # running ones. This way a second run finishes a deployment that failed half-way.
-run_step up vagrant up --no-provision
+run_step up vms_up
 run_step deploy vagrant provision
 run_step configure vagrant provision --provision-with configure
 run_step run_experiment vagrant provision --provision-with run_experiment

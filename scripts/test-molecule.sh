@@ -73,6 +73,12 @@ run_scenario() {
     ' "$log")
     printf '%-12s %-7s %5ds  %s\n' "$name" "$status" $((SECONDS - start)) "$steps" \
         >"build/molecule/$name.summary"
+    # The first error of a failed scenario, beside its summary: a CI log may keep
+    # only its end.
+    if [ "$status" = FAILED ]; then
+        grep -m 3 -E 'fatal: \[|FAILED!|^E  |^FAILED |ERROR |Error:|Traceback' "$log" \
+            | cut -c 1-400 | sed 's/^/    why: /' >>"build/molecule/$name.summary"
+    fi
     [ "$status" = passed ]
 }
 

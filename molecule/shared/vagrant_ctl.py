@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import vagrant
 
+UP_ATTEMPTS = 3
+
 
 def parse_ssh_config(text: str) -> list[dict]:
     """Molecule instances from `vagrant ssh-config` output (every VM at once)."""
@@ -62,9 +64,8 @@ def remove_stale_domains(root: str, prefix: str) -> None:
             virsh("undefine", name, "--remove-all-storage")
 
 
-def up(root: str, instance_config: str, domain_prefix: str) -> None:
-    remove_stale_domains(root, domain_prefix)
-    v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
+def start_vms(v: vagrant.Vagrant, root: str) -> None:
+    """`vagrant up` of the scenario's VMs."""
     # Scenarios may run side by side, and two `vagrant up` that both find the box
     # missing from libvirt's pool would both copy it in. So each holds a lock until
     # its first domain exists (the box is in the pool by then), and the VMs of the
@@ -77,6 +78,25 @@ def up(root: str, instance_config: str, domain_prefix: str) -> None:
             time.sleep(1)
         fcntl.flock(lock, fcntl.LOCK_UN)
         started.result()
+
+
+def up(root: str, instance_config: str, domain_prefix: str) -> None:
+    remove_stale_domains(root, domain_prefix)
+    v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
+    # A loaded host makes vagrant-libvirt give up on a VM that is only slow (its
+    # 2-second address lookup, a boot past its timeout): such a VM is destroyed and
+    # all are brought up again, a bounded number of times.
+    for attempt in range(1, UP_ATTEMPTS + 1):
+        try:
+            start_vms(v, root)
+            break
+        except subprocess.CalledProcessError as exc:
+            if attempt == UP_ATTEMPTS:
+                raise
+            print(f"vagrant up failed ({exc}); attempt {attempt} of {UP_ATTEMPTS}: "
+                  "destroying the VMs and bringing them up again", flush=True)
+            v.destroy()
+            remove_stale_domains(root, domain_prefix)
     # One `vagrant ssh-config` for all VMs: each vagrant command costs seconds.
     instances = parse_ssh_config(v.ssh_config())
     with open(instance_config, "w") as out:
