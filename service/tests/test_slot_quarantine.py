@@ -24,6 +24,8 @@ class FakeSystemd:
         self.slots_dir, self.broken, self.answers = slots_dir, broken, answers
         self.started: list[int] = []
         self.failed: set[int] = set()
+        self.output_limits: list[int] = []  # what each start's root step read
+        self.quota_refuses = False  # the root step finds the job's quota reached
 
     def slot(self, unit: str) -> int:
         return int(unit.split("@")[1].split(".")[0])
@@ -38,6 +40,10 @@ class FakeSystemd:
                 raise SystemdError(f"systemctl start {args[1]}: Job failed (control process "
                                    "exited with error code)")
             self.started.append(slot)
+            slot_dir = self.slots_dir / str(slot)
+            self.output_limits.append(int((slot_dir / "output-limit").read_text()))
+            if self.quota_refuses:
+                (slot_dir / "output-limit-reached").touch()
             (self.slots_dir / str(slot) / "outbox" / "stdout").write_text(
                 json.dumps({"secret": "PermissionError", "network": "OSError"}))
         return ""
@@ -107,3 +113,17 @@ def test_with_every_slot_broken_the_worker_refuses_to_start(runner):
     slots, _ = runner({1, 2, 3})
     with pytest.raises(RuntimeError, match="no free job slot"):
         slots.self_check()
+
+
+def test_the_output_limit_goes_to_the_units_root_step_and_its_verdict_comes_back(runner, tmp_path):
+    slots, fake = runner(set())
+    for refused, expected in ((False, None), (True, "output")):
+        fake.quota_refuses = refused
+        workspace = slots.workspace("job")
+        job = request(workspace, tmp_path)
+        workspace.start(job).wait(10)
+        assert workspace.collect(job, tmp_path / "results").limit == expected
+        workspace.close()
+        assert not any((workspace.slot_dir / name).exists()
+                       for name in ("output-limit", "output-limit-reached"))
+    assert fake.output_limits == [1 << 20, 1 << 20]

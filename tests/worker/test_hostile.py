@@ -7,6 +7,7 @@ runs the next job normally."""
 import io
 import json
 import os
+import re
 import tarfile
 import time
 import tomllib
@@ -335,15 +336,28 @@ while True:
     assert job["state"] == "failed" and "memory limit" in job["message"], job
 
 
-def test_filling_the_disk_stops_at_the_output_limit(admin, host):
+def test_the_kernel_holds_a_jobs_files_to_its_output_limit(admin, host):
+    """dd into the job's /tmp (which the slot's disk use poll does not look at), then
+    into its work directory: the kernel's quota refuses at the output limit plus its
+    allowance, so it overshoots the limit by at most 1 MiB, inputs and directories
+    included, as the unit's root step measured; the job ends failed at its output
+    limit and leaves nothing."""
+    since = host.check_output("date +%s")
     job, _ = run_job(admin, """
-with open("fill", "wb") as out:
-    while True:
-        out.write(b"x" * (1 << 20))
+import subprocess
+for target in ("/tmp/fill", "fill"):
+    subprocess.run(["dd", "if=/dev/zero", "of=" + target, "bs=64k"])
 """, output_limit=8)
     assert job["state"] == "failed" and "output limit" in job["message"], job
     with host.sudo():
+        measured = host.check_output(
+            "journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*' "
+            "| grep \"the job's files took\" | tail -n 1", since.strip())
         assert host.run("find %s -name fill", SLOTS).stdout.strip() == ""
+    found = re.search(r"took (\d+) KiB of (\d+)", measured)
+    assert found, f"the unit's root step logged no disk use: {measured!r}"
+    used_kib, limit_kib = int(found[1]), int(found[2])
+    assert 8 << 10 <= used_kib <= limit_kib <= (9 << 10), measured
 
 
 def test_huge_stdout_stops_at_the_output_limit(admin):
@@ -380,10 +394,12 @@ time.sleep(2)
 
 
 def slot_leftovers(host) -> str:
-    """Whatever the slot directories hold beyond each slot's empty work/ and outbox/."""
+    """Whatever the slot directories hold beyond each slot's empty work/, outbox/ and
+    temporary directories."""
     with host.sudo():
         return host.check_output(
-            "find %s -mindepth 2 -regextype posix-extended ! -regex '%s/[0-9]+/(work|outbox)' "
+            "find %s -mindepth 2 -regextype posix-extended "
+            "! -regex '%s/[0-9]+/(work|outbox|tmp|var-tmp|shm)' "
             "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS)
 
 

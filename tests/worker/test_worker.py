@@ -49,7 +49,8 @@ def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
     with host.sudo():
         config = tomllib.loads(host.file("/etc/jobqueue/worker.toml").content_string)
     assert config["memory"] == jobs_mib, config
-    slots = host.run("ls /var/lib/jobqueue-slots").stdout.split()
+    slots = host.run("find /var/lib/jobqueue-slots -mindepth 1 -maxdepth 1 -name '[0-9]*' "
+                     "-printf '%f\\n'").stdout.split()
     assert slots
     for slot in slots:
         unit = f"jobqueue-job@{slot}.service"
@@ -103,3 +104,13 @@ def test_a_job_no_worker_can_take_is_refused_naming_the_largest(admin):
 def test_nothing_left_running(admin):
     running = admin.get(f"{admin.base}/jobs", params={"state": "running"}, timeout=30).json()
     assert running["jobs"] == []
+
+
+def test_slots_are_on_a_file_system_of_their_own_with_project_quotas(host):
+    """Each job's files, /tmp, /var/tmp and /dev/shm are on the slots' ext4 file system,
+    mounted with project quotas enforced (the hostile suite fills one)."""
+    mount = host.check_output("findmnt -n -o FSTYPE,OPTIONS /var/lib/jobqueue-slots")
+    assert mount.startswith("ext4 ") and "prjquota" in mount, mount
+    binds = host.check_output("systemctl show -p BindPaths -p PrivateTmp jobqueue-job@1.service")
+    for target in ("/tmp", "/var/tmp", "/dev/shm"):
+        assert f":{target}:" in binds, binds

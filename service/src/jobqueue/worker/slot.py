@@ -5,6 +5,10 @@ A slot directory holds what the worker hands over and what it takes back:
 
     request.json   written by the worker: the job's argv, environment, rlimits, limits,
                    the grace between SIGTERM and SIGKILL
+    output-limit   written by the worker: the job's output limit in bytes, which the
+                   unit's root step makes the disk quota of the slot's directories
+    output-limit-reached  made by that root step when the quota refused the job a write
+    tmp/ var-tmp/ shm/    the job's /tmp, /var/tmp and /dev/shm (bound there by the unit)
     work/          the job's directory: the worker's inputs, then whatever the job makes
     outbox/        stdout, stderr, status.json, results.tar.gz: for the worker to read
 
@@ -38,6 +42,8 @@ from pathlib import Path
 from jobqueue.worker import cgroup, limits
 
 REQUEST = "request.json"
+OUTPUT_LIMIT = "output-limit"  # the worker's: bytes, for the unit's root step to set the quota
+OUTPUT_LIMIT_REACHED = "output-limit-reached"  # root's: the kernel refused the job a write
 STATUS = "status.json"
 RESULTS = "results.tar.gz"
 POLL_SECONDS = 0.25

@@ -9,11 +9,13 @@ those units through systemd's D-Bus API, which a polkit rule allows for the work
 user and these unit names only (the roles install both). A slot's user cannot read
 the worker's token or config, other slots, or anything its profile does not list.
 
-The worker writes the inputs and `request.json` into the slot, sets the limits
-(`systemctl set-property --runtime`), starts the unit and polls it. The unit packs the
-job's results itself, as the slot's user, so nothing is read with more rights than the
-job had; the worker copies them out of the slot's outbox only if they are regular
-files of the slot's user.
+The worker writes the inputs, `request.json` and `output-limit` into the slot, sets the
+limits (`systemctl set-property --runtime`), starts the unit and polls it. The unit's
+root steps hold the job's files to that output limit with a project quota of the
+slots' file system, and mark `output-limit-reached` when the kernel refused it more.
+The unit packs the job's results itself, as the slot's user, so nothing is read with
+more rights than the job had; the worker copies them out of the slot's outbox only if
+they are regular files of the slot's user.
 """
 
 from __future__ import annotations
@@ -320,6 +322,8 @@ class SlotWorkspace(Workspace):
                     os.chmod(path, mode | 0o040 | (0o010 if mode & 0o100 else 0))
         rlimits = request.limits.rlimits()
         del rlimits["memory_bytes"]  # the cgroup limits the whole job, not each process
+        # For the unit's root step, which sets the job's disk quota from it.
+        (self.slot_dir / slot_files.OUTPUT_LIMIT).write_text(f"{request.output_limit}\n")
         (self.slot_dir / slot_files.REQUEST).write_text(json.dumps({
             "argv": request.argv, "env": request.env, "rlimits": rlimits,
             "output_limit": request.output_limit,
@@ -350,7 +354,11 @@ class SlotWorkspace(Workspace):
             except FileNotFoundError:
                 Path(target).write_bytes(b"")
         status = self.status()
-        limit = LIMIT_RESULTS.get(self.state.get("Result", "")) or status.get("limit")
+        # The limits systemd and the kernel enforced, then the ones `run` and `finish`
+        # found (in the job's reach, but a job can only fail itself by them).
+        limit = LIMIT_RESULTS.get(self.state.get("Result", "")) or \
+            ("output" if (self.slot_dir / slot_files.OUTPUT_LIMIT_REACHED).exists() else None) \
+            or status.get("limit")
         size = status.get("results_bytes", 0)
         return Outcome(size if isinstance(size, int) else 0, limit)
 
@@ -374,8 +382,9 @@ class SlotWorkspace(Workspace):
             log.warning("slot %d: %s", self.slot, exc)
         for part in ("work", "outbox"):
             _remove_contents(self.slot_dir / part)
-        with contextlib.suppress(FileNotFoundError):
-            (self.slot_dir / slot_files.REQUEST).unlink()
+        for name in (slot_files.REQUEST, slot_files.OUTPUT_LIMIT, slot_files.OUTPUT_LIMIT_REACHED):
+            with contextlib.suppress(FileNotFoundError):
+                (self.slot_dir / name).unlink()
         self.runner.release(self.slot)
 
 
