@@ -336,6 +336,33 @@ while True:
     assert job["state"] == "failed" and "memory limit" in job["message"], job
 
 
+def test_jobs_whose_asks_together_exceed_the_worker_never_wake_the_hosts_oom_killer(
+        admin, host):
+    """Three jobs, each asking 60 % of the memory the worker offers its jobs and
+    touching almost all of it: the worker runs them one at a time (two would not fit
+    in the slots' slice), all three succeed, and the kernel logs no OOM kill, neither
+    the host's nor a slot's."""
+    with host.sudo():
+        offered = tomllib.loads(host.file("/etc/jobqueue/worker.toml").content_string)["memory"]
+    ask = offered * 6 // 10
+    since = host.check_output("date +%s")
+    code = f"""
+import time
+held = b"x" * ({ask} - 48 << 20)
+time.sleep(3)
+print(len(held) >> 20)
+"""
+    ids = [submit(admin, {"name": "sixty-percent", "entry": "main.py", "args": [],
+                          "walltime": 300, "memory": ask}, [("main.py", code.encode())])
+           for _ in range(3)]
+    for job_id in ids:
+        job = wait(admin, job_id)
+        assert job["state"] == "succeeded", job
+    with host.sudo():
+        kernel = host.run("journalctl -k --no-pager -o cat --since @%s", since.strip()).stdout
+    assert "Out of memory" not in kernel and "oom-kill" not in kernel, kernel[-2000:]
+
+
 def test_the_kernel_holds_a_jobs_files_to_its_output_limit(admin, host):
     """dd into the job's /tmp (which the slot's disk use poll does not look at), then
     into its work directory: the kernel's quota refuses at the output limit plus its
