@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import threading
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from conftest import SCRIPT, tar_bytes
+from jobqueue.controller import admin
 from jobqueue.models import utcnow
 
 USER_ROUTES = [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/v1/jobs/J"),
@@ -163,9 +165,23 @@ def test_a_waiting_claim_wakes_when_its_workers_job_ends(stack):
     assert got["waited"] < 0.3 + 0.5  # woken by the end of the job, not the 1 s re-check
 
 
+def test_slots_a_worker_set_aside_show_in_the_metrics_and_jobqueue_admin(
+        stack, database_url, monkeypatch, capsys):
+    assert claim_with_capacity(stack, 2, {"cpus": 2, "jobs": 1, "quarantined": 1}
+                               ).status_code == 204
+    text = stack.http.get("/metrics", headers=stack.headers("root")).get_data(as_text=True)
+    assert 'jobqueue_worker_quarantined_slots{worker="w1"} 1.0' in text
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", database_url)
+    assert admin.main(["--config", "/nonexistent.toml", "workers"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["worker"], r["cpus"], r["jobs"], r["quarantined_slots"]) for r in rows] == \
+        [("w1", 2, 1, 1)]
+
+
 @pytest.mark.parametrize("capacity", [0, [], {"cpus": 0}, {"cpus": "2"}, {"jobs": 1},
                                       {"cpus": 2, "jobs": 0}, {"cpus": 2, "gpus": 1},
-                                      {"cpus": 1 << 30}])
+                                      {"cpus": 1 << 30}, {"cpus": 2, "quarantined": -1},
+                                      {"cpus": 2, "quarantined": "1"}])
 def test_a_bad_capacity_is_400(stack, capacity):
     response = claim_with_capacity(stack, 1, capacity)
     assert response.status_code == 400 and "capacity" in response.get_json()["message"]

@@ -85,7 +85,7 @@ def test_a_slot_that_fails_to_start_is_set_aside_and_the_others_go_on(runner, tm
     with pytest.raises(SlotBroken, match="slot 1"):
         workspace.start(request(workspace, tmp_path))
     workspace.close()
-    assert slots.capacity == 2 and set(slots.quarantined) == {1}
+    assert slots.capacity == 2 and set(slots.quarantined) == {1} and slots.set_aside() == 1
     taken = [slots.workspace(f"job-{n}") for n in range(2)]
     assert [w.slot for w in taken] == [2, 3]
     for w in taken:

@@ -184,7 +184,7 @@ class Dependency(Base):
 
 class Worker(Base):
     """A worker as its last claim described it: all the CPUs (and jobs, and memory in MiB
-    for its jobs) it offers."""
+    for its jobs) it offers, and how many job slots it has set aside."""
 
     __tablename__ = "workers"
 
@@ -192,6 +192,7 @@ class Worker(Base):
     cpus: Mapped[int] = mapped_column(Integer)
     jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     memory: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -20,7 +20,7 @@ from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
-from jobqueue.models import ROLES, Token, User, utcnow
+from jobqueue.models import ROLES, Token, User, Worker, utcnow
 
 
 class AdminError(Exception):
@@ -110,6 +110,16 @@ def cmd_list_users(args, engine, sessions) -> int:
     return 0
 
 
+def cmd_workers(args, engine, sessions) -> int:
+    with sessions() as session:
+        workers = session.scalars(select(Worker).order_by(Worker.name)).all()
+        rows = [{"worker": w.name, "cpus": w.cpus, "jobs": w.jobs, "memory_mib": w.memory,
+                 "quarantined_slots": w.quarantined,
+                 "seen_at": w.seen_at.isoformat(timespec="seconds")} for w in workers]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def cmd_scheduler(args, engine, sessions) -> int:
     from jobqueue.controller import scheduler
 
@@ -146,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_revoke_tokens)
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
+    sub.add_parser("workers", help="workers as their last claims described them: CPUs, "
+                   "jobs, memory, job slots set aside, when seen").set_defaults(func=cmd_workers)
     s = sub.add_parser("scheduler", help="run the batch scheduler backend's reconcile loop "
                        "(queue_backend = \"slurm\")")
     s.add_argument("--interval", type=float, default=2.0, help="seconds between passes")

@@ -1,5 +1,5 @@
-"""Prometheus metrics: job counts read from the database at scrape time, and how long
-jobs waited in the queue before a worker claimed them."""
+"""Prometheus metrics: job counts and workers read from the database at scrape time, and
+how long jobs waited in the queue before a worker claimed them."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from jobqueue.models import Job
+from jobqueue.models import Job, Worker
 from jobqueue.states import JobState
 
 
-class _JobCounts:
+class _FromDatabase:
     def __init__(self, session_factory):
         self.session_factory = session_factory
 
@@ -19,6 +19,7 @@ class _JobCounts:
         with self.session_factory() as session:
             rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
             counts = dict(rows.all())
+            workers = session.scalars(select(Worker)).all()
             session.commit()
         by_state = GaugeMetricFamily("jobqueue_jobs", "Jobs by state", labels=["state"])
         for state in JobState:
@@ -26,12 +27,19 @@ class _JobCounts:
         yield by_state
         yield GaugeMetricFamily("jobqueue_queue_depth", "Jobs waiting for a worker",
                                 value=counts.get(JobState.QUEUED.value, 0))
+        set_aside = GaugeMetricFamily(
+            "jobqueue_worker_quarantined_slots",
+            "Job slots a worker set aside because they could not be cleaned, as of its "
+            "last claim", labels=["worker"])
+        for worker in workers:
+            set_aside.add_metric([worker.name], worker.quarantined)
+        yield set_aside
 
 
 class Metrics:
     def __init__(self, session_factory):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_JobCounts(session_factory))
+        self.registry.register(_FromDatabase(session_factory))
         self.claim_latency = Histogram(
             "jobqueue_claim_latency_seconds", "Time from queued to claimed by a worker",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),

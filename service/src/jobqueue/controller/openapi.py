@@ -149,7 +149,11 @@ def document() -> dict:
                             "capacity": {"type": "object", "properties": {
                                 "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                                 "jobs": {"type": "integer", "minimum": 1,
-                                         "maximum": 1 << 20}},
+                                         "maximum": 1 << 20},
+                                "memory": {"type": "integer", "minimum": 1,
+                                           "maximum": 1 << 30},
+                                "quarantined": {"type": "integer", "minimum": 0,
+                                                "maximum": 1 << 20}},
                                 "required": ["cpus"]}}}}}})},
             "/worker/jobs/{job_id}/start": {"post": _op(
                 "A batch scheduler started the job here: take its lease (slurm backend)",

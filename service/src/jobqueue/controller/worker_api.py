@@ -105,23 +105,27 @@ def start(job_id: str):
 
 
 def _capacity(body: dict) -> WorkerCapacity | None:
-    """The optional `capacity` {"cpus", "jobs", "memory"}: all the worker has, running
-    jobs included."""
+    """The optional `capacity` {"cpus", "jobs", "memory", "quarantined"}: all the worker
+    has, running jobs included, and the slots it set aside."""
     capacity = body.get("capacity")
     if capacity is None:
         return None
-    if not isinstance(capacity, dict) or set(capacity) - {"cpus", "jobs", "memory"}:
+    if not isinstance(capacity, dict) or \
+            set(capacity) - {"cpus", "jobs", "memory", "quarantined"}:
         raise bad_request("field 'capacity' must be an object with 'cpus' and, optionally, "
-                          "'jobs' and 'memory'")
+                          "'jobs', 'memory' and 'quarantined'")
     cpus, jobs, memory = capacity.get("cpus"), capacity.get("jobs"), capacity.get("memory")
+    quarantined = capacity.get("quarantined", 0)
     _check_cpus(cpus, "'capacity.cpus'")
     if jobs is not None:
         _check_cpus(jobs, "'capacity.jobs'")
+    if quarantined != 0:
+        _check_cpus(quarantined, "'capacity.quarantined'")
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int)
                                or not 1 <= memory <= MAX_WORKER_MEMORY):
         raise bad_request("field 'capacity.memory' must be an integer (MiB) from 1 to "
                           f"{MAX_WORKER_MEMORY}")
-    return WorkerCapacity(cpus, jobs, memory)
+    return WorkerCapacity(cpus, jobs, memory, quarantined)
 
 
 def _check_cpus(value, field: str) -> None:

@@ -1,5 +1,5 @@
 """What the controller knows of its workers from their claims: the CPUs and memory
-each offers.
+each offers, and the job slots each has set aside.
 
 It answers two questions a user asks of a job before it runs: could any worker ever
 run it (a job asking for more CPUs or memory than any worker has is refused at submit,
@@ -47,10 +47,12 @@ class Registry:
                     worker = session.get(Worker, name)
                     if worker is None:
                         session.add(Worker(name=name, cpus=capacity.cpus, jobs=capacity.jobs,
-                                           memory=capacity.memory, seen_at=utcnow()))
+                                           memory=capacity.memory,
+                                           quarantined=capacity.quarantined, seen_at=utcnow()))
                     else:
                         worker.cpus, worker.jobs = capacity.cpus, capacity.jobs
                         worker.memory, worker.seen_at = capacity.memory, utcnow()
+                        worker.quarantined = capacity.quarantined
                 break
             except IntegrityError:
                 continue

@@ -209,8 +209,10 @@ class Worker:
     def capacity(self) -> dict:
         """What the worker has in all, for the controller to fit jobs to as they end."""
         memory = self.settings.total_memory
+        quarantined = self.runner.set_aside()
         return {"cpus": self.total_cpus, "jobs": self.runner.capacity} | (
-            {"memory": memory} if memory is not None else {})
+            {"memory": memory} if memory is not None else {}) | (
+            {"quarantined": quarantined} if quarantined else {})
 
     def _free_cpus(self) -> int:
         if self.runner.capacity is not None and len(self.active) >= self.runner.capacity:

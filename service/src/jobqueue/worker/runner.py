@@ -116,6 +116,10 @@ class Workspace(abc.ABC):
 class Runner(abc.ABC):
     capacity: int | None = None  # jobs it can run at once, if limited
 
+    def set_aside(self) -> int:
+        """How many places to run a job it has stopped using (slots it could not clean)."""
+        return 0
+
     @abc.abstractmethod
     def workspace(self, name: str) -> Workspace:
         """A fresh workspace for one attempt; `name` is unique to the attempt."""

@@ -265,6 +265,10 @@ class SystemdRunner(Runner):
         log.error("slot %d set aside (%d of %d left): %s", slot, self.capacity,
                   self.settings.slot_count, why)
 
+    def set_aside(self) -> int:
+        with self.lock:
+            return len(self.quarantined)
+
     def release(self, slot: int) -> None:
         with self.lock:
             if slot not in self.quarantined:

@@ -1,0 +1,24 @@
+"""The job slots a worker has set aside (they could not be cleaned), from its claims:
+for `jobqueue-admin workers` and the metrics.
+
+Revision ID: 0009
+Revises: 0008
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("workers") as batch:
+        batch.add_column(sa.Column("quarantined", sa.Integer, nullable=False,
+                                   server_default="0"))
+
+
+def downgrade():
+    with op.batch_alter_table("workers") as batch:
+        batch.drop_column("quarantined")
