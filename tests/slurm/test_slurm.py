@@ -36,8 +36,8 @@ def _job_user() -> tuple[str, int]:
 
 
 JOB_USER, JOB_UID = _job_user()
-MEMORY_RESERVE_MB = 128  # slurm_node_memory_reserve_mb of the scenario
-SLURMD_TIMEOUT = 20  # slurm_slurmd_timeout of the scenario
+MEMORY_RESERVE_MB = 384  # roles/slurm's default slurm_node_memory_reserve_mb
+SLURMD_TIMEOUT = 20  # slurm_slurmd_timeout of the Vagrant inventory
 
 
 def inventory_hosts(pattern: str) -> dict[str, testinfra.host.Host]:
