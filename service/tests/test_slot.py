@@ -139,6 +139,19 @@ def test_output_over_the_limit_stops_the_job_while_it_runs(slot):
     assert status(slot)["exit_code"] == -9
 
 
+def test_finish_keeps_nothing_a_job_planted_but_its_exit_code(slot):
+    request(slot, "import json, os, signal\n"
+                  "with open('../outbox/status.json', 'w') as f:\n"
+                  "    json.dump({'exit_code': -9, 'limit': 'memory', 'results_bytes': 7,\n"
+                  "               'memory_peak': 1}, f)\n"
+                  "os.kill(os.getppid(), signal.SIGKILL)\n")
+    as_slot_user(slot, "run")
+    as_slot_user(slot, "finish")
+    found = status(slot)
+    assert (found["exit_code"], found["limit"], found["results_bytes"]) == (-9, None, 0), found
+    assert found["memory_peak"] != 1
+
+
 def test_finish_drops_results_over_the_limit(slot):
     request(slot, "open('big', 'wb').write(b'x' * 3000)\n", output_limit=2000)
     as_slot_user(slot, "run")

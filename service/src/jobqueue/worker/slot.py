@@ -249,12 +249,19 @@ def memory_peak() -> int | None:
 
 
 def finish(slot: Path) -> int:
+    """Write status.json anew from what is measured now that every process of the job
+    is gone: the job could write the one `run` left (or plant one after killing `run`),
+    so only its exit code is kept, which tells signal N from exit status 128 + N and
+    nothing more (systemd's record of `run` decides)."""
     status_path = slot / "outbox" / STATUS
     try:
-        status = json.loads(status_path.read_text())
-    except (OSError, ValueError):
-        status = {"exit_code": None, "limit": None}  # `run` was stopped before it ended
-    status["memory_peak"] = memory_peak()
+        reported = json.loads(status_path.read_text()).get("exit_code")
+    except (OSError, ValueError, AttributeError):
+        reported = None  # `run` was stopped before it ended
+    status = {"exit_code": reported if type(reported) is int else None, "limit": None,
+              "memory_peak": memory_peak()}
+    # The files' own sizes decide the output limit, as `run` checked them while the job
+    # ran: a job it stopped there is over it here too.
     try:
         status["results_bytes"] = pack(slot)
     except OutputLimit:
