@@ -178,6 +178,34 @@ def test_slots_a_worker_set_aside_show_in_the_metrics_and_jobqueue_admin(
         [("w1", 2, 1, 1)]
 
 
+def test_a_drained_worker_keeps_its_job_and_gets_no_new_one_until_resumed(
+        stack, database_url, monkeypatch, capsys):
+    root = stack.headers("root")
+    assert stack.http.post("/api/v1/workers/w1/drain", headers=root).status_code == 404
+    first, second = stack.submit_ok()["id"], stack.submit_ok()["id"]
+    running = claim_with_capacity(stack, 1, {"cpus": 2}).get_json()
+    assert running["id"] == first
+    drained = stack.http.post("/api/v1/workers/w1/drain", headers=root)
+    assert drained.status_code == 200
+    assert (drained.get_json()["drained"], drained.get_json()["running"]) == (True, 1)
+    assert stack.http.post("/api/v1/workers/w1/drain",
+                           headers=stack.headers("alice")).status_code == 403
+    assert claim_with_capacity(stack, 1, {"cpus": 2}).status_code == 204
+    assert stack.heartbeat(first, running["lease"]).status_code == 200  # its job goes on
+    # Another worker still gets the queued job; the drain is shown to admins.
+    assert stack.http.post("/api/v1/worker/claim", headers=stack.headers("w2"), json={
+        "worker": "w2", "cpus": 1, "wait": 0, "capacity": {"cpus": 1}}).get_json()["id"] == second
+    listed = {w["worker"]: w for w in stack.http.get("/api/v1/workers", headers=root).get_json()}
+    assert listed["w1"]["drained"] and not listed["w2"]["drained"]
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", database_url)
+    assert admin.main(["--config", "/nonexistent.toml", "resume", "w1"]) == 0
+    assert json.loads(capsys.readouterr().out)["drained"] is False
+    third = stack.submit_ok()["id"]
+    assert claim_with_capacity(stack, 1, {"cpus": 2}).get_json()["id"] == third
+    assert admin.main(["--config", "/nonexistent.toml", "drain", "nobody"]) == 2
+    assert "no worker named 'nobody'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("capacity", [0, [], {"cpus": 0}, {"cpus": "2"}, {"jobs": 1},
                                       {"cpus": 2, "jobs": 0}, {"cpus": 2, "gpus": 1},
                                       {"cpus": 1 << 30}, {"cpus": 2, "quarantined": -1},

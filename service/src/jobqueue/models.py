@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -184,7 +185,8 @@ class Dependency(Base):
 
 class Worker(Base):
     """A worker as its last claim described it: all the CPUs (and jobs, and memory in MiB
-    for its jobs) it offers, and how many job slots it has set aside."""
+    for its jobs) it offers, and how many job slots it has set aside; and whether an
+    admin drained it (it keeps its running jobs and takes no new one)."""
 
     __tablename__ = "workers"
 
@@ -193,6 +195,7 @@ class Worker(Base):
     jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     memory: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quarantined: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    drained: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

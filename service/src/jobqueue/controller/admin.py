@@ -18,9 +18,10 @@ from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
+from jobqueue.controller import workers
 from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
-from jobqueue.models import ROLES, Token, User, Worker, utcnow
+from jobqueue.models import ROLES, Token, User, utcnow
 
 
 class AdminError(Exception):
@@ -112,11 +113,16 @@ def cmd_list_users(args, engine, sessions) -> int:
 
 def cmd_workers(args, engine, sessions) -> int:
     with sessions() as session:
-        workers = session.scalars(select(Worker).order_by(Worker.name)).all()
-        rows = [{"worker": w.name, "cpus": w.cpus, "jobs": w.jobs, "memory_mib": w.memory,
-                 "quarantined_slots": w.quarantined,
-                 "seen_at": w.seen_at.isoformat(timespec="seconds")} for w in workers]
-    print(json.dumps(rows, indent=2))
+        print(json.dumps(workers.overview(session), indent=2))
+    return 0
+
+
+def cmd_drain(args, engine, sessions) -> int:
+    with sessions.begin() as session:
+        if workers.set_drained(session, args.name, args.command == "drain") is None:
+            raise AdminError(f"no worker named {args.name!r} has claimed a job yet")
+    with sessions() as session:
+        print(json.dumps(workers.overview(session, args.name)[0]))
     return 0
 
 
@@ -157,7 +163,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
     sub.add_parser("workers", help="workers as their last claims described them: CPUs, "
-                   "jobs, memory, job slots set aside, when seen").set_defaults(func=cmd_workers)
+                   "jobs, memory, job slots set aside, when seen; drained; jobs running"
+                   ).set_defaults(func=cmd_workers)
+    for name, what in (("drain", "take no new job (running ones go on)"),
+                       ("resume", "take jobs again after a drain")):
+        s = sub.add_parser(name, help=f"a worker (dispatcher queue): {what}")
+        s.add_argument("name", help="the worker's name (its token's user)")
+        s.set_defaults(func=cmd_drain)
     s = sub.add_parser("scheduler", help="run the batch scheduler backend's reconcile loop "
                        "(queue_backend = \"slurm\")")
     s.add_argument("--interval", type=float, default=2.0, help="seconds between passes")

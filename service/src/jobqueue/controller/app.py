@@ -22,6 +22,7 @@ from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.worker_api import bp as worker_bp
+from jobqueue.controller.workers_admin import bp as workers_admin_bp
 from jobqueue.controller.workers import Registry
 from jobqueue.queue import PullQueue, QueueBackend, QueueEvents, make_backend
 from jobqueue.states import JobState
@@ -105,6 +106,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     api = Blueprint("v1", __name__, url_prefix=API_PREFIX)
     api.register_blueprint(api_bp)
     api.register_blueprint(arrays_bp)
+    api.register_blueprint(workers_admin_bp)
     if isinstance(backend, PullQueue):
         api.register_blueprint(worker_bp)
 

@@ -7,6 +7,7 @@ from jobqueue.states import LIMITS
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ARRAY_ID = {"name": "array_id", "in": "path", "required": True, "schema": {"type": "string"}}
+WORKER_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 LEASE_BODY = {"required": True, "content": {"application/json": {"schema": {
@@ -136,6 +137,16 @@ def document() -> dict:
             "/arrays/{array_id}/cancel": {"post": _op(
                 "Cancel every unfinished task of the array", ARRAY_OK, 404, 409,
                 params=[ARRAY_ID])},
+            "/workers": {"get": _op(
+                "Every worker: what it offers, slots set aside, drained, jobs running (admin)",
+                {"200": _json("The workers", schema={
+                    "type": "array", "items": {"$ref": "#/components/schemas/Worker"}})})},
+            "/workers/{name}/drain": {"post": _op(
+                "Drain a worker: it takes no new job, its running ones go on (admin)",
+                {"200": _json("The worker", "Worker")}, 404, params=[WORKER_NAME])},
+            "/workers/{name}/resume": {"post": _op(
+                "Resume a drained worker (admin)", {"200": _json("The worker", "Worker")},
+                404, params=[WORKER_NAME])},
             "/worker/claim": {"post": _op(
                 "Claim the next job (long poll)", {
                     "200": _json("A job and its lease", "Job"),
@@ -213,6 +224,12 @@ def document() -> dict:
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"], "properties": {
                     "error": {"type": "string"}, "message": {"type": "string"}}},
+                "Worker": {"type": "object", "properties": {
+                    "worker": {"type": "string"}, "cpus": {"type": "integer"},
+                    "jobs": {"type": ["integer", "null"]},
+                    "memory_mib": {"type": ["integer", "null"]},
+                    "quarantined_slots": {"type": "integer"}, "drained": {"type": "boolean"},
+                    "running": {"type": "integer"}, "seen_at": {"type": "string"}}},
                 "JobSpec": {"type": "object", "required": ["entry"], "properties": {
                     "name": {"type": "string"}, "entry": {"type": "string"},
                     "args": {"type": "array", "items": {"type": "string"}},

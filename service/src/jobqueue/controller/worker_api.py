@@ -3,11 +3,13 @@ claim (long poll), heartbeat, input download, result upload and hand-back."""
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import accounting, jsonin
+from jobqueue.controller import accounting, jsonin, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, not_found
 from jobqueue.controller.storage import LOGS, LogGap
@@ -23,6 +25,7 @@ MAX_WORKER_CPUS = 1 << 20
 MAX_WORKER_MEMORY = 1 << 30  # MiB: what a job may ask for, and an INTEGER column holds
 EXIT_CODE_BOUND = 1 << 31
 MAX_LOG_APPEND = 4 << 20  # bytes of one append of a running job's log
+DRAINED_PAUSE_SECONDS = 5.0  # a drained worker's claim waits this, then gets nothing
 
 
 def _lease_lost(exc: LeaseLost) -> ApiError:
@@ -54,9 +57,13 @@ def claim():
     if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
         raise bad_request("field 'claim_id' must be a string of 1 to 64 characters")
     capacity = _capacity(body)
+    drained = workers.is_drained(g.db, worker)
     g.db.close()  # hold no connection while waiting
     if capacity is not None:
         state.workers.record(worker, capacity)
+    if drained:  # no new job: the worker asks again after a while, as after an empty wait
+        time.sleep(min(wait, state.settings.claim_wait_seconds, DRAINED_PAUSE_SECONDS))
+        return "", 204
     claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds),
                                   claim_id, capacity)
     if claimed is None:

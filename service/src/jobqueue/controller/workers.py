@@ -1,5 +1,5 @@
 """What the controller knows of its workers from their claims: the CPUs and memory
-each offers, and the job slots each has set aside.
+each offers, and the job slots each has set aside; and which ones an admin drained.
 
 It answers two questions a user asks of a job before it runs: could any worker ever
 run it (a job asking for more CPUs or memory than any worker has is refused at submit,
@@ -58,6 +58,36 @@ class Registry:
                 continue
         with self._lock:
             self._written[name] = (capacity, time.monotonic())
+
+
+def is_drained(session, name: str) -> bool:
+    return bool(session.scalar(select(Worker.drained).where(Worker.name == name)))
+
+
+def set_drained(session, name: str, drained: bool) -> Worker | None:
+    """Drain a worker (it takes no new job; its running ones go on) or resume it; None
+    if no worker of that name has claimed yet."""
+    worker = session.get(Worker, name, with_for_update=True)
+    if worker is not None:
+        worker.drained = drained
+    return worker
+
+
+def overview(session, name: str | None = None) -> list[dict]:
+    """Every worker (or the one named) as its last claim described it, whether it is
+    drained, and how many jobs it runs now: for admins (`jobqueue-admin workers`,
+    `GET /workers`)."""
+    running = dict(session.execute(
+        select(Job.worker, func.count()).where(Job.state == JobState.RUNNING.value)
+        .group_by(Job.worker)).all())
+    chosen = select(Worker).order_by(Worker.name)
+    if name is not None:
+        chosen = chosen.where(Worker.name == name)
+    return [{"worker": w.name, "cpus": w.cpus, "jobs": w.jobs, "memory_mib": w.memory,
+             "quarantined_slots": w.quarantined, "drained": w.drained,
+             "running": running.get(w.name, 0),
+             "seen_at": w.seen_at.isoformat(timespec="seconds")}
+            for w in session.scalars(chosen)]
 
 
 def seen(session, within: dt.timedelta) -> list[Worker]:
