@@ -18,7 +18,8 @@ from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
-from jobqueue.controller import workers
+from jobqueue.controller import backup, workers
+from jobqueue.controller.backup import BackupError
 from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.models import ROLES, Token, User, utcnow
@@ -126,6 +127,24 @@ def cmd_drain(args, engine, sessions) -> int:
     return 0
 
 
+def cmd_backup(args, engine, sessions) -> int:
+    dest = Path(args.dest) if args.dest else Path(args.settings.data_dir) / "backups" / \
+        utcnow().strftime("%Y%m%dT%H%M%SZ")
+    with sessions() as session:
+        made = backup.backup(args.settings.database_url, Path(args.settings.data_dir), session,
+                             dest)
+    print(json.dumps({"backup": str(dest)} | made))
+    return 0
+
+
+def cmd_restore(args, engine, sessions) -> int:
+    engine.dispose()  # no connection of ours on the database it replaces
+    restored = backup.restore(args.settings.database_url, Path(args.settings.data_dir),
+                              Path(args.source))
+    print(json.dumps({"restored": args.source} | restored))
+    return 0
+
+
 def cmd_scheduler(args, engine, sessions) -> int:
     from jobqueue.controller import scheduler
 
@@ -170,6 +189,14 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=f"a worker (dispatcher queue): {what}")
         s.add_argument("name", help="the worker's name (its token's user)")
         s.set_defaults(func=cmd_drain)
+    s = sub.add_parser("backup", help="the database and the job storage, with a manifest of "
+                       "checksums, into a new directory")
+    s.add_argument("dest", nargs="?", help="default: <data_dir>/backups/<UTC time>")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="replace the database and the job storage with a "
+                       "backup (stop the service first)")
+    s.add_argument("source", help="a directory `backup` made")
+    s.set_defaults(func=cmd_restore)
     s = sub.add_parser("scheduler", help="run the batch scheduler backend's reconcile loop "
                        "(queue_backend = \"slurm\")")
     s.add_argument("--interval", type=float, default=2.0, help="seconds between passes")
@@ -210,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args, engine, make_session_factory(engine))
         engine.dispose()
         return code
-    except (AdminError, ConfigError, ValueError) as exc:
+    except (AdminError, BackupError, ConfigError, ValueError) as exc:
         print(f"jobqueue-admin: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # database unreachable, permissions, ...
