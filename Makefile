@@ -23,7 +23,7 @@ cluster: venv host box wheelhouse ## local cluster up, configured, and a real jo
 	$(if $(QUEUE),JOBQUEUE_QUEUE=$(QUEUE)) scripts/cluster.sh
 
 lint: venv
-	ruff check service tests molecule scripts plugins
+	ruff check service tests molecule scripts plugins fabfile
 	python scripts/role-vars.py --check
 	yamllint -s .
 	# The project's Ansible content by name: left to find it, ansible-lint walks

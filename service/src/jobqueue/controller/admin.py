@@ -7,6 +7,7 @@ stdout, one clear line on stderr and a non-zero exit on error.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
-from jobqueue.controller import backup, workers
+from jobqueue.controller import backup, metrics, workers
 from jobqueue.controller.backup import BackupError
 from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
@@ -112,6 +113,24 @@ def cmd_list_users(args, engine, sessions) -> int:
     return 0
 
 
+def _paths(settings) -> dict:
+    return {"user": getpass.getuser(), "data_dir": settings.data_dir,
+            "database": make_url(settings.database_url).get_backend_name()}
+
+
+def cmd_paths(args, engine, sessions) -> int:
+    print(json.dumps(_paths(args.settings)))
+    return 0
+
+
+def cmd_status(args, engine, sessions) -> int:
+    with sessions() as session:
+        print(json.dumps(_paths(args.settings) | {
+            "jobs": metrics.jobs_by_state(session), "workers": workers.overview(session)},
+            indent=2))
+    return 0
+
+
 def cmd_workers(args, engine, sessions) -> int:
     with sessions() as session:
         print(json.dumps(workers.overview(session), indent=2))
@@ -181,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_revoke_tokens)
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
+    sub.add_parser("paths", help="who runs the controller, its data directory and kind of "
+                   "database (needs no schema)").set_defaults(func=cmd_paths)
+    sub.add_parser("status", help="this controller: its user, data directory and database, "
+                   "jobs per state, workers").set_defaults(func=cmd_status)
     sub.add_parser("workers", help="workers as their last claims described them: CPUs, "
                    "jobs, memory, job slots set aside, when seen; drained; jobs running"
                    ).set_defaults(func=cmd_workers)
@@ -228,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = _settings(args.config)
-        if args.func is not cmd_migrate:
+        needs_schema = args.func not in (cmd_migrate, cmd_paths, cmd_restore)
+        if needs_schema:
             _require_schema(settings.database_url)
         engine = make_engine(settings.database_url)
-        if args.func is not cmd_migrate and not inspect(engine).has_table("users"):
+        if needs_schema and not inspect(engine).has_table("users"):
             raise AdminError("the database has no schema yet: run `jobqueue-admin migrate` first")
         args.settings = settings
         code = args.func(args, engine, make_session_factory(engine))

@@ -11,22 +11,27 @@ from jobqueue.models import Job, Worker
 from jobqueue.states import JobState
 
 
+def jobs_by_state(session) -> dict[str, int]:
+    """How many jobs are in each state (every state, 0 for none)."""
+    counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    return {state.value: counts.get(state.value, 0) for state in JobState}
+
+
 class _FromDatabase:
     def __init__(self, session_factory):
         self.session_factory = session_factory
 
     def collect(self):
         with self.session_factory() as session:
-            rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
-            counts = dict(rows.all())
+            counts = jobs_by_state(session)
             workers = session.scalars(select(Worker)).all()
             session.commit()
         by_state = GaugeMetricFamily("jobqueue_jobs", "Jobs by state", labels=["state"])
-        for state in JobState:
-            by_state.add_metric([state.value], counts.get(state.value, 0))
+        for state, count in counts.items():
+            by_state.add_metric([state], count)
         yield by_state
         yield GaugeMetricFamily("jobqueue_queue_depth", "Jobs waiting for a worker",
-                                value=counts.get(JobState.QUEUED.value, 0))
+                                value=counts[JobState.QUEUED.value])
         set_aside = GaugeMetricFamily(
             "jobqueue_worker_quarantined_slots",
             "Job slots a worker set aside because they could not be cleaned, as of its "

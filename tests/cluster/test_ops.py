@@ -1,0 +1,122 @@
+"""The admin's Fabric tasks (fabfile/) against the scenario's VMs, run as the README
+says (`fab TASK`, hosts from the Ansible inventory), checked from outside: the API,
+the hosts' files."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from conftest import submit, wait
+
+testinfra_hosts = ["ansible://controllers"]
+ROOT = Path(__file__).resolve().parents[2]
+SLEEP = b"import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
+
+
+def fab(*args: str, timeout: float = 900) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric", *args], check=False, cwd=ROOT, capture_output=True,
+        text=True,
+        timeout=timeout, env=os.environ | {"JOBQUEUE_INVENTORY":
+                                            os.environ["MOLECULE_INVENTORY_FILE"]})
+    assert result.returncode == 0, f"fab {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def sleeper(admin, seconds: float, name: str = "ops") -> str:
+    return submit(admin, {"name": name, "entry": "s.py", "args": [str(seconds)],
+                          "walltime": 600}, [("s.py", SLEEP)])
+
+
+def job(admin, job_id: str) -> dict:
+    return admin.get(f"{admin.base}/jobs/{job_id}", timeout=30).json()
+
+
+def test_status_shows_every_host_and_worker(worker_names):
+    report = json.loads(fab("status", "--json"))
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert set(worker_names) < set(hosts), hosts
+    for host in hosts.values():
+        assert "error" not in host and host["version"] not in (None, "-"), host
+    assert all(hosts[w]["units"].get("jobqueue-worker") == "active" for w in worker_names)
+    assert {w["worker"] for w in report["workers"]} == set(worker_names)
+    assert report["queue"] == "dispatcher" and "queued" in report["jobs"]
+    table = fab("status")
+    assert "DRAINED" in table and all(w in table for w in worker_names)
+
+
+def test_a_drained_worker_finishes_its_job_and_takes_no_new_one(admin, worker_names):
+    running = sleeper(admin, 25)
+    deadline = time.monotonic() + 300
+    while (found := job(admin, running))["state"] != "running":
+        assert time.monotonic() < deadline, found
+        time.sleep(2)
+    drained = found["worker"]
+    other, = set(worker_names) - {drained}
+    out = fab("drain", drained, "--timeout", "300")
+    assert f"{drained}: drained, 0 job(s) running" in out, out
+    assert wait(admin, running)["state"] == "succeeded"
+    later = [sleeper(admin, 1, "after-drain") for _ in range(4)]
+    for job_id in later:
+        done = wait(admin, job_id)
+        assert (done["state"], done["worker"]) == ("succeeded", other), done
+    fab("resume", drained)
+    status = json.loads(fab("status", "--json"))
+    assert not any(w["drained"] for w in status["workers"]), status["workers"]
+
+
+def everything(admin) -> dict:
+    """Each job's record, logs and results' checksum, as users get them."""
+    seen = {}
+    listed = admin.get(f"{admin.base}/jobs?all=1&limit=500", timeout=60).json()["jobs"]
+    for found in listed:
+        path = f"{admin.base}/jobs/{found['id']}"
+        results = admin.get(f"{path}/results?inputs=0", timeout=60)
+        seen[found["id"]] = (found["state"], found.get("exit_code"),
+                             admin.get(f"{path}/log", timeout=60).json(),
+                             results.status_code,
+                             hashlib.sha256(results.content).hexdigest()
+                             if results.status_code != 200 else _members(results.content))
+    return seen
+
+
+def _members(archive: bytes) -> str:
+    """A digest of an archive's files (the archive itself is made per request)."""
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            if member.isfile():
+                digest.update(member.name.encode() + tar.extractfile(member).read())
+    return digest.hexdigest()
+
+
+def test_backup_then_loss_then_restore_brings_every_job_back(admin, host, tmp_path):
+    # Nothing running: what is backed up is final.
+    for job_id in [sleeper(admin, 1, "before-backup") for _ in range(2)]:
+        wait(admin, job_id)
+    before = everything(admin)
+    assert len(before) >= 3
+    archive = tmp_path / "controller.tar"
+    out = fab("backup", "--dest", str(archive))
+    assert archive.stat().st_size > 0 and f"{len(before)} jobs" in out, out
+    # The controller loses its database and storage, and is deployed afresh (an empty,
+    # migrated database): not even the admin's token is known there.
+    with host.sudo():
+        where = json.loads(host.check_output("/usr/local/sbin/jobqueue-admin paths"))
+        assert where["database"] == "sqlite"
+        data = where["data_dir"]
+        host.check_output("systemctl stop apache2")
+        host.check_output("rm -rf %s/jobs %s/jobqueue.db %s/jobqueue.db-wal %s/jobqueue.db-shm",
+                          data, data, data, data)
+        host.check_output("/usr/local/sbin/jobqueue-admin migrate")
+        host.check_output("systemctl start apache2")
+    assert admin.get(f"{admin.base}/jobs", timeout=60).status_code == 401
+    out = fab("restore", str(archive))
+    assert f"restored {len(before)} jobs" in out, out
+    assert everything(admin) == before
