@@ -8,6 +8,7 @@ named DOMAIN_PREFIX*), then writes Molecule's instance config (how to reach each
 over SSH).
 """
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -81,13 +82,13 @@ def start_vms(v: vagrant.Vagrant, root: str) -> None:
 
 
 def up(root: str, instance_config: str, domain_prefix: str) -> None:
-    remove_stale_domains(root, domain_prefix)
     v = vagrant.Vagrant(root=root, quiet_stdout=False, quiet_stderr=False)
     # A loaded host makes vagrant-libvirt give up on a VM that is only slow (its
     # 2-second address lookup, a boot past its timeout): such a VM is destroyed and
     # all are brought up again, a bounded number of times.
     for attempt in range(1, UP_ATTEMPTS + 1):
         try:
+            remove_stale_domains(root, domain_prefix)
             start_vms(v, root)
             break
         except subprocess.CalledProcessError as exc:
@@ -95,8 +96,8 @@ def up(root: str, instance_config: str, domain_prefix: str) -> None:
                 raise
             print(f"vagrant up failed ({exc}); attempt {attempt} of {UP_ATTEMPTS}: "
                   "destroying the VMs and bringing them up again", flush=True)
-            v.destroy()
-            remove_stale_domains(root, domain_prefix)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                v.destroy()
     # One `vagrant ssh-config` for all VMs: each vagrant command costs seconds.
     instances = parse_ssh_config(v.ssh_config())
     with open(instance_config, "w") as out:
