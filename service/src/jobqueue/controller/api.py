@@ -41,7 +41,9 @@ def submit_job():
             raise ApiError(400, "too_big", why + "; no worker can run it")
         quotas.check_submit(g.db, user, spec.array.size if spec.array else 1, state.settings)
     finally:
-        g.db.commit()  # end the reads: on SQLite every transaction holds the write lock
+        # End the reads (on SQLite every transaction holds the write lock). A rollback,
+        # not a commit: after a lost connection a commit raises anew and hides the error.
+        g.db.rollback()
     uploads = request.files.getlist("files")
     archives = request.files.getlist("archive")
     for upload in uploads:
