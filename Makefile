@@ -40,7 +40,7 @@ test-molecule: venv host box wheelhouse
 	scripts/test-molecule.sh
 
 # What CI runs: lint, the service's tests, then the Molecule scenarios on VMs
-# (cluster, slurm, install, apparmor; see scripts/test-molecule.sh).
+# (cluster and slurm; the others on demand: see scripts/test-molecule.sh).
 test: lint test-service test-molecule
 
 bench: venv  ## throughput and latency: dispatcher, then slurm backend beside plain sbatch
