@@ -127,3 +127,24 @@ def test_the_output_limit_goes_to_the_units_root_step_and_its_verdict_comes_back
         assert not any((workspace.slot_dir / name).exists()
                        for name in ("output-limit", "output-limit-reached"))
     assert fake.output_limits == [1 << 20, 1 << 20]
+
+
+def test_the_exit_code_comes_from_the_root_steps_record_when_systemd_forgot_the_unit(
+        runner, tmp_path, monkeypatch):
+    """systemd unloads an inactive unit: `show` then says ExecMainCode=0; the unit's root
+    step wrote systemd's $EXIT_CODE, $EXIT_STATUS and $SERVICE_RESULT to exit."""
+    slots, fake = runner(set())
+    monkeypatch.setattr(systemd_runner, "unit_state", lambda unit: {
+        "ActiveState": "inactive", "Result": "success", "ExecMainCode": "0",
+        "ExecMainStatus": "0"})
+    for record, code, limit in (("exited 3 exit-code", 3, None), ("killed KILL oom-kill", -9,
+                                                                  "memory"),
+                                ("exited 0 success", 0, None)):
+        workspace = slots.workspace("job")
+        job = request(workspace, tmp_path)
+        process = workspace.start(job)
+        (workspace.slot_dir / "exit").write_text(record + "\n")
+        assert process.wait(10) == code, record
+        assert workspace.collect(job, tmp_path / "results").limit == limit
+        workspace.close()
+        assert not (workspace.slot_dir / "exit").exists()

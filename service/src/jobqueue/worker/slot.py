@@ -44,6 +44,7 @@ from jobqueue.worker import cgroup, limits
 REQUEST = "request.json"
 OUTPUT_LIMIT = "output-limit"  # the worker's: bytes, for the unit's root step to set the quota
 OUTPUT_LIMIT_REACHED = "output-limit-reached"  # root's: the kernel refused the job a write
+EXIT = "exit"  # root's: how the unit's main process ended, as systemd told ExecStopPost
 STATUS = "status.json"
 RESULTS = "results.tar.gz"
 POLL_SECONDS = 0.25

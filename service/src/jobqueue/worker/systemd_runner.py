@@ -155,6 +155,21 @@ def job_exit_code(state: dict[str, str], reported) -> int:
     return status
 
 
+def recorded_end(slot_dir: Path) -> dict[str, str]:
+    """How the slot's main process ended, as the unit's root step wrote it from
+    systemd's $EXIT_CODE, $EXIT_STATUS and $SERVICE_RESULT, in systemctl show's terms:
+    systemd unloads an inactive unit and forgets its own record, sometimes before the
+    worker asks. Empty if there is none."""
+    try:
+        words = (slot_dir / slot_files.EXIT).read_text().split()
+    except OSError:
+        return {}
+    if len(words) != 3:
+        return {}
+    code, status, result = words
+    return {"ExecMainCode": code, "ExecMainStatus": status, "Result": result}
+
+
 class SystemdRunner(Runner):
     """With `slot_locks`, several processes (one job each, started by a batch scheduler)
     share the slots: each takes a free one under an exclusive lock on a file in that
@@ -386,7 +401,8 @@ class SlotWorkspace(Workspace):
             log.warning("slot %d: %s", self.slot, exc)
         for part in ("work", "outbox"):
             _remove_contents(self.slot_dir / part)
-        for name in (slot_files.REQUEST, slot_files.OUTPUT_LIMIT, slot_files.OUTPUT_LIMIT_REACHED):
+        for name in (slot_files.REQUEST, slot_files.OUTPUT_LIMIT, slot_files.OUTPUT_LIMIT_REACHED,
+                     slot_files.EXIT):
             with contextlib.suppress(FileNotFoundError):
                 (self.slot_dir / name).unlink()
         self.runner.release(self.slot)
@@ -416,6 +432,7 @@ class SlotProcess(RunningProcess):
         if state.get("ActiveState") not in ("inactive", "failed"):
             self._sample(state)
             return False
+        state |= recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
