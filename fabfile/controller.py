@@ -22,12 +22,13 @@ def slurm_mode(conn: Connection) -> bool:
 
 
 def slurm_nodes(conn: Connection) -> list[dict]:
-    """sinfo's nodes: name, state (drain, idle, mix, alloc...), CPUs, jobs running."""
-    nodes = []
+    """sinfo's nodes: name, state (drain, idle, mix, alloc...), CPUs, jobs running (one
+    squeue for all: each job of the service runs on one node)."""
     out = conn.run("sinfo -h -N -o '%N %t %c'", hide=True, in_stream=False).stdout
+    running = conn.run("squeue -h -t RUNNING -o %N", hide=True, in_stream=False).stdout.split()
+    nodes = []
     for line in out.splitlines():
         name, state, cpus = line.split()
-        jobs = conn.run(f"squeue -h -w {name} -t RUNNING -o %i", hide=True,
-                        in_stream=False).stdout.split()
-        nodes.append({"node": name, "state": state, "cpus": int(cpus), "running": len(jobs)})
+        nodes.append({"node": name, "state": state, "cpus": int(cpus),
+                      "running": running.count(name)})
     return nodes
