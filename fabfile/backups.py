@@ -10,9 +10,8 @@ from pathlib import Path
 from fabric import task
 
 from fabfile import controller
-from fabfile.inventory import ROOT, Inventory
+from fabfile.inventory import INVENTORY_HELP, ROOT, Inventory
 
-INVENTORY_HELP = "Ansible inventory (default: $JOBQUEUE_INVENTORY, else make cluster's)"
 # Served by the controller; stopped while a restore replaces what they read.
 SERVICES = ("apache2", "jobqueue-scheduler")
 

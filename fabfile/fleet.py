@@ -13,7 +13,7 @@ from fabric import task
 from paramiko.ssh_exception import SSHException
 
 from fabfile import controller
-from fabfile.inventory import ROOT, Host, Inventory
+from fabfile.inventory import INVENTORY_HELP, ROOT, Host, Inventory
 
 UNITS = ("apache2", "postgresql", "jobqueue-scheduler", "jobqueue-worker", "slurmctld",
          "slurmdbd", "slurmd", "munge")
@@ -50,8 +50,7 @@ def _table(rows: list[list], headers: list[str]) -> str:
                      for row in cells)
 
 
-@task(help={"inventory": "Ansible inventory (default: $JOBQUEUE_INVENTORY, else make "
-                         "cluster's)", "json_": "print JSON instead of tables"})
+@task(help={"inventory": INVENTORY_HELP, "json_": "print JSON instead of tables"})
 def status(c, inventory=None, json_=False):
     """The fleet: hosts, workers and the queue in one table.
 
@@ -108,7 +107,7 @@ def _host_logs(host: Host, dest: Path) -> str:
 
 
 @task(help={"dest": "folder for the logs (default: build/logs/<time>)",
-            "inventory": "Ansible inventory (default: $JOBQUEUE_INVENTORY, else make cluster's)"})
+            "inventory": INVENTORY_HELP})
 def collect_logs(c, dest=None, inventory=None):
     """Every host's logs into one folder.
 

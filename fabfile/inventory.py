@@ -17,6 +17,8 @@ from fabric import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 VAGRANT_GENERATED = ROOT / ".vagrant" / "provisioners" / "ansible" / "inventory"
+# Every task's --inventory.
+INVENTORY_HELP = "Ansible inventory (default: $JOBQUEUE_INVENTORY, else make cluster's)"
 # roles/jobqueue_install's default; an inventory may set its own.
 INSTALL_DIR = "/opt/jobqueue"
 

@@ -9,9 +9,7 @@ import time
 from fabric import task
 
 from fabfile import controller
-from fabfile.inventory import Inventory
-
-INVENTORY_HELP = "Ansible inventory (default: $JOBQUEUE_INVENTORY, else make cluster's)"
+from fabfile.inventory import INVENTORY_HELP, Inventory
 
 
 def _running(conn, worker: str, slurm: bool) -> int:
