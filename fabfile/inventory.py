@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +57,13 @@ def sources(inventory: str | None = None) -> list[str]:
 
 class Inventory:
     def __init__(self, inventory: str | None = None):
-        argv = ["ansible-inventory", "--list"]
+        # Ansible beside this Python (the project's virtualenv) if it is not on PATH.
+        command = shutil.which("ansible-inventory") or \
+            shutil.which("ansible-inventory", path=str(Path(sys.executable).parent))
+        if command is None:
+            raise SystemExit("ansible-inventory not found: run `make venv` and use its "
+                             ".venv/bin/fab")
+        argv = [command, "--list"]
         for source in sources(inventory):
             argv += ["-i", source]
         result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)

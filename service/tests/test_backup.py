@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import tar_bytes
-from jobqueue.controller import admin
+from jobqueue.controller import admin, backup
 from jobqueue.controller.db import make_engine
 
 
@@ -82,5 +82,22 @@ def test_a_backup_that_does_not_match_its_manifest_is_refused_untouched(
         tar.write(b"X")
     assert admin.main(["--config", "/nonexistent.toml", "restore", str(backup_dir)]) == 2
     assert "does not match the manifest" in capsys.readouterr().err
+    assert everything(stack) == before
+    assert not list(Path(tmp_path / "data").glob(".restore-*"))
+
+
+def test_a_backup_whose_storage_escapes_its_directory_is_refused_untouched(
+        stack, backed_up, tmp_path, capsys):
+    """A manifest that matches is no proof of a safe archive: a member named out of
+    the storage (written by whoever could write the backup) is refused."""
+    before, backup_dir = backed_up
+    with tarfile.open(backup_dir / "storage.tar", "a") as tar:
+        tar.addfile(tarfile.TarInfo("../escaped"), io.BytesIO(b""))
+    manifest = json.loads((backup_dir / "manifest.json").read_text())
+    manifest["storage"]["sha256"] = backup._sha256(backup_dir / "storage.tar")
+    (backup_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert admin.main(["--config", "/nonexistent.toml", "restore", str(backup_dir)]) == 2
+    assert "storage.tar" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "data" / "escaped").exists()
     assert everything(stack) == before
     assert not list(Path(tmp_path / "data").glob(".restore-*"))
