@@ -10,10 +10,11 @@
 # converge 34 against 17 alone): what can share a VM does, and what CI's time limit
 # cannot hold runs on demand. Left out there: apparmor (the cluster scenario's hostile
 # suite attacks the same profiles through real jobs; its aa-exec checks of each rule
-# run on demand), install (the cluster scenario's converge also runs
-# roles/jobqueue_install alone and from scratch on its controller, and its verify runs
-# tests/jobqueue_install there), controller (the cluster scenario's controller is on
-# SQLite, the slurm one's on PostgreSQL, and both run tests/controller), worker (the
+# run on demand), install (every scenario converges roles/jobqueue_install on every
+# host; its own scenario installs from scratch, without the box's pre-filled
+# virtualenv, which costs an emulated VM 4 minutes), controller (the cluster
+# scenario's controller is on SQLite, the slurm one's on PostgreSQL, and both run
+# tests/controller), worker (the
 # cluster scenario converges the same role on two workers of a real controller and
 # runs all of its checks, the hostile-job suite included) and slurm-role (roles/slurm
 # alone; the slurm scenario runs its checks). The lanes' scenarios run no second
