@@ -7,6 +7,7 @@ scenario only: what they test is the same on either database.)"""
 import gzip
 import io
 import json
+import math
 import statistics
 import tarfile
 import threading
@@ -17,6 +18,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from jobqueue import https
+from jobqueue.controller.settings import ControllerSettings
+from jobqueue.controller.storage import UNPACKERS
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
@@ -116,7 +119,12 @@ def test_the_controller_answers_while_four_users_send_archive_bombs(host, base_u
           f"{max(s for _, _, s in answers):.1f} s at most")
     assert len(answers) == FLOODERS * BOMBS_EACH * 2
     assert all(status in (400, 413) for _, status, _ in answers), answers
-    assert max(s for _, _, s in answers) < 60, answers
+    # Bounded by the design, not by a pace: each archive gets at most the deployed
+    # max_archive_seconds (the Vagrant inventory keeps the default) in one of a
+    # process's UNPACKERS threads, and the bombs sent at once wait their turn.
+    rounds = math.ceil(FLOODERS * BOMBS_EACH / UNPACKERS)
+    assert max(s for _, _, s in answers) < rounds * ControllerSettings.max_archive_seconds + 60, \
+        answers
     # Answered at about the pace it has at rest: within 500 ms, or 3 times its p95
     # at rest where the emulated VM is slower than that on its own.
     assert p95(result) < max(0.5, 3 * p95(at_rest)), (at_rest, result)
