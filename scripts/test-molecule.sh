@@ -20,6 +20,9 @@
 # alone; the slurm scenario runs its checks). The lanes' scenarios run no second
 # converge and no --check: side by side they cost the lanes 13 and 18 minutes, which
 # CI's time limit does not leave; the on-demand scenarios run both for their role.
+# Nor do the checks marked `lengthy` (hostile requests through Apache, the Fabric
+# tasks: about 24 minutes of the cluster verify side by side): with
+# JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Named scenarios run one after another.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail

@@ -13,6 +13,7 @@ import tarfile
 import threading
 import time
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,8 @@ from jobqueue.controller.storage import UNPACKERS
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
+# Lengthy: archives an emulated controller takes minutes to refuse, and a fuzz over TLS.
+pytestmark = pytest.mark.lengthy
 testinfra_hosts = ["ansible://controllers"]
 
 ADMIN_CLI = "/usr/local/sbin/jobqueue-admin"

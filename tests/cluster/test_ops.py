@@ -13,8 +13,11 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 from conftest import submit, wait
 
+# Lengthy: each task crosses every emulated VM over SSH.
+pytestmark = pytest.mark.lengthy
 testinfra_hosts = ["ansible://controllers"]
 ROOT = Path(__file__).resolve().parents[2]
 SLEEP = b"import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
