@@ -445,7 +445,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     codes = []
     for ident in args.ids:
-        left = None if deadline is None else max(1.0, deadline - time.monotonic())
+        # To a tenth of a second: what is left of `--timeout 5` is said as 5, not 4.99999.
+        left = None if deadline is None else max(1.0, round(deadline - time.monotonic(), 1))
         try:
             codes.append(_wait_and_report(client, ident, left, args.json))
         except ApiError as exc:  # no such job: the ID may be an array's
