@@ -14,10 +14,9 @@
 # host; its own scenario installs from scratch, without the box's pre-filled
 # virtualenv, which costs an emulated VM 4 minutes), controller (the cluster
 # scenario's controller is on SQLite, the slurm one's on PostgreSQL, and both run
-# tests/controller), worker (the
-# cluster scenario converges the same role on two workers of a real controller and
-# runs all of its checks, the hostile-job suite included) and slurm-role (roles/slurm
-# alone; the slurm scenario runs its checks). The lanes' scenarios run no second
+# tests/controller), worker (the cluster scenario converges the same role on two
+# workers of a real controller and runs all of its checks, the hostile-job suite
+# included) and slurm-role (roles/slurm alone; the slurm scenario runs its checks). The lanes' scenarios run no second
 # converge and no --check: side by side they cost the lanes 13 and 18 minutes, which
 # CI's time limit does not leave; the on-demand scenarios run both for their role.
 # Nor do the checks marked `lengthy` (hostile requests through Apache, the Fabric
