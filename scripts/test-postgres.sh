@@ -18,6 +18,8 @@ port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
 su postgres -c "psql -q -p $port" >&2 <<SQL
 SELECT 'CREATE ROLE jobqueue_test LOGIN PASSWORD ''jobqueue_test'''
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'jobqueue_test')\gexec
+-- Each pytest-xdist worker makes a database of its own beside this one.
+ALTER ROLE jobqueue_test CREATEDB;
 SELECT 'CREATE DATABASE jobqueue_test OWNER jobqueue_test'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'jobqueue_test')\gexec
 SQL

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import gzip
 import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +41,33 @@ def database_url(request, tmp_path) -> str:
         if os.environ.get("CI"):
             pytest.fail("CI must set JOBQUEUE_TEST_POSTGRES_URL: PostgreSQL tests may not skip")
         pytest.skip("JOBQUEUE_TEST_POSTGRES_URL is not set")
-    reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    url = own_database(POSTGRES_URL)
+    reset_postgres(url)
+    return url
+
+
+def own_database(url: str) -> str:
+    """The database of this pytest-xdist worker (created on first use) on the server of
+    `url`, or `url` itself without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    own = f"{url.rsplit('/', 1)[1]}_{worker}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %(name)s",
+                                    {"name": own}).first():
+            conn.exec_driver_sql(f'CREATE DATABASE "{own}"')
+    engine.dispose()
+    return f"{url.rsplit('/', 1)[0]}/{own}"
 
 
 def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A .tar.gz of `members` and symlinks `links`, the same bytes every time (test IDs
+    made of them must match in every pytest-xdist worker)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -217,12 +240,26 @@ def local_slurm():
         if os.environ.get("CI"):
             pytest.fail("CI must run the Slurm tests: scripts/test-slurm.sh sets SLURM_CONF")
         pytest.skip("no local Slurm (SLURM_CONF is not set)")
-    yield
+    # One test at a time across pytest-xdist workers: each cancels what the others left.
+    with open(Path(tempfile.gettempdir()) / "jobqueue-test-slurm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+        _cancel_test_jobs()
+
+
+def _cancel_test_jobs() -> None:
     ours = [line.split("|")[0] for line in
             slurm("squeue", "-h", "-t", "pending,running", "-o", "%i|%j").splitlines()
             if "|jq" in line]
     if ours:
         subprocess.run(["scancel", *ours], check=False)
+
+
+def pytest_runtest_logreport(report):
+    from fault_report import PROPERTY, ROWS
+
+    if report.when == "call":
+        ROWS.extend(value for name, value in report.user_properties if name == PROPERTY)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,5 +1,7 @@
 """The fault-injection suite's table: one row per scenario and database, printed at the
-end of the run and appended as JSON lines to $JOBQUEUE_FAULT_REPORT, if set."""
+end of the run and appended as JSON lines to $JOBQUEUE_FAULT_REPORT, if set. A row
+travels as a property of its test's report, so that it reaches the table from any
+pytest-xdist worker."""
 
 from __future__ import annotations
 
@@ -7,17 +9,20 @@ import json
 import os
 import time
 
-ROWS: list[dict] = []
+PROPERTY = "fault_row"
+ROWS: list[dict] = []  # filled by conftest's pytest_runtest_logreport
 COLUMNS = ("scenario", "database", "succeeded", "lost", "duplicated", "attempts",
            "unavailable_s", "seconds")
 
 
-def report(scenario: str, database: str, outcome, unavailable: float, started: float) -> None:
+def report(record_property, scenario: str, database: str, outcome, unavailable: float,
+           started: float) -> None:
+    """Record a row through the test's `record_property` fixture."""
     row = {"scenario": scenario, "database": database, "succeeded": outcome.succeeded,
            "lost": outcome.lost, "duplicated": outcome.duplicated,
            "attempts": outcome.max_attempts, "unavailable_s": round(unavailable, 1),
            "seconds": round(time.monotonic() - started, 1)}
-    ROWS.append(row)
+    record_property(PROPERTY, row)
     if path := os.environ.get("JOBQUEUE_FAULT_REPORT"):
         with open(path, "a") as fh:
             fh.write(json.dumps(row) + "\n")

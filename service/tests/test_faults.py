@@ -253,7 +253,7 @@ STEPS = [
 ]
 
 
-def test_controller_killed_at_each_step_of_a_job(fault_db, fault_cluster):
+def test_controller_killed_at_each_step_of_a_job(fault_db, fault_cluster, record_property):
     started = time.monotonic()
     c = fault_cluster(workers=1, faults=STEPS)
     expected = {}
@@ -264,8 +264,8 @@ def test_controller_killed_at_each_step_of_a_job(fault_db, fault_cluster):
         c.wait_restarts("controller", index + 1, 10)  # it died at `_step` and came back
     outcome = check(c, expected, c.client.list())
     unavailable = c.availability.stop()
-    report(f"controller SIGKILL at each step ({len(STEPS)})", fault_db[0], outcome,
-           unavailable, started)
+    report(record_property, f"controller SIGKILL at each step ({len(STEPS)})", fault_db[0],
+           outcome, unavailable, started)
     assert not outcome.problems, "\n".join(outcome.problems) + c.logs()
     assert outcome.max_attempts == 1
     for job_id in expected.values():  # nothing but the inputs and one result per job
@@ -280,7 +280,8 @@ def _submit_all(c: FaultCluster, count: int, rng: random.Random) -> dict[int, st
         return dict(enumerate(ids))
 
 
-def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_cluster):
+def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_cluster,
+                                                           record_property):
     seed = int(os.environ.get("JOBQUEUE_FAULT_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     started = time.monotonic()
@@ -291,11 +292,14 @@ def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_clust
     done = threading.Event()
 
     def chaos():
-        # At most 12.5 s in all: well inside the time the jobs take, so every kill
-        # lands while they run.
+        # At most 12.5 s of pauses in all: well inside the time the jobs take, so
+        # every kill lands while they run.
         for victim in kills:
             if done.wait(rng.uniform(0.5, 2.5)):
                 return
+            # A kill must land on a started process: one sent while the supervisor is
+            # still bringing the last one back would kill nothing that counts.
+            c.wait_restarts(victim, sent.count(victim))
             process = c.controller if victim == "controller" else c.workers[victim]
             process.send_signal(signal.SIGKILL)
             sent.append(victim)
@@ -310,8 +314,8 @@ def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_clust
         killer.join()
     outcome = check(c, expected, jobs)
     unavailable = c.availability.stop()
-    report(f"SIGKILL controller x2, workers x3, {count} jobs", fault_db[0], outcome,
-           unavailable, started)
+    report(record_property, f"SIGKILL controller x2, workers x3, {count} jobs", fault_db[0],
+           outcome, unavailable, started)
     message = (f"seed {seed}, kills {sent}, restarts {c.restarts}\n"
                + "\n".join(outcome.problems))
     assert not outcome.problems, message + c.logs()
@@ -320,7 +324,7 @@ def test_random_kills_of_controller_and_workers_under_load(fault_db, fault_clust
     assert outcome.max_attempts == 1, message
 
 
-def test_postgresql_restart_under_load(fault_db, fault_cluster):
+def test_postgresql_restart_under_load(fault_db, fault_cluster, record_property):
     name, _, server = fault_db
     if server is None:
         pytest.skip("a restart of the database server applies to PostgreSQL only")
@@ -343,8 +347,8 @@ def test_postgresql_restart_under_load(fault_db, fault_cluster):
     jobs = c.wait_all(180)
     outcome = check(c, expected, jobs)
     unavailable = c.availability.stop()
-    report(f"PostgreSQL restart x2 (1 s down), {count} jobs", name, outcome, unavailable,
-           started)
+    report(record_property, f"PostgreSQL restart x2 (1 s down), {count} jobs", name, outcome,
+           unavailable, started)
     assert not outcome.problems, "\n".join(outcome.problems) + c.logs()
     assert outcome.max_attempts == 1
     assert unavailable >= 1.0  # the outage was real: /healthz saw it
@@ -398,7 +402,8 @@ class Partition:
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-def test_a_worker_cut_off_longer_than_the_lease_stops_its_job(fault_db, fault_cluster):
+def test_a_worker_cut_off_longer_than_the_lease_stops_its_job(fault_db, fault_cluster,
+                                                              record_property):
     """The job's lease runs out while its worker cannot reach the controller, and the job
     starts again on another worker: its first run must have stopped before that."""
     if fault_db[0] != "sqlite":
@@ -417,7 +422,8 @@ def test_a_worker_cut_off_longer_than_the_lease_stops_its_job(fault_db, fault_cl
     c.start_worker("w2", cpus=1)  # the job's next attempt runs here
     outcome = check(c, expected, c.wait_all(60))
     unavailable = c.availability.stop()
-    report("worker cut off 10 s, lease 4 s", fault_db[0], outcome, unavailable, started)
+    report(record_property, "worker cut off 10 s, lease 4 s", fault_db[0], outcome, unavailable,
+           started)
     assert not outcome.problems, "\n".join(outcome.problems) + c.logs()
     assert outcome.max_attempts == 2  # the cut-off attempt is lost, as it must be
     assert (c.runs / "starts").read_text().split() == ["0", "0"]
