@@ -6,4 +6,4 @@ from invoke import Collection
 from fabfile import backups, fleet, workers
 
 ns = Collection(fleet.status, fleet.collect_logs, workers.drain, workers.resume,
-                backups.backup, backups.restore)
+                workers.rotate_tokens, backups.backup, backups.restore)

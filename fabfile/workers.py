@@ -1,15 +1,21 @@
 """Take a worker out for maintenance and back (`fab drain WORKER`, `fab resume WORKER`),
 in either queue mode: the dispatcher hands a drained worker no new job; in Slurm mode
-the node is drained in Slurm (`scontrol update state=drain`)."""
+the node is drained in Slurm (`scontrol update state=drain`). `fab rotate-tokens` gives
+workers new tokens, one worker at a time, through a drain."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
+import tomllib
 
-from fabric import task
+from fabric import Connection, task
 
 from fabfile import controller
 from fabfile.inventory import INVENTORY_HELP, Inventory
+
+WORKER_CONFIG = "/etc/jobqueue/worker.toml"  # roles/worker's worker_config_dir
 
 
 def _running(conn, worker: str, slurm: bool) -> int:
@@ -27,7 +33,10 @@ def drain(c, worker, timeout=600, inventory=None):
     """Take a worker out: no new job; its running ones finish.
 
     Those still running at the timeout go back to the queue to run elsewhere."""
-    inv = Inventory(inventory)
+    _drain(Inventory(inventory), worker, int(timeout))
+
+
+def _drain(inv: Inventory, worker: str, timeout: int) -> None:
     host, conn = inv.worker(worker), inv.controller.connect()
     slurm = controller.slurm_mode(conn)
     if slurm:
@@ -35,7 +44,7 @@ def drain(c, worker, timeout=600, inventory=None):
                   hide=True, in_stream=False)
     else:
         controller.admin(conn, "drain", worker)
-    deadline = time.monotonic() + int(timeout)
+    deadline = time.monotonic() + timeout
     while (running := _running(conn, worker, slurm)) and time.monotonic() < deadline:
         time.sleep(5)
     if running:
@@ -51,7 +60,10 @@ def drain(c, worker, timeout=600, inventory=None):
 @task(help={"worker": "the worker's inventory name", "inventory": INVENTORY_HELP})
 def resume(c, worker, inventory=None):
     """A drained worker takes jobs again."""
-    inv = Inventory(inventory)
+    _resume(Inventory(inventory), worker)
+
+
+def _resume(inv: Inventory, worker: str) -> None:
     inv.worker(worker)
     conn = inv.controller.connect()
     if controller.slurm_mode(conn):
@@ -59,3 +71,42 @@ def resume(c, worker, inventory=None):
     else:
         controller.admin(conn, "resume", worker)
     print(f"{worker}: taking jobs")
+
+
+@task(help={"workers": "comma-separated inventory names (default: every worker)",
+            "timeout": "seconds each worker's drain waits for its running jobs",
+            "inventory": INVENTORY_HELP})
+def rotate_tokens(c, workers="", timeout=600, inventory=None):
+    """New tokens for the workers, one at a time; each one's old tokens are revoked.
+
+    Each worker is drained (its running jobs finish; the others keep taking jobs), given
+    its new token and restarted; then its other tokens are revoked (the controller first
+    checks that the new one is live and the worker's) and it is resumed."""
+    inv = Inventory(inventory)
+    conn = inv.controller.connect()
+    names = [w for w in workers.split(",") if w] or [h.name for h in inv.group("workers")]
+    for name in names:
+        _drain(inv, name, int(timeout))
+        try:
+            _rotate(inv.worker(name).connect(), conn, name)
+        finally:
+            _resume(inv, name)
+
+
+def _rotate(worker: Connection, conn: Connection, name: str) -> None:
+    config = tomllib.loads(worker.sudo(f"cat {WORKER_CONFIG}", hide=True,
+                                       in_stream=False).stdout)
+    path = config["token_file"]
+    token = conn.sudo(f"{controller.ADMIN} issue-token {name} --label 'worker {name} "
+                      f"(rotated {time.strftime('%Y-%m-%d %H:%M')})'",
+                      hide=True, in_stream=False).stdout.strip()
+    # Written beside the old one with its owner and mode, then moved over it.
+    worker.sudo(f"sh -c 'umask 077 && cat >{path}.new && chown --reference={path} {path}.new "
+                f"&& chmod --reference={path} {path}.new && mv {path}.new {path}'",
+                hide=True, in_stream=io.StringIO(token + "\n"))
+    if worker.run("systemctl is-enabled --quiet jobqueue-worker", warn=True, hide=True,
+                  in_stream=False).ok:  # Slurm mode: each job's worker reads the file
+        worker.sudo("systemctl restart jobqueue-worker", hide=True, in_stream=False)
+    revoked = json.loads(conn.sudo(f"{controller.ADMIN} revoke-tokens {name} --keep-stdin",
+                                   hide=True, in_stream=io.StringIO(token + "\n")).stdout)
+    print(f"{name}: new token in {path}, {revoked['revoked']} old one(s) revoked")

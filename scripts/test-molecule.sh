@@ -20,9 +20,8 @@
 # runs its checks). The default scenarios run no second converge and no --check:
 # they cost 13 and 18 minutes side by side, which CI's time limit does not leave;
 # the on-demand scenarios run both for their role. Nor do the checks marked
-# `lengthy` (hostile requests through Apache, the Fabric tasks: about 24 minutes of
-# the cluster verify side by side): with JOBQUEUE_LENGTHY_CHECKS=1 in the
-# environment they run too.
+# `lengthy` (archive bombs through Apache, the Fabric tasks: about 20 minutes of the
+# cluster verify): with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
 cd "$(dirname "$0")/.."

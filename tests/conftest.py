@@ -18,8 +18,7 @@ from jobqueue.states import FINISHED
 
 CA_PATH = "/etc/jobqueue/tls/ca.crt"
 # Checks marked `lengthy` run only with this set to 1 (scripts/test-molecule.sh says
-# which and why): under emulation, beside the other lane, CI's time limit cannot hold
-# them.
+# which and why): under emulation CI's time limit cannot hold them.
 LENGTHY = "JOBQUEUE_LENGTHY_CHECKS"
 
 

@@ -90,6 +90,25 @@ def test_revoked_token_is_refused(stack):
     assert stack.http.get("/api/v1/jobs", headers=stack.headers("bob")).status_code == 401
 
 
+def test_a_rotation_revokes_all_but_the_token_it_keeps(stack, monkeypatch, capsys):
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", stack.settings.database_url)
+    old = stack.tokens["w1"]
+    assert admin.main(["--config", "/nonexistent", "issue-token", "w1"]) == 0
+    new = capsys.readouterr().out.strip()
+    # A token that is not w1's keeps nothing and revokes nothing.
+    monkeypatch.setattr("sys.stdin", io.StringIO(stack.tokens["bob"] + "\n"))
+    assert admin.main(["--config", "/nonexistent", "revoke-tokens", "w1", "--keep-stdin"]) == 2
+    assert "not a live token of w1" in capsys.readouterr().err
+    assert stack.claim(who="w1").status_code == 204  # nothing queued
+    monkeypatch.setattr("sys.stdin", io.StringIO(new + "\n"))
+    assert admin.main(["--config", "/nonexistent", "revoke-tokens", "w1", "--keep-stdin"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"user": "w1", "revoked": 1}
+    assert stack.claim(who="w1").status_code == 401
+    stack.tokens["w1"] = new
+    assert stack.claim(who="w1").status_code == 204  # nothing queued
+    assert old != new
+
+
 def test_claim_hands_out_oldest_fitting_job_once(stack):
     first = stack.submit_ok()["id"]
     big = stack.submit_ok(spec={"entry": "main.py", "cpus": 4})["id"]

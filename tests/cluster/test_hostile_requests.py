@@ -24,8 +24,6 @@ from jobqueue.controller.storage import UNPACKERS
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
-# Lengthy: archives an emulated controller takes minutes to refuse, and a fuzz over TLS.
-pytestmark = pytest.mark.lengthy
 testinfra_hosts = ["ansible://controllers"]
 
 ADMIN_CLI = "/usr/local/sbin/jobqueue-admin"
@@ -90,6 +88,7 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
 
 
+@pytest.mark.lengthy  # archives an emulated controller takes minutes to refuse
 def test_the_controller_answers_while_four_users_send_archive_bombs(host, base_url, ca_file):
     reader_token, *flooder_tokens = user_tokens(
         host, "reader", *(f"flooder{n}" for n in range(FLOODERS)))

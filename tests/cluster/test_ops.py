@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import testinfra
 from conftest import submit, wait
 
 # Lengthy: each task crosses every emulated VM over SSH.
 pytestmark = pytest.mark.lengthy
 testinfra_hosts = ["ansible://controllers"]
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "/etc/jobqueue/worker.token"  # roles/worker's worker_token_path
 SLEEP = b"import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
 
 
@@ -70,9 +72,40 @@ def test_a_drained_worker_finishes_its_job_and_takes_no_new_one(admin, worker_na
     for job_id in later:
         done = wait(admin, job_id)
         assert (done["state"], done["worker"]) == ("succeeded", other), done
-    fab("resume", drained)
+    # As the provision step does (playbooks/ops.yml runs `fab resume`).
+    play = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "playbooks/ops.yml",
+         "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "jobqueue_ops_task=resume",
+         "-e", f"jobqueue_ops_worker={drained}"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert play.returncode == 0 and f"{drained}: taking jobs" in play.stdout, play.stdout
     status = json.loads(fab("status", "--json"))
     assert not any(w["drained"] for w in status["workers"]), status["workers"]
+
+
+def test_tokens_rotate_while_jobs_run_and_the_old_ones_stop_working(admin, worker_names):
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    workers = {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}",
+                                        sudo=True) for name in sorted(worker_names)}
+    old = {name: w.file(TOKEN).content_string.strip() for name, w in workers.items()}
+    running = [sleeper(admin, 20, "during-rotation") for _ in range(3)]
+    out = fab("rotate-tokens", "--timeout", "300")
+    for name, worker in workers.items():
+        new = worker.file(TOKEN).content_string.strip()
+        assert new and new != old[name], name
+        assert f"{name}: new token in {TOKEN}, 1 old one(s) revoked" in out, out
+        assert whose(admin, old[name]) == 401
+        assert whose(admin, new) == 200
+    later = [sleeper(admin, 1, "after-rotation") for _ in range(4)]
+    for job_id in running + later:
+        done = wait(admin, job_id)
+        assert (done["state"], done["attempts"]) == ("succeeded", 1), done
+
+
+def whose(admin, token: str) -> int:
+    """The controller's answer to `token` (200: live, 401: not)."""
+    return admin.get(f"{admin.base}/me", headers={"Authorization": f"Bearer {token}"},
+                     timeout=30).status_code
 
 
 def everything(admin) -> dict:

@@ -4,6 +4,7 @@ outside the job that the attack failed (the host's files and processes, the
 controller's access log, what the API hands out), and the worker stays healthy and
 runs the next job normally."""
 
+import errno
 import io
 import json
 import os
@@ -363,6 +364,18 @@ print(len(held) >> 20)
     assert "Out of memory" not in kernel and "oom-kill" not in kernel, kernel[-2000:]
 
 
+def slot_use_logged(host, since: str) -> tuple[int, int, int, int]:
+    """KiB used, KiB limit, files, files limit of the last job ended since `since`, as
+    its unit's root step measured them."""
+    with host.sudo():
+        measured = host.check_output(
+            "journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*' "
+            "| grep \"the job's files took\" | tail -n 1", since.strip())
+    found = re.search(r"took (\d+) KiB of (\d+) and (\d+) files of (\d+)", measured)
+    assert found, f"the unit's root step logged no use: {measured!r}"
+    return tuple(int(n) for n in found.groups())
+
+
 def test_the_kernel_holds_a_jobs_files_to_its_output_limit(admin, host):
     """dd into the job's /tmp (which the slot's disk use poll does not look at), then
     into its work directory: the kernel's quota refuses at the output limit plus its
@@ -377,14 +390,33 @@ for target in ("/tmp/fill", "fill"):
 """, output_limit=8)
     assert job["state"] == "failed" and "output limit" in job["message"], job
     with host.sudo():
-        measured = host.check_output(
-            "journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*' "
-            "| grep \"the job's files took\" | tail -n 1", since.strip())
         assert host.run("find %s -name fill", SLOTS).stdout.strip() == ""
-    found = re.search(r"took (\d+) KiB of (\d+)", measured)
-    assert found, f"the unit's root step logged no disk use: {measured!r}"
-    used_kib, limit_kib = int(found[1]), int(found[2])
-    assert 8 << 10 <= used_kib <= limit_kib <= (9 << 10), measured
+    used_kib, limit_kib, _, _ = use = slot_use_logged(host, since)
+    assert 8 << 10 <= used_kib <= limit_kib <= (9 << 10), use
+
+
+def test_the_kernel_holds_a_jobs_file_count_to_its_quota(admin, host):
+    """Empty files, which take no disk blocks, until the kernel refuses one: the
+    project's inode quota stops the job at its file limit (EDQUOT), the job ends failed
+    at its output limit, and the slot keeps none of the files."""
+    since = host.check_output("date +%s")
+    job, log = run_job(admin, """
+import os
+made = 0
+try:
+    while True:
+        os.close(os.open(f"f{made}", os.O_CREAT | os.O_WRONLY, 0o600))
+        made += 1
+except OSError as exc:
+    print(made, exc.errno)
+""")
+    assert job["state"] == "failed" and "output limit" in job["message"], (job, log)
+    made, errno_seen = (int(n) for n in log["stdout"].split())
+    assert errno_seen == errno.EDQUOT, log
+    with host.sudo():
+        assert host.run("find %s -name f1", SLOTS).stdout.strip() == ""
+    _, _, files, files_limit = use = slot_use_logged(host, since)
+    assert made < files == files_limit, use
 
 
 def test_huge_stdout_stops_at_the_output_limit(admin):

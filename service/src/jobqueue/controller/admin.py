@@ -21,7 +21,7 @@ from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller import backup, metrics, workers
 from jobqueue.controller.backup import BackupError
-from jobqueue.controller.tokens import get_or_create_user, issue_token, user_for_token
+from jobqueue.controller.tokens import digest, get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.models import ROLES, Token, User, utcnow
 
@@ -96,8 +96,15 @@ def cmd_check_token(args, engine, sessions) -> int:
 
 def cmd_revoke_tokens(args, engine, sessions) -> int:
     with sessions.begin() as session:
-        tokens = session.scalars(select(Token).where(
-            Token.user_id == _user(session, args.name).id, Token.revoked_at.is_(None))).all()
+        user = _user(session, args.name)
+        live = select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
+        if args.keep_stdin:  # the token a rotation just handed out: it must stay usable
+            kept = sys.stdin.readline().strip()
+            if user_for_token(session, kept) is not user:
+                raise AdminError(f"the token on stdin is not a live token of {args.name}: "
+                                 "nothing revoked")
+            live = live.where(Token.digest != digest(kept))
+        tokens = session.scalars(live).all()
         for token in tokens:
             token.revoked_at = utcnow()
     print(json.dumps({"user": args.name, "revoked": len(tokens)}))
@@ -197,6 +204,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check_token)
     s = sub.add_parser("revoke-tokens", help="revoke all of a user's tokens")
     s.add_argument("name")
+    s.add_argument("--keep-stdin", action="store_true",
+                   help="all but the token on stdin (a live one of NAME), for a rotation")
     s.set_defaults(func=cmd_revoke_tokens)
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
