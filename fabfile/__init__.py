@@ -3,7 +3,8 @@ TASK` tells one. Hosts come from the Ansible inventory (fabfile.inventory)."""
 
 from invoke import Collection
 
-from fabfile import backups, fleet, workers
+from fabfile import backups, fleet, upgrade, workers
 
 ns = Collection(fleet.status, fleet.collect_logs, workers.drain, workers.resume,
-                workers.rotate_tokens, backups.backup, backups.restore)
+                workers.rotate_tokens, upgrade.rolling_upgrade, backups.backup,
+                backups.restore)

@@ -19,7 +19,7 @@ UNITS = ("apache2", "postgresql", "jobqueue-scheduler", "jobqueue-worker", "slur
          "slurmdbd", "slurmd", "munge")
 
 
-def _probe(host: Host) -> dict:
+def probe(host: Host) -> dict:
     """One round trip: the host's jobqueue and Slurm units, service version, disk, load."""
     script = (
         f"for u in {' '.join(UNITS)}; do echo \"unit $u $(systemctl is-active $u)\"; done; "
@@ -58,7 +58,7 @@ def status(c, inventory=None, json_=False):
     set aside), whether it is drained and its last claim; jobs per state."""
     inv = Inventory(inventory)
     with ThreadPoolExecutor(8) as pool:
-        hosts = list(pool.map(_probe, inv.hosts.values()))
+        hosts = list(pool.map(probe, inv.hosts.values()))
     conn = inv.controller.connect()
     report = {"hosts": hosts}
     state = controller.admin(conn, "status")

@@ -55,16 +55,20 @@ def sources(inventory: str | None = None) -> list[str]:
     return found
 
 
+def ansible_command(name: str) -> str:
+    """An Ansible command (ansible-inventory, ansible-playbook): on PATH, else beside this
+    Python (the project's virtualenv)."""
+    command = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if command is None:
+        raise SystemExit(f"{name} not found: run `make venv` and use its .venv/bin/fab")
+    return command
+
+
 class Inventory:
     def __init__(self, inventory: str | None = None):
-        # Ansible beside this Python (the project's virtualenv) if it is not on PATH.
-        command = shutil.which("ansible-inventory") or \
-            shutil.which("ansible-inventory", path=str(Path(sys.executable).parent))
-        if command is None:
-            raise SystemExit("ansible-inventory not found: run `make venv` and use its "
-                             ".venv/bin/fab")
-        argv = [command, "--list"]
-        for source in sources(inventory):
+        self.sources = sources(inventory)
+        argv = [ansible_command("ansible-inventory"), "--list"]
+        for source in self.sources:
             argv += ["-i", source]
         result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
         if result.returncode != 0:

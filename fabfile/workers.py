@@ -33,10 +33,10 @@ def drain(c, worker, timeout=600, inventory=None):
     """Take a worker out: no new job; its running ones finish.
 
     Those still running at the timeout go back to the queue to run elsewhere."""
-    _drain(Inventory(inventory), worker, int(timeout))
+    drain_worker(Inventory(inventory), worker, int(timeout))
 
 
-def _drain(inv: Inventory, worker: str, timeout: int) -> None:
+def drain_worker(inv: Inventory, worker: str, timeout: int) -> None:
     host, conn = inv.worker(worker), inv.controller.connect()
     slurm = controller.slurm_mode(conn)
     if slurm:
@@ -60,10 +60,10 @@ def _drain(inv: Inventory, worker: str, timeout: int) -> None:
 @task(help={"worker": "the worker's inventory name", "inventory": INVENTORY_HELP})
 def resume(c, worker, inventory=None):
     """A drained worker takes jobs again."""
-    _resume(Inventory(inventory), worker)
+    resume_worker(Inventory(inventory), worker)
 
 
-def _resume(inv: Inventory, worker: str) -> None:
+def resume_worker(inv: Inventory, worker: str) -> None:
     inv.worker(worker)
     conn = inv.controller.connect()
     if controller.slurm_mode(conn):
@@ -86,11 +86,11 @@ def rotate_tokens(c, workers="", timeout=600, inventory=None):
     conn = inv.controller.connect()
     names = [w for w in workers.split(",") if w] or [h.name for h in inv.group("workers")]
     for name in names:
-        _drain(inv, name, int(timeout))
+        drain_worker(inv, name, int(timeout))
         try:
             _rotate(inv.worker(name).connect(), conn, name)
         finally:
-            _resume(inv, name)
+            resume_worker(inv, name)
 
 
 def _rotate(worker: Connection, conn: Connection, name: str) -> None:

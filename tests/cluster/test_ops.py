@@ -7,15 +7,17 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import submit, wait
+from conftest import build_dir, submit, wait
 
 # Lengthy: each task crosses every emulated VM over SSH.
 pytestmark = pytest.mark.lengthy
@@ -106,6 +108,54 @@ def whose(admin, token: str) -> int:
     """The controller's answer to `token` (200: live, 401: not)."""
     return admin.get(f"{admin.base}/me", headers={"Authorization": f"Bearer {token}"},
                      timeout=30).status_code
+
+
+def bumped_wheelhouse(tmp_path: Path) -> tuple[Path, str]:
+    """The scenario's wheelhouse with the service's wheel rebuilt at a later version."""
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "service" / "src", source / "src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / "service" / name, source / name)
+    init = source / "src" / "jobqueue" / "__init__.py"
+    current = re.search(r'__version__ = "([^"]+)"', init.read_text())[1]
+    version = f"{current}.post1"
+    init.write_text(init.read_text().replace(f'"{current}"', f'"{version}"'))
+    with tarfile.open(ROOT / "build" / "wheelhouse.tar") as tar:  # the project's own
+        tar.extractall(tmp_path)
+    for old in (tmp_path / "wheelhouse").glob("jobqueue-*.whl"):
+        old.unlink()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--wheel-dir", str(tmp_path / "wheelhouse"), str(source)], check=True)
+    archive = tmp_path / "wheelhouse.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "wheelhouse", arcname="wheelhouse")
+    return archive, version
+
+
+def test_a_rolling_upgrade_loses_no_job(admin, tmp_path):
+    wheelhouse, version = bumped_wheelhouse(tmp_path)
+    submitted: list[str] = []
+    done = threading.Event()
+
+    def stream():  # a job every few seconds while the hosts are upgraded
+        while not done.wait(4):
+            submitted.append(sleeper(admin, 3, "during-upgrade"))
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        out = fab("rolling-upgrade", "--wheelhouse", str(wheelhouse), "--timeout", "300",
+                  "--extra-vars", f"jobqueue_build_dir={build_dir()}", timeout=3600)
+    finally:
+        done.set()
+        feeder.join()
+    status = json.loads(fab("status", "--json"))
+    assert {h["host"]: h.get("version") for h in status["hosts"]} == \
+        {h["host"]: version for h in status["hosts"]}, out
+    assert len(submitted) >= 10, submitted
+    for job_id in submitted:
+        finished = wait(admin, job_id)
+        assert (finished["state"], finished["attempts"]) == ("succeeded", 1), finished
 
 
 def everything(admin) -> dict:
