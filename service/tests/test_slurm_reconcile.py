@@ -8,13 +8,14 @@ import itertools
 
 import pytest
 
-from jobqueue.queue.batch import MISSING_PASSES, Outcome, SchedulerError
-from jobqueue.queue.slurm import STATES, SlurmQueue, outcome_of
+from jobqueue.queue.batch import MISSING_PASSES, SchedulerError
+from jobqueue.queue.slurm import SlurmQueue
+from jobqueue.scheduler_states import SLURM_STATES, Outcome, slurm_outcome
 
 
-@pytest.mark.parametrize("state, outcome", sorted(STATES.items()))
+@pytest.mark.parametrize("state, outcome", sorted(SLURM_STATES.items()))
 def test_every_slurm_state_has_its_meaning(state, outcome):
-    assert outcome_of(state) == (outcome, "")
+    assert slurm_outcome(state) == (outcome, "")
 
 
 @pytest.mark.parametrize("state, expected", [
@@ -28,11 +29,11 @@ def test_every_slurm_state_has_its_meaning(state, outcome):
     ("SOMETHING_NEW", (Outcome.FAILED, "")),
 ])
 def test_states_with_details_and_unknown_words(state, expected):
-    assert outcome_of(state) == expected
+    assert slurm_outcome(state) == expected
 
 
 def test_only_completed_means_done():
-    assert [s for s, o in STATES.items() if o is Outcome.DONE] == ["COMPLETED"]
+    assert [s for s, o in SLURM_STATES.items() if o is Outcome.DONE] == ["COMPLETED"]
 
 
 class ScriptedSlurm:

@@ -23,7 +23,6 @@ A subclass says how to submit, query and kill (`submit`, `query`, `kill`).
 from __future__ import annotations
 
 import abc
-import enum
 import logging
 import threading
 from dataclasses import dataclass
@@ -34,23 +33,12 @@ from jobqueue.models import Job, JobArray, new_lease, utcnow
 from jobqueue.queue import dependencies
 from jobqueue.queue.base import Claim, LeaseLost
 from jobqueue.queue.dispatcher import Dispatcher
+from jobqueue.scheduler_states import Outcome
 from jobqueue.states import FINISHED, JobState, check_transition
 
 log = logging.getLogger(__name__)
 
 MISSING_PASSES = 3  # passes a job may be unknown to the scheduler before it counts as ended
-
-
-class Outcome(enum.Enum):
-    """What a scheduler's job state means for our job."""
-
-    WAITING = "waiting"  # not started yet: our job stays queued
-    RUNNING = "running"
-    DONE = "done"  # ended normally: the results must have arrived, else a failed attempt
-    FAILED = "failed"  # ended by a failure of the node or of the scheduler: retry
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"  # the scheduler's time limit
-    OUT_OF_MEMORY = "out_of_memory"  # the scheduler's memory limit
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ import subprocess
 from dataclasses import dataclass, field
 
 from jobqueue.models import Job
-from jobqueue.queue.batch import BatchQueue, Outcome, SchedulerError, SchedulerJob
+from jobqueue.queue.batch import BatchQueue, SchedulerError, SchedulerJob
+from jobqueue.scheduler_states import slurm_outcome
 
 JOB_NAME_PREFIX = "jq-"
 COMMAND_TIMEOUT = 60.0
@@ -46,46 +47,6 @@ REFUSALS = (
     "Invalid qos specification",
     "Requested time limit is invalid",
 )
-
-# Every state squeue and sacct can show (slurm 22.05), and what it means for us.
-STATES: dict[str, Outcome] = {
-    "PENDING": Outcome.WAITING,
-    "CONFIGURING": Outcome.WAITING,
-    "REQUEUED": Outcome.WAITING,
-    "REQUEUE_FED": Outcome.WAITING,
-    "REQUEUE_HOLD": Outcome.WAITING,
-    "RESV_DEL_HOLD": Outcome.WAITING,
-    "SPECIAL_EXIT": Outcome.WAITING,
-    "RESIZING": Outcome.RUNNING,
-    "RUNNING": Outcome.RUNNING,
-    "COMPLETING": Outcome.RUNNING,
-    "SIGNALING": Outcome.RUNNING,
-    "STAGE_OUT": Outcome.RUNNING,
-    "SUSPENDED": Outcome.RUNNING,
-    "STOPPED": Outcome.RUNNING,
-    "COMPLETED": Outcome.DONE,
-    "FAILED": Outcome.FAILED,
-    "BOOT_FAIL": Outcome.FAILED,
-    "DEADLINE": Outcome.FAILED,
-    "NODE_FAIL": Outcome.FAILED,
-    "PREEMPTED": Outcome.FAILED,
-    "REVOKED": Outcome.FAILED,
-    "LAUNCH_FAILED": Outcome.FAILED,
-    "CANCELLED": Outcome.CANCELLED,
-    "TIMEOUT": Outcome.TIMED_OUT,
-    "OUT_OF_MEMORY": Outcome.OUT_OF_MEMORY,
-}
-
-
-def outcome_of(state: str) -> tuple[Outcome, str]:
-    """(outcome, detail) of a Slurm state word; sacct writes e.g. `CANCELLED by 1000`
-    (the detail is then `uid 1000`). An unknown word counts as a failure: it must not
-    pass for a success, nor leave the job waiting for ever."""
-    word, _, rest = state.strip().partition(" ")
-    word = word.rstrip("+")  # sacct marks truncated states with a "+"
-    detail = rest.removeprefix("by ").strip()
-    return STATES.get(word, Outcome.FAILED), (f"uid {detail}" if detail else "")
-
 
 @dataclass(frozen=True)
 class SlurmSettings:
@@ -163,7 +124,7 @@ class SlurmQueue(BatchQueue):
             if len(parts) != 5 or not parts[1].startswith(JOB_NAME_PREFIX):
                 continue
             external_id, _, state, reason, node = parts
-            outcome, by = outcome_of(state)
+            outcome, by = slurm_outcome(state)
             seen[external_id] = SchedulerJob(external_id, state.split(" ")[0], outcome,
                                              "" if reason == "None" else reason, node, by)
         gone = [eid for eid in external_ids if eid not in seen]
@@ -185,7 +146,7 @@ class SlurmQueue(BatchQueue):
             if len(parts) != 4 or not parts[1].startswith(JOB_NAME_PREFIX):
                 continue
             external_id, _, state, node = parts
-            outcome, by = outcome_of(state)
+            outcome, by = slurm_outcome(state)
             seen[external_id] = SchedulerJob(external_id, state.split(" ")[0], outcome,
                                              node=node, by=by)
         return seen

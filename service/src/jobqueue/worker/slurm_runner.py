@@ -33,15 +33,12 @@ from jobqueue.worker.runner import (
     RunRequest,
     fingerprint,
 )
+from jobqueue.scheduler_states import ENDED, LIMITS, slurm_outcome
 from jobqueue.worker.settings import WorkerSettings
 
 JOB_NAME_PREFIX = "jqw-"
 COMMAND_TIMEOUT = 60.0
 POLL_SECONDS = 1.0
-# Slurm's end states that are one of the job's limits.
-LIMIT_STATES = {"TIMEOUT": "walltime", "OUT_OF_MEMORY": "memory"}
-ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY",
-                   "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
 
 
 class SlurmError(RuntimeError):
@@ -121,7 +118,7 @@ class SlurmWorkspace(LocalWorkspace):
     def collect(self, request: RunRequest, results: Path) -> Outcome:
         outcome = super().collect(request, results)
         state = self.job.state if self.job else ""
-        return Outcome(outcome.results_bytes, LIMIT_STATES.get(state))
+        return Outcome(outcome.results_bytes, LIMITS.get(slurm_outcome(state)[0]))
 
     def close(self) -> None:
         if self.job is not None and self.job.code is None:
@@ -147,7 +144,7 @@ class SlurmJob(RunningProcess):
             return True
         fields = dict(word.split("=", 1) for word in out.split() if "=" in word)
         self.state = fields.get("JobState", "")
-        if self.state not in ENDED:
+        if not self.state or slurm_outcome(self.state)[0] not in ENDED:
             return False
         status, _, signum = fields.get("ExitCode", "1:0").partition(":")
         self.code = -int(signum) if signum not in ("", "0") else int(status or 1)
