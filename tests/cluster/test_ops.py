@@ -37,6 +37,16 @@ def fab(*args: str, timeout: float = 900) -> str:
     return result.stdout
 
 
+def play(playbook: str, *args: str) -> str:
+    """A playbook of playbooks/ on the scenario's hosts, as its provision step runs it."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), f"playbooks/{playbook}",
+         "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{playbook}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 def sleeper(admin, seconds: float, name: str = "ops") -> str:
     return submit(admin, {"name": name, "entry": "s.py", "args": [str(seconds)],
                           "walltime": 600}, [("s.py", SLEEP)])
@@ -75,14 +85,21 @@ def test_a_drained_worker_finishes_its_job_and_takes_no_new_one(admin, worker_na
         done = wait(admin, job_id)
         assert (done["state"], done["worker"]) == ("succeeded", other), done
     # As the provision step does (playbooks/ops.yml runs `fab resume`).
-    play = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "playbooks/ops.yml",
-         "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "jobqueue_ops_task=resume",
-         "-e", f"jobqueue_ops_worker={drained}"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert play.returncode == 0 and f"{drained}: taking jobs" in play.stdout, play.stdout
+    out = play("ops.yml", "-e", "jobqueue_ops_task=resume", "-e", f"jobqueue_ops_worker={drained}")
+    assert f"{drained}: taking jobs" in out, out
     status = json.loads(fab("status", "--json"))
     assert not any(w["drained"] for w in status["workers"]), status["workers"]
+
+
+def test_down_then_up_brings_the_whole_service_back(admin, worker_names):
+    play("down.yml")
+    stopped = json.loads(fab("status", "--json"))
+    assert not any(h["units"].get("jobqueue-worker") == "active" or
+                   h["units"].get("apache2") == "active" for h in stopped["hosts"]), stopped
+    play("up.yml")
+    started = {h["host"]: h["units"] for h in json.loads(fab("status", "--json"))["hosts"]}
+    assert all(started[w].get("jobqueue-worker") == "active" for w in worker_names), started
+    assert wait(admin, sleeper(admin, 1, "after-up"))["state"] == "succeeded"
 
 
 def test_tokens_rotate_while_jobs_run_and_the_old_ones_stop_working(admin, worker_names):
