@@ -300,6 +300,45 @@ def test_a_worker_error_uses_up_the_attempt_and_ends_the_job_failed(cluster):
     assert runner.events == ["started", "closed"] * 3
 
 
+class SlowPackingRunner(LocalRunner):
+    """Takes `seconds` to collect each attempt's results, as a slot packing a job's
+    many files does."""
+
+    def __init__(self, work_dir: Path, seconds: float):
+        super().__init__(work_dir)
+        self.seconds = seconds
+
+    def workspace(self, name: str):
+        workspace = super().workspace(name)
+        collect = workspace.collect
+
+        def slow_collect(request, results):
+            time.sleep(self.seconds)
+            return collect(request, results)
+
+        workspace.collect = slow_collect
+        return workspace
+
+
+def test_a_stopped_job_keeps_its_lease_while_its_results_are_packed(cluster):
+    """Stopped at its wall time, a job whose results take longer than its lease to pack
+    runs once: its worker renews the lease until the outcome is reported."""
+    c = cluster(lease_seconds=4)
+    settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
+                              work_dir=str(c.root / "work-slow"), claim_wait_seconds=1,
+                              heartbeat_seconds=0.5)
+    worker = Worker(settings, runner=SlowPackingRunner(Path(settings.work_dir), 10))
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    try:
+        job = c.client.wait(c.submit(SLOW_JOB, args=["60"], walltime=1), timeout=60,
+                            interval=0.2)
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert (job["state"], job["attempts"]) == ("timed_out", 1), job
+
+
 def test_results_the_controller_refuses_end_the_job_failed_with_the_reason(cluster):
     c = cluster()
     c.start_worker("w1")

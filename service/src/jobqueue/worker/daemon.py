@@ -69,6 +69,10 @@ LOG_ROUND = 8 << 20  # bytes of one log sent in one round, so that no job holds 
 T = TypeVar("T")
 
 
+# Stop reasons after which the worker no longer holds the job's lease.
+LEASE_GIVEN_UP = frozenset({"lease_lost", "handed_back"})
+
+
 @dataclass
 class ActiveJob:
     id: str
@@ -326,16 +330,20 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         backoff = Backoff()
         while not (self.stopping.is_set() and not self.active):
+            # Until its outcome is reported: a job stopped at its wall time or by its
+            # owner keeps its lease while its slot packs its results, however long
+            # that takes, or the controller would start it again.
             with self.cond:
                 jobs = [j for j in self.active.values()
-                        if j.stop_reason is None and not j.reported]
+                        if j.stop_reason not in LEASE_GIVEN_UP and not j.reported]
             failed = None
             for job in jobs:
                 sent = time.monotonic()
                 try:
                     # A heartbeat slower than its interval is as good as lost.
                     if self.api.heartbeat(job.id, job.lease,
-                                          timeout=max(2.0, self.heartbeat_interval)):
+                                          timeout=max(2.0, self.heartbeat_interval)) \
+                            and job.stop_reason is None:
                         log.info("job %s: cancelled by its owner", job.id)
                         threading.Thread(target=self._stop_job, args=(job, "cancelled"),
                                          daemon=True).start()
@@ -435,7 +443,7 @@ class Worker:
             request = self._request(job, workspace.job_dir, meta_dir)
             job.workspace, job.request = workspace, request
             code = self._execute(job, workspace, request)
-            if job.stop_reason in ("lease_lost", "handed_back"):
+            if job.stop_reason in LEASE_GIVEN_UP:
                 return
             self._report(job, code, workspace, request, meta_dir)
         except LeaseLost:
