@@ -66,10 +66,9 @@ def ansible_command(name: str) -> str:
 
 class Inventory:
     def __init__(self, inventory: str | None = None):
-        self.sources = sources(inventory)
-        argv = [ansible_command("ansible-inventory"), "--list"]
-        for source in self.sources:
-            argv += ["-i", source]
+        # -i SOURCE for each source, as every Ansible command of a task takes them.
+        self.ansible_args = [arg for source in sources(inventory) for arg in ("-i", source)]
+        argv = [ansible_command("ansible-inventory"), "--list", *self.ansible_args]
         result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
         if result.returncode != 0:
             raise SystemExit(f"ansible-inventory failed: {result.stderr.strip()}")

@@ -20,11 +20,9 @@ def _deploy(inv: Inventory, playbook: str, host: str, wheelhouse: Path,
             extra_vars: str) -> None:
     """`playbook` (of playbooks/) on `host` alone, with the new wheelhouse."""
     argv = [ansible_command("ansible-playbook"), f"playbooks/{playbook}", "--limit", host,
-            "-e", f"jobqueue_wheelhouse_archive={wheelhouse}"]
+            "-e", f"jobqueue_wheelhouse_archive={wheelhouse}", *inv.ansible_args]
     if extra_vars:
         argv += ["-e", extra_vars]
-    for source in inv.sources:
-        argv += ["-i", source]
     print(f"== {playbook} on {host}", flush=True)
     if subprocess.run(argv, cwd=ROOT, check=False).returncode != 0:
         raise SystemExit(f"{playbook} failed on {host}: the hosts before it are upgraded, "

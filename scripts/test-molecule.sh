@@ -19,9 +19,9 @@
 # hostile-job suite included) and slurm-role (roles/slurm alone; the slurm scenario
 # runs its checks). The default scenarios run no second converge and no --check
 # (about 5 minutes each alone, which CI's time budget does not leave); the on-demand
-# scenarios run both for their role. Nor do the checks marked
-# `lengthy` (archive bombs through Apache, the Fabric tasks: about 20 minutes of the
-# cluster verify): with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
+# scenarios run both for their role. Nor do the checks marked `lengthy` (archive
+# bombs through Apache, the Fabric tasks: about 20 minutes of the cluster verify):
+# with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
 cd "$(dirname "$0")/.."

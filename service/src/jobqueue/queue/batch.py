@@ -33,7 +33,7 @@ from jobqueue.models import Job, JobArray, new_lease, utcnow
 from jobqueue.queue import dependencies
 from jobqueue.queue.base import Claim, LeaseLost
 from jobqueue.queue.dispatcher import Dispatcher
-from jobqueue.scheduler_states import Outcome
+from jobqueue.scheduler_states import ENDED, Outcome
 from jobqueue.states import FINISHED, JobState, check_transition
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class BatchQueue(Dispatcher, abc.ABC):
         belong to a job which ended before they started: they would hold CPUs for
         nothing."""
         live = {eid for eid, seen in view.items()
-                if seen.outcome in (Outcome.WAITING, Outcome.RUNNING)}
+                if seen.outcome not in ENDED}
         if not live:
             return []
         with self.session_factory() as session:
@@ -246,7 +246,7 @@ class BatchQueue(Dispatcher, abc.ABC):
         self._missing.pop(eid, None)
         if job.cancel_requested and job.job_state is JobState.QUEUED:
             self._end(session, job, JobState.CANCELLED, "cancelled before it started")
-            return seen.outcome in (Outcome.WAITING, Outcome.RUNNING)
+            return seen.outcome not in ENDED
         if seen.outcome is Outcome.WAITING:
             if job.job_state is JobState.QUEUED:
                 job.message = f"{self.name} job {eid}: {seen.state.lower()}" + (

@@ -25,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from jobqueue.scheduler_states import ENDED, LIMITS, slurm_outcome
 from jobqueue.worker.runner import (
     LocalWorkspace,
     Outcome,
@@ -33,7 +34,6 @@ from jobqueue.worker.runner import (
     RunRequest,
     fingerprint,
 )
-from jobqueue.scheduler_states import ENDED, LIMITS, slurm_outcome
 from jobqueue.worker.settings import WorkerSettings
 
 JOB_NAME_PREFIX = "jqw-"
