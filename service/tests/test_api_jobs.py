@@ -332,7 +332,10 @@ def test_prefixes_that_are_short_ambiguous_or_someone_elses_are_refused(stack):
 
     ids = [stack.submit_ok()["id"] for _ in range(2)]
     headers = stack.headers("alice")
-    assert stack.http.get(f"/api/v1/jobs/{ids[0][:3]}", headers=headers).status_code == 404
+    short = stack.http.get(f"/api/v1/jobs/{ids[0][:3]}", headers=headers)
+    assert short.status_code == 404 and "at least 4 characters" in short.get_json()["message"]
+    short = stack.http.get(f"/api/v1/arrays/{ids[0][:3]}", headers=headers)
+    assert short.status_code == 404 and "at least 4 characters" in short.get_json()["message"]
     with stack.app.extensions["jobqueue"].session_factory.begin() as session:
         for n, job_id in enumerate(ids):  # two ids that start alike
             session.get(Job, job_id).id = f"abcd{n}" + "0" * 27

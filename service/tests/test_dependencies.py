@@ -107,8 +107,9 @@ def test_a_parent_that_already_succeeded_does_not_hold_a_job(stack):
     ("abc", 400, "'after' must be a list of job or array ids"),
     ([1], 400, "'after' must be a list of job or array ids"),
     (["a" * 33], 400, "'after' must be a list of job or array ids"),
-    (["xyz1"], 400, "spec field 'after': 'xyz1' is not a job or array id"),
-    (["ab"], 400, "spec field 'after': 'ab' is not a job or array id"),
+    (["xyz1"], 400, "spec field 'after': 'xyz1' is not an id (32 hexadecimal characters) "
+                    "or the start of one"),
+    (["ab"], 400, "spec field 'after': 'ab' is too short: give at least 4 characters of the id"),
     (["0" * 32], 404, "spec field 'after': no job or array '" + "0" * 32 + "'"),
     (["0123"], 404, "no job or array '0123'"),
     (["a"] * 1001, 400, "'after' may hold at most 1000 ids"),

@@ -59,6 +59,16 @@ def slurm_job(host, job_id: str) -> dict[str, str]:
     return {line.split("|")[0]: line for line in out.splitlines()}
 
 
+def node_idle(host, name: str, timeout: float = 300) -> None:
+    """Wait until Slurm has `name` idle again (a restarted slurmd registers, and
+    ReturnToService=2 returns its node; until then Slurm places jobs elsewhere)."""
+    deadline = time.monotonic() + timeout
+    while (state := host.check_output(f"sinfo --noheader --Node --nodes={name} --format=%T")
+           ) != "idle" and time.monotonic() < deadline:
+        time.sleep(3)
+    assert state == "idle", f"{name} is {state} {timeout:.0f} s after its slurmd started"
+
+
 MAPPER = b"""
 import json, os
 from jobqueue import mapper
@@ -131,6 +141,8 @@ def test_a_node_lost_mid_job_requeues_it_elsewhere_never_a_false_success(host, a
         final = wait(admin, job_id, 600)
     finally:
         lost.check_output("sudo systemctl start slurmd")
+        # Back in service before the next test, which needs both nodes.
+        node_idle(host, first["worker"])
     # Whether the lost node's worker was killed or cut off, the job ends done once,
     # elsewhere, by a second Slurm job.
     assert final["state"] == "succeeded", final

@@ -10,27 +10,24 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import or_, select
 
+from jobqueue.controller import lookup
 from jobqueue.controller.errors import ApiError, bad_request, conflict
 from jobqueue.models import Dependency, Job, JobArray, User
 from jobqueue.states import JobState
 
-MIN_PREFIX = 4
-HEX = set("0123456789abcdef")
-
-
 def resolve(session, user: User, names: Sequence[str]) -> list[Job]:
     """The jobs `after` names (an array's id: all its tasks), locked until the submit
     commits, so none can finish unseen in between. Each name is an id or a unique start
-    of one (at least MIN_PREFIX characters), of the caller's jobs or arrays (an admin's:
+    of one (jobqueue.controller.lookup), of the caller's jobs or arrays (an admin's:
     anyone's). A job that already ended other than succeeded is refused: the new job
     could never start."""
     job_ids: set[str] = set()
     array_ids: set[str] = set()
     for name in names:
-        if len(name) < MIN_PREFIX or not set(name) <= HEX:
-            raise bad_request(f"spec field 'after': {name!r} is not a job or array id")
-        jobs = _matching(session, user, Job, name)
-        arrays = _matching(session, user, JobArray, name)
+        if not lookup.is_id_or_prefix(name):
+            raise bad_request(f"spec field 'after': {lookup.why_not(name)}")
+        jobs = lookup.matching(session, user, Job, name)
+        arrays = lookup.matching(session, user, JobArray, name)
         found = [("job", i) for i in jobs] + [("array", i) for i in arrays]
         if not found:
             raise ApiError(404, "not_found", f"spec field 'after': no job or array {name!r}")
@@ -50,15 +47,6 @@ def resolve(session, user: User, names: Sequence[str]) -> list[Job]:
                            f"spec field 'after': job {parent.id} already ended {parent.state}; "
                            "a job after it could never start")
     return list(parents)
-
-
-def _matching(session, user: User, table, name: str) -> list[str]:
-    query = select(table.id)
-    query = query.where(table.id == name) if len(name) == 32 else \
-        query.where(table.id.startswith(name, autoescape=True))
-    if user.role != "admin":
-        query = query.where(table.owner_id == user.id)
-    return list(session.scalars(query.order_by(table.id).limit(2)))
 
 
 def unmet(parents: Iterable[Job]) -> int:

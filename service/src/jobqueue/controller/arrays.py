@@ -8,10 +8,11 @@ import datetime as dt
 from flask import Blueprint, g, jsonify, url_for
 from sqlalchemy import func, select
 
+from jobqueue.controller import lookup
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import bad_request, conflict, not_found
 from jobqueue.controller.jobspec import JobSpec
-from jobqueue.controller.views import HEX, MIN_PREFIX, app_state
+from jobqueue.controller.views import app_state
 from jobqueue.models import Job, JobArray, User, new_job_id
 from jobqueue.states import IllegalTransition, JobState
 
@@ -64,19 +65,15 @@ def task_ids(session, array: JobArray) -> list[str]:
 
 def visible_array(array_id: str) -> JobArray:
     """The array, if the caller may see it (404 otherwise); a unique start of its id
-    (at least MIN_PREFIX characters) names it too."""
-    user = current_user()
-    if not MIN_PREFIX <= len(array_id) <= 32 or not set(array_id) <= HEX:
+    names it too (jobqueue.controller.lookup)."""
+    if not lookup.is_id_or_prefix(array_id):
+        raise not_found("array", lookup.why_not(array_id))
+    ids = lookup.matching(g.db, current_user(), JobArray, array_id)
+    if not ids:
         raise not_found("array")
-    query = select(JobArray).where(JobArray.id.startswith(array_id, autoescape=True))
-    if user.role != "admin":
-        query = query.where(JobArray.owner_id == user.id)
-    found = g.db.scalars(query.order_by(JobArray.id).limit(2)).all()
-    if not found:
-        raise not_found("array")
-    if len(found) > 1:
+    if len(ids) > 1:
         raise conflict(f"more than one array starts with {array_id!r}: give more of the id")
-    return found[0]
+    return g.db.get(JobArray, ids[0])
 
 
 @bp.get("/arrays/<array_id>")

@@ -30,8 +30,8 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
-def not_found(what: str = "job") -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
+def not_found(what: str = "job", why: str = "") -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}" + (f": {why}" if why else ""))
 
 
 def conflict(message: str) -> ApiError:

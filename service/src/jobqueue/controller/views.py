@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app, g, request, url_for
-from sqlalchemy import select
 
-from jobqueue.controller import accounting, jsonin
+from jobqueue.controller import accounting, jsonin, lookup
 from jobqueue.controller.after import after_of
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
@@ -19,32 +18,18 @@ def app_state():
     return current_app.extensions["jobqueue"]
 
 
-MIN_PREFIX = 4
-HEX = set("0123456789abcdef")
-
-
 def visible_job(job_id: str, for_update: bool = False) -> Job:
     """The job, if the caller may see it; 404 otherwise (never reveal others' jobs). A
-    unique start of an id (at least MIN_PREFIX characters) names the job too."""
+    unique start of an id names the job too (jobqueue.controller.lookup)."""
     user = current_user()
-    if MIN_PREFIX <= len(job_id) < 32 and set(job_id) <= HEX:
-        job_id = _by_prefix(job_id, user)
-    job = find_job(job_id, for_update)
-    if user.role != "admin" and job.owner_id != user.id:
-        raise not_found()
-    return job
-
-
-def _by_prefix(prefix: str, user) -> str:
-    query = select(Job.id).where(Job.id.startswith(prefix, autoescape=True))
-    if user.role != "admin":
-        query = query.where(Job.owner_id == user.id)
-    ids = g.db.scalars(query.order_by(Job.id).limit(2)).all()
+    if not lookup.is_id_or_prefix(job_id):
+        raise not_found("job", lookup.why_not(job_id))
+    ids = lookup.matching(g.db, user, Job, job_id)
+    if len(ids) > 1:
+        raise conflict(f"more than one job starts with {job_id!r}: give more of the id")
     if not ids:
         raise not_found()
-    if len(ids) > 1:
-        raise conflict(f"more than one job starts with {prefix!r}: give more of the id")
-    return ids[0]
+    return find_job(ids[0], for_update)
 
 
 def find_job(job_id: str, for_update: bool = False) -> Job:
