@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -312,6 +313,23 @@ def test_openapi_describes_every_route(stack):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths.get(path, {}), f"{method} {path} is not documented"
     json.dumps(paths)
+
+
+def test_the_api_description_the_cli_and_the_page_take_their_states_from_states_py(stack):
+    from jobqueue.client.cli import UsageError, build_parser
+    from jobqueue.states import FINISHED, JobState
+
+    states = [state.value for state in JobState]
+    document = stack.http.get("/api/v1/openapi.json", headers=stack.headers("alice")).get_json()
+    assert document["components"]["schemas"]["Job"]["properties"]["state"]["enum"] == states
+    for state in states:
+        assert build_parser().parse_args(["list", "--state", state]).state == state
+    with pytest.raises(UsageError, match="invalid choice: 'paused'"):
+        build_parser().parse_args(["list", "--state", "paused"])
+    page = stack.http.get("/").data.decode()
+    attributes = dict(re.findall(r'data-(states|finished)="([^"]*)"', page))
+    assert json.loads(html.unescape(attributes["states"])) == states
+    assert set(json.loads(html.unescape(attributes["finished"]))) == set(FINISHED)
 
 
 def test_a_unique_start_of_an_id_names_the_job_on_every_user_route(stack):

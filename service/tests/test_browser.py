@@ -195,6 +195,15 @@ def test_the_page_breaks_no_rule_of_its_content_security_policy(page):
     page.console.clear()
 
 
+def test_the_state_filter_offers_every_state_of_states_py(page):
+    from jobqueue.states import JobState
+
+    page.sign_in(page.cluster.tokens["alice"])
+    options = page.find("#filter-state").find_elements(By.TAG_NAME, "option")
+    values = [option.get_attribute("value") for option in options]
+    assert values == ["", "unfinished", "finished", *(state.value for state in JobState)]
+
+
 def test_the_api_description_opens_and_downloads_with_the_token(page):
     page.open("#/api")
     routes = page.wait(lambda: page.driver.find_elements(By.CSS_SELECTOR, "#routes tbody tr"))

@@ -31,6 +31,7 @@ from jobqueue.client.errors import (
 )
 from jobqueue.client.multipart import MultipartBody
 from jobqueue.client.packing import check_relpath, pack_path
+from jobqueue.states import FINISHED
 
 __all__ = [
     "TERMINAL_STATES",
@@ -43,7 +44,7 @@ __all__ = [
     "WaitTimeout",
 ]
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
+TERMINAL_STATES = frozenset(state.value for state in FINISHED)
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = 60.0
 # wait() polls quickly at first (short jobs finish fast), then backs off to spare the server.

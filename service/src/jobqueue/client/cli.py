@@ -26,9 +26,10 @@ from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
 from jobqueue.extras import needs_server, server_missing
+from jobqueue.states import JobState
 
 PROG = "jobqueue"
-STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "lost")
+STATES = tuple(state.value for state in JobState)
 LIST_DEFAULT_LIMIT = 50
 
 EXIT_OK = 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobqueue.client.errors import WaitTimeout
 from jobqueue.mapper import MapError
+from jobqueue.states import FINISHED
 
 if TYPE_CHECKING:
     from jobqueue.client.api import Client
@@ -34,7 +35,6 @@ OUTPUT = "map-output.pickle"
 RUNNER = "jobqueue_map_run.py"
 MAX_JOBS = 64  # chunks by default: few enough tasks that each carries real work
 POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between polls of the tasks: short ones end fast
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
 
 # Run in the job: f over this chunk on the job's CPUs; what happened, into OUTPUT.
 RUNNER_SOURCE = f'''\
@@ -113,7 +113,7 @@ def _as_completed(client: Client, array_id: str, timeout: float | None
     while True:
         tasks = client.list(array=array_id)
         for job in tasks:
-            if job["state"] in TERMINAL_STATES and job["id"] not in seen:
+            if job["state"] in FINISHED and job["id"] not in seen:
                 seen.add(job["id"])
                 yield job
         if len(seen) == len(tasks):

@@ -139,7 +139,9 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
 
     @app.get("/")
     def index():
-        response = Response(render_template("index.html"))
+        response = Response(render_template(
+            "index.html", states=[state.value for state in JobState],
+            finished=[state.value for state in JobState if state.finished]))
         response.headers["Content-Security-Policy"] = PAGE_CSP
         return response
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobqueue import __version__
-from jobqueue.states import LIMITS
+from jobqueue.states import LIMITS, JobState
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ARRAY_ID = {"name": "array_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -261,9 +261,7 @@ def document() -> dict:
                 "Job": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"},
                     "owner": {"type": "string"},
-                    "state": {"type": "string", "enum": [
-                        "queued", "running", "succeeded", "failed", "cancelled", "timed_out",
-                        "lost"]},
+                    "state": {"type": "string", "enum": [state.value for state in JobState]},
                     "entry": {"type": "string"}, "args": {"type": "array"},
                     "cpus": {"type": "integer"}, "attempts": {"type": "integer"},
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},

@@ -25,8 +25,9 @@ export function show(node, text) {
   node.hidden = !text;
 }
 
-export const FINISHED = new Set(["succeeded", "failed", "timed_out", "cancelled", "lost"]);
-export const STATES = ["queued", "running", ...FINISHED];
+// The job states and those that end a job, as the server defines them (index.html).
+export const STATES = JSON.parse(document.body.dataset.states);
+export const FINISHED = new Set(JSON.parse(document.body.dataset.finished));
 
 export function stateBadge(state) {
   return el("span", { class: `state state-${STATES.includes(state) ? state : "other"}` },

@@ -66,7 +66,9 @@ function writeFilters(filters) {
 
 function query(filters, cursor) {
   const params = new URLSearchParams({ limit: String(filters.limit) });
-  if (filters.state === "unfinished") ["queued", "running"].forEach((s) => params.append("state", s));
+  if (filters.state === "unfinished") {
+    STATES.filter((s) => !FINISHED.has(s)).forEach((s) => params.append("state", s));
+  }
   else if (filters.state === "finished") FINISHED.forEach((s) => params.append("state", s));
   else if (filters.state) params.set("state", filters.state);
   if (filters.name) params.set("name", filters.name);
