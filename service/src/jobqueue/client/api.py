@@ -30,6 +30,7 @@ from jobqueue.client.errors import (
     WaitTimeout,
 )
 from jobqueue.client.multipart import MultipartBody
+from jobqueue.client import polling
 from jobqueue.client.packing import check_relpath, pack_path
 from jobqueue.states import FINISHED
 
@@ -47,11 +48,6 @@ __all__ = [
 TERMINAL_STATES = frozenset(state.value for state in FINISHED)
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = 60.0
-# wait() polls quickly at first (short jobs finish fast), then backs off to spare the server.
-POLL_FIRST = 0.5
-POLL_MAX = 5.0
-# Transient connection failures tolerated in a row while waiting (a controller restart).
-WAIT_MAX_CONNECTION_ERRORS = 12
 # follow_log() asks for new log bytes this often while the job runs.
 FOLLOW_INTERVAL = 1.0
 # How long a request is retried while the controller answers 503 (its database is
@@ -64,25 +60,6 @@ RETRY_IF_IDEMPOTENT = frozenset({500, 502, 503, 504})
 
 JobId = int | str
 FileSource = str | os.PathLike[str] | bytes
-
-
-class _Pace:
-    """How often a wait polls: POLL_FIRST growing to POLL_MAX (or a fixed `interval`),
-    never sleeping past the `timeout`."""
-
-    def __init__(self, timeout: float | None, interval: float | None):
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.interval = interval
-        self.delay = interval if interval is not None else POLL_FIRST
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def sleep(self) -> None:
-        left = self.delay if self.deadline is None else self.deadline - time.monotonic()
-        time.sleep(max(0.0, min(self.delay, left)))
-        if self.interval is None:
-            self.delay = min(self.delay * 1.5, POLL_MAX)
 
 
 class Client:
@@ -269,16 +246,14 @@ class Client:
                    interval: float | None = None) -> dict[str, Any]:
         """Poll the array until none of its tasks is queued or running; return its summary
         (``on_update(summary)`` after every poll). Raises :class:`WaitTimeout`."""
-        pace = _Pace(timeout, interval)
-        while True:
+        summary: dict[str, Any] = {"id": array_id, "counts": {}}
+        for _ in polling.every(timeout, interval):
             summary = self.array(array_id)
             if on_update is not None:
                 on_update(summary)
             if not set(summary.get("counts", {})) - TERMINAL_STATES:
                 return summary
-            if pace.expired():
-                raise WaitTimeout(summary, timeout or 0.0)
-            pace.sleep()
+        raise WaitTimeout(summary, timeout or 0.0)
 
     def me(self) -> dict[str, Any]:
         """Whose token this client holds: ``{"name", "role"}``."""
@@ -309,16 +284,11 @@ class Client:
         log cut at the job's output limit ends with the marker line that says so."""
         if name not in ("stdout", "stderr"):
             raise ValueError(f"no log {name!r} (there are stdout and stderr)")
-        offset, attempt, cut, failures = 0, None, False, 0
-        while True:
-            try:
+        offset, attempt, cut, outage = 0, None, False, polling.Outage()
+        for _ in polling.every(interval=interval):
+            with outage:
                 job = self.get(job_id)
-                failures = 0
-            except TransportError:
-                failures += 1
-                if failures > WAIT_MAX_CONNECTION_ERRORS:
-                    raise
-                time.sleep(interval)
+            if not outage.ok:
                 continue
             job_id, state = job.get("id", job_id), job.get("state")
             if state == "running" and attempt is not None and job.get("attempts") != attempt:
@@ -343,7 +313,6 @@ class Client:
                         break
             if state in TERMINAL_STATES:
                 return job
-            time.sleep(interval)
 
     def read_file(self, job_id: JobId, path: str) -> bytes:
         """One file of the job, as bytes."""
@@ -406,51 +375,36 @@ class Client:
         ``on_update(job)`` is called after every poll. Raises :class:`WaitTimeout` after
         ``timeout`` seconds. ``interval`` fixes the poll interval (default: 0.5 s growing to 5 s).
         """
-        pace = _Pace(timeout, interval)
-        failures = 0
         job: dict[str, Any] = {"id": job_id, "state": "unknown"}
-        while True:
-            try:
+        outage = polling.Outage()
+        for _ in polling.every(timeout, interval):
+            with outage:
                 job = self.get(job_id)
-                failures = 0
-            except TransportError:
-                failures += 1
-                if failures > WAIT_MAX_CONNECTION_ERRORS:
-                    raise
-            else:
-                if on_update is not None:
-                    on_update(job)
-                if job.get("state") in TERMINAL_STATES:
-                    return job
-            if pace.expired():
-                raise WaitTimeout(job, timeout or 0.0)
-            pace.sleep()
+            if not outage.ok:
+                continue
+            if on_update is not None:
+                on_update(job)
+            if job.get("state") in TERMINAL_STATES:
+                return job
+        raise WaitTimeout(job, timeout or 0.0)
 
     def as_completed(self, job_ids: Sequence[JobId], timeout: float | None = None,
                      interval: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield each job once it has finished, in the order they finish (as
         ``concurrent.futures.as_completed``). Raises :class:`WaitTimeout` after
         ``timeout`` seconds with the first job still running."""
-        pace = _Pace(timeout, interval)
         pending = list(dict.fromkeys(job_ids))
-        failures = 0
-        while pending:
-            try:
+        outage = polling.Outage()
+        for _ in polling.every(timeout, interval):
+            with outage:  # as wait(): ride out a controller restart
                 for job_id in list(pending):
                     job = self.get(job_id)
                     if job.get("state") in TERMINAL_STATES:
                         pending.remove(job_id)
                         yield job
-                failures = 0
-            except TransportError:  # as wait(): ride out a controller restart
-                failures += 1
-                if failures > WAIT_MAX_CONNECTION_ERRORS:
-                    raise
             if not pending:
                 return
-            if pace.expired():
-                raise WaitTimeout(self.get(pending[0]), timeout or 0.0)
-            pace.sleep()
+        raise WaitTimeout(self.get(pending[0]), timeout or 0.0)
 
     def map(self, f: Callable[[Any], Any], xs: Iterable[Any], *,
             chunk_size: int | None = None, cpus: int = 1, name: str | None = None,

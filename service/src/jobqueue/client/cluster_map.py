@@ -17,11 +17,11 @@ import contextlib
 import inspect
 import math
 import pickle
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobqueue.client import polling
 from jobqueue.client.errors import WaitTimeout
 from jobqueue.mapper import MapError
 from jobqueue.states import FINISHED
@@ -34,7 +34,6 @@ INPUT = "map-input-{}.pickle"  # the chunk of the task of that index
 OUTPUT = "map-output.pickle"
 RUNNER = "jobqueue_map_run.py"
 MAX_JOBS = 64  # chunks by default: few enough tasks that each carries real work
-POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between polls of the tasks: short ones end fast
 
 # Run in the job: f over this chunk on the job's CPUs; what happened, into OUTPUT.
 RUNNER_SOURCE = f'''\
@@ -108,21 +107,20 @@ def cluster_map(client: Client, f: Callable, xs: Iterable[Any], *, chunk_size: i
 def _as_completed(client: Client, array_id: str, timeout: float | None
                   ) -> Iterator[dict[str, Any]]:
     """Each task of the array once it has finished, polling all of them in one request."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay, seen = POLL_FIRST, set()
-    while True:
-        tasks = client.list(array=array_id)
+    seen: set[str] = set()
+    outage = polling.Outage()
+    for _ in polling.every(timeout):
+        with outage:
+            tasks = client.list(array=array_id)
+        if not outage.ok:
+            continue
         for job in tasks:
             if job["state"] in FINISHED and job["id"] not in seen:
                 seen.add(job["id"])
                 yield job
         if len(seen) == len(tasks):
             return
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeout(client.array(array_id), timeout or 0.0)
-        time.sleep(delay if deadline is None else
-                   max(0.0, min(delay, deadline - time.monotonic())))
-        delay = min(delay * 1.5, POLL_MAX)
+    raise WaitTimeout(client.array(array_id), timeout or 0.0)
 
 
 def _outcome(client: Client, job: dict[str, Any]) -> dict[str, Any]:
