@@ -597,6 +597,21 @@ def test_submit_arguments() -> None:
     assert (args.output_limit, args.name, args.wait) == (10, "n", True)
 
 
+@pytest.mark.parametrize("given, mebibytes", [
+    ("2048", 2048), ("512M", 512), ("4G", 4096), ("4g", 4096), ("1.5G", 1536), ("4GiB", 4096),
+    ("1T", 1 << 20), ("64MB", 64)])
+def test_sizes_take_units_as_durations_do(given: str, mebibytes: int) -> None:
+    args = cli.build_parser().parse_args(["submit", "run.py", "--memory", given,
+                                          "--output-limit", given])
+    assert args.memory == args.output_limit == mebibytes
+
+
+@pytest.mark.parametrize("given", ["0", "0.5M", "1.5", "4X", "G", "-1G", ""])
+def test_a_size_that_is_not_one_is_refused_saying_what_is_expected(given: str) -> None:
+    with pytest.raises(cli.UsageError, match="size|at least 1 MiB"):
+        cli.build_parser().parse_args(["submit", "run.py", f"--memory={given}"])
+
+
 def test_script_arguments_after_a_double_dash() -> None:
     args = cli.parse_command_line(
         cli.build_parser(),

@@ -178,10 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="time limit in seconds (or 90m, 2h, 1d, HH:MM:SS)",
     )
-    p.add_argument("--memory", type=_positive_int, metavar="MiB", help="memory limit in MiB")
-    p.add_argument(
-        "--output-limit", type=_positive_int, metavar="MiB", help="most MiB of results kept"
-    )
+    p.add_argument("--memory", type=_mebibytes, metavar="MiB",
+                   help="memory limit in MiB (or 512M, 4G, 1T)")
+    p.add_argument("--output-limit", type=_mebibytes, metavar="MiB",
+                   help="most MiB of results kept (or 512M, 4G, 1T)")
     p.add_argument("--name", metavar="N", help="job name (default: the file or folder name)")
     p.add_argument(
         "--idempotency-key",
@@ -806,6 +806,20 @@ def _positive_int(text: str) -> int:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZES = {"m": 1, "g": 1024, "t": 1024 * 1024}  # in MiB
+
+
+def _mebibytes(text: str) -> int:
+    """MiB from ``512``, ``512M``, ``4G``, ``1.5G`` or ``1T`` (binary units, as Slurm's
+    ``--mem``); an optional ``B`` or ``iB`` after the unit."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mgt]?)(?:i?b)?", text.strip().lower())
+    if not match or (not match.group(2) and "." in match.group(1)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (use MiB, or 512M, 4G, 1T)")
+    mebibytes = int(float(match.group(1)) * _SIZES[match.group(2) or "m"])
+    if mebibytes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 MiB")
+    return mebibytes
 
 
 def _duration(text: str) -> int:
