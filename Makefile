@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv host box wheelhouse cluster lint role-vars test test-service test-molecule bench clean
+.PHONY: venv host box wheelhouse cluster lint role-vars test test-service test-molecule bench bench-cluster clean
 
 venv: $(VENV)/.done
 $(VENV)/.done: requirements-dev.txt service/pyproject.toml
@@ -46,6 +46,9 @@ test: lint test-service test-molecule
 bench: venv  ## throughput and latency: dispatcher, then slurm backend beside plain sbatch
 	python service/bench/bench_throughput.py
 	SLURM_CONF=$$(scripts/test-slurm.sh)/slurm.conf python service/bench/bench_slurm.py
+
+bench-cluster: venv  ## what confinement costs per job, on make cluster's VMs (confined beside unconfined)
+	python scripts/bench-confinement.py
 
 clean:
 	rm -rf build $(VENV)

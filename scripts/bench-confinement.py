@@ -9,8 +9,11 @@ second from the first submit to the last result, and the per-job time on the wor
 (started_at to finished_at, median and p95, from the controller's own timestamps),
 and the ratios.
 
-usage: scripts/bench-confinement.py -i INVENTORY [--client build/admin-client.toml]
+usage: scripts/bench-confinement.py [-i INVENTORY] [--client build/admin-client.toml]
                                     [--jobs 20]
+(`make bench-cluster`). The hosts: the inventory the Fabric tasks use (-i, else
+$JOBQUEUE_INVENTORY, else what `make cluster` made: inventories/vagrant with the
+addresses and keys Vagrant generated).
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ import sys
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from jobqueue.client import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fabfile.inventory import INVENTORY_HELP, Inventory, ansible_command
 
 DROP_IN = "/run/systemd/system/jobqueue-worker.service.d/bench-unconfined.conf"
 # The plain runner starts the job itself: the daemon's own AppArmor profile forbids
@@ -35,12 +42,12 @@ UNCONFINED = ("[Service]\nEnvironment=JOBQUEUE_WORKER_RUNNER=local\nAppArmorProf
               "SystemCallFilter=\nSystemCallFilter=@system-service\n")
 
 
-def on_workers(inventory: str, module: str, args: dict) -> None:
-    subprocess.run(["ansible", "workers", "-i", inventory, "-b", "-m", module,
-                    "-a", json.dumps(args)], check=True, stdout=subprocess.DEVNULL)
+def on_workers(inventory: Inventory, module: str, args: dict) -> None:
+    subprocess.run([ansible_command("ansible"), "workers", *inventory.ansible_args, "-b",
+                    "-m", module, "-a", json.dumps(args)], check=True, stdout=subprocess.DEVNULL)
 
 
-def set_confined(inventory: str, confined: bool) -> None:
+def set_confined(inventory: Inventory, confined: bool) -> None:
     if confined:
         on_workers(inventory, "ansible.builtin.file", {"path": DROP_IN, "state": "absent"})
     else:
@@ -76,21 +83,22 @@ def run_batch(client: Client, jobs: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-i", "--inventory", required=True)
+    parser.add_argument("-i", "--inventory", help=INVENTORY_HELP)
     parser.add_argument("--client", default="build/admin-client.toml")
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
+    inventory = Inventory(args.inventory)
     with open(args.client, "rb") as fh:
         config = tomllib.load(fh)
     client = Client(config["url"], config["token"], config.get("ca_bundle"))
     results = {}
     try:
         for label, confined in (("confined", True), ("unconfined", False)):
-            set_confined(args.inventory, confined)
+            set_confined(inventory, confined)
             results[label] = run_batch(client, args.jobs)
             print(f"{label:11s} {results[label]}", flush=True)
     finally:
-        set_confined(args.inventory, True)
+        set_confined(inventory, True)
     on, off = results["confined"], results["unconfined"]
     print(f"\n{'':11s} {'jobs/s':>8s} {'on worker p50':>14s} {'p95':>8s}   ({args.jobs} trivial jobs)")
     for label, r in results.items():

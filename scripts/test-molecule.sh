@@ -87,13 +87,22 @@ run_scenario() {
 
 # Pipelined, going on after a failure so that one run reports every scenario:
 # each scenario starts once the one before it reaches its verify. A verify leaves
-# about half of this machine's two cores idle (its tests mostly wait for jobs on
-# one VM), which the next scenario's create and converge fill; two creates or two
-# converges side by side only slow each other (measured: each create 13.7 minutes
-# side by side against 5.3 alone, each converge 24 against 8 to 12).
+# about half of this machine's two cores idle (its tests mostly wait for jobs),
+# which the next scenario's create and converge fill. Until the verify before it
+# has ended, the next scenario's VMs get a small share of the CPU (libvirt's
+# cpu_shares), so that the verify's VMs run as fast as they do alone (side by side
+# at equal shares, a create and a verify each took about twice as long).
 started_verify() {  # started_verify NAME PID: true once it verifies or has ended
     grep -q "\[[a-z_-]* > verify\] Executing" "build/molecule/$1.log" 2>/dev/null ||
         ! kill -0 "$2" 2>/dev/null
+}
+cpu_shares() {  # cpu_shares NAME SHARES: for every running VM of that scenario
+    local dir scenario domain
+    read -r dir scenario <<<"${SCENARIOS[$1]}"
+    for domain in $(virsh list --name 2>/dev/null |
+            grep -F "molecule-$(basename "$(cd "$dir" && pwd)")-$scenario-"); do
+        virsh schedinfo "$domain" --live --set "cpu_shares=$2" >/dev/null 2>&1 || true
+    done
 }
 start=$SECONDS
 pids=()
@@ -101,7 +110,14 @@ for name in "${NAMES[@]}"; do
     rm -f "build/molecule/$name.log"
     run_scenario "$name" &
     pids+=($!)
-    until started_verify "$name" $!; do sleep 10; done
+    pid=$!
+    # The scenario before this one still verifying: this one waits its turn for CPU.
+    while [ ${#pids[@]} -gt 1 ] && kill -0 "${pids[-2]}" 2>/dev/null; do
+        cpu_shares "$name" 16
+        sleep 10
+    done
+    cpu_shares "$name" 1024  # libvirt's default
+    until started_verify "$name" "$pid"; do sleep 10; done
 done
 rc=0
 for pid in "${pids[@]}"; do
