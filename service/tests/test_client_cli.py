@@ -689,6 +689,14 @@ def test_wait_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     assert cli.main(["wait", "3"]) == cli.EXIT_JOB_NOT_SUCCEEDED
 
 
+@pytest.mark.parametrize("state, exit_code, status", [
+    ("succeeded", 0, 0), ("failed", 7, 7), ("failed", -9, 137), ("failed", 300, 255),
+    ("failed", None, cli.EXIT_JOB_NOT_SUCCEEDED), ("lost", None, cli.EXIT_JOB_NOT_SUCCEEDED),
+    ("timed_out", -15, cli.EXIT_JOB_TIMED_OUT), ("cancelled", None, cli.EXIT_JOB_CANCELLED)])
+def test_the_exit_status_says_how_the_job_ended(state: str, exit_code, status: int) -> None:
+    assert cli.job_exit_status({"state": state, "exit_code": exit_code}) == status
+
+
 def test_wait_timeout_exit_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

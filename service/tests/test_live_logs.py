@@ -158,13 +158,13 @@ def follow(c, *argv: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_log_f_ends_with_exit_3_for_a_job_that_fails_and_follows_stderr(cluster):
+def test_log_f_ends_with_the_jobs_exit_status_for_a_job_that_fails_and_follows_stderr(cluster):
     c = cluster()
     c.start_worker("w1", log_seconds=0.2)
     job_id = c.submit("import sys, time\nprint('oops', file=sys.stderr, flush=True)\n"
                       "time.sleep(1)\nsys.exit(2)\n")
     result = jobqueue(c, "log", "-f", "--stderr", job_id)
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 2, result.stderr  # the job's sys.exit(2)
     assert result.stdout == ""
     assert result.stderr.startswith("oops\n") and result.stderr.endswith(f"job {job_id} failed\n")
     assert jobqueue(c, "log", "--stderr", job_id).returncode == 2  # --stderr goes with -f

@@ -37,6 +37,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_JOB_NOT_SUCCEEDED = 3
 EXIT_WAIT_TIMEOUT = 4
+EXIT_JOB_CANCELLED = 5
+EXIT_JOB_TIMED_OUT = 124  # as timeout(1)
 EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
@@ -45,9 +47,12 @@ the file named by JOBQUEUE_CLIENT_CONFIG or ~/.config/jobqueue/client.toml (keys
 ca_bundle).
 
 exit status: {EXIT_OK} success; {EXIT_ERROR} error; {EXIT_USAGE} bad command line; \
-{EXIT_JOB_NOT_SUCCEEDED} the job ended
-without succeeding (wait, submit --wait); {EXIT_WAIT_TIMEOUT} the wait timed out; \
-{EXIT_INTERRUPTED} interrupted."""
+{EXIT_WAIT_TIMEOUT} the wait timed out;
+{EXIT_INTERRUPTED} interrupted. A job that ended without succeeding (wait, submit --wait,
+log -f): its own exit status (128 + N if signal N killed it), {EXIT_JOB_TIMED_OUT} if it \
+ran out of
+time, {EXIT_JOB_CANCELLED} if it was cancelled, {EXIT_JOB_NOT_SUCCEEDED} if it has none \
+(lost, or an array's task failed)."""
 
 STATUS_FIELDS = (
     "id",
@@ -491,7 +496,7 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
         stream.buffer.write(chunk)
         stream.buffer.flush()
     print(f"job {job.get('id')} {job.get('state')}", file=sys.stderr)
-    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+    return job_exit_status(job)
 
 
 def cmd_files(args: argparse.Namespace) -> int:
@@ -755,7 +760,22 @@ def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json
         _print_json(job)
     else:
         print(f"job {job_id} {job.get('state')}")
-    return EXIT_OK if job.get("state") == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+    return job_exit_status(job)
+
+
+def job_exit_status(job: dict[str, Any]) -> int:
+    """What the CLI exits with for a finished job: 0 if it succeeded; else per state,
+    or the job's own exit status as a shell gives it (128 + N for signal N)."""
+    state, code = job.get("state"), job.get("exit_code")
+    if state == "succeeded":
+        return EXIT_OK
+    if state == "timed_out":
+        return EXIT_JOB_TIMED_OUT
+    if state == "cancelled":
+        return EXIT_JOB_CANCELLED
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        return code if 0 < code < 256 else min(128 - code, 255) if code < 0 else 255
+    return EXIT_JOB_NOT_SUCCEEDED
 
 
 # -- helpers ----------------------------------------------------------------------------
