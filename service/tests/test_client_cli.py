@@ -612,6 +612,13 @@ def test_a_size_that_is_not_one_is_refused_saying_what_is_expected(given: str) -
         cli.build_parser().parse_args(["submit", "run.py", f"--memory={given}"])
 
 
+def test_an_arg_may_start_with_a_dash() -> None:
+    args = cli.parse_command_line(
+        cli.build_parser(), ["submit", "run.py", "--arg", "--common", "--arg", "-n", "--arg",
+                             "5", "--cpus", "2"])
+    assert args.args == ["--common", "-n", "5"] and args.cpus == 2
+
+
 def test_script_arguments_after_a_double_dash() -> None:
     args = cli.parse_command_line(
         cli.build_parser(),

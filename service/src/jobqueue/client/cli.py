@@ -135,11 +135,22 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argp
     if "--" in argv:
         at = argv.index("--")
         argv, script_args = argv[:at], argv[at + 1:]
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_arg_values_joined(argv))
     if script_args and getattr(args, "handler", None) is not cmd_submit:
         raise UsageError("only submit takes arguments after --", PROG)
     args.script_args = script_args
     return args
+
+
+def _arg_values_joined(argv: list[str]) -> list[str]:
+    """`--arg X` as `--arg=X`: the script's argument may start with a dash (`--arg
+    --fast`), which argparse would take for an option of its own."""
+    joined: list[str] = []
+    values = iter(argv)
+    for word in values:
+        value = next(values, None) if word == "--arg" else None
+        joined.append(word if value is None else f"--arg={value}")
+    return joined
 
 
 def build_parser() -> argparse.ArgumentParser:
