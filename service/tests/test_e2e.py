@@ -384,6 +384,10 @@ def test_jobqueue_dev_stops_its_processes_on_sigterm(tmp_path):
         for name in ("client.toml", "dev.token", "dev-worker.token"):
             assert (data / name).stat().st_mode & 0o777 == 0o600, name
         assert data.stat().st_mode & 0o777 == 0o700
+        second = subprocess.run(DEV + ["--data-dir", str(data), "--work-dir", str(work),
+                                       "--port", "0"], capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 2 and "another jobqueue dev runs on" in second.stderr
         deadline = time.monotonic() + 30
         while not (work / "claim-id").exists():
             assert time.monotonic() < deadline, "the worker never used its work directory"

@@ -7,6 +7,7 @@ client config for that user, then runs both until Ctrl-C or SIGTERM, and stops t
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import signal
 import socket
@@ -68,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"port {args.port} is in use (another jobqueue dev?): give --port")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+    # One instance per data directory, held until this process ends: a second one
+    # would share the database and work dir, and hand the first one's jobs back.
+    lock = os.open(data_dir / "dev.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        parser.error(f"another jobqueue dev runs on {data_dir}: stop it, or give this one "
+                     "its own --data-dir and --work-dir")
     settings = ControllerSettings(data_dir=str(data_dir / "controller"))
     engine = make_engine(settings.database_url)
     migrate(engine)
