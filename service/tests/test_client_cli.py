@@ -825,3 +825,53 @@ def test_a_cancel_retries_503_but_not_other_server_errors(
     with pytest.raises(ApiError) as raised:
         client.cancel("j1")
     assert raised.value.status == 502 and len(flaky.calls) == 2
+
+
+class _Clock:
+    """time.monotonic and time.sleep for polling: sleeping moves the clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr("jobqueue.client.polling.time.monotonic", lambda: self.now)
+        monkeypatch.setattr("jobqueue.client.polling.time.sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_wait_rides_out_the_controller_away_for_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart, a reboot of the controller's host: refused connections and 5xx
+    answers for ten minutes do not end an overnight wait."""
+    clock = _Clock(monkeypatch)
+    client = Client("http://127.0.0.1:1", "t", retry_seconds=0)
+    answers: list[Any] = [{"id": "j1", "state": "running"}]
+    answers += [TransportError("refused")] * 100 + [ApiError(502, "bad_gateway", "proxy")] * 50
+    answers += [{"id": "j1", "state": "succeeded"}]
+
+    def get(job_id: str) -> dict[str, Any]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(client, "get", get)
+    assert client.wait("j1")["state"] == "succeeded"
+    assert 600 < clock.now < 900 and answers == []
+
+
+def test_a_wait_ends_on_an_outage_past_its_bound_or_on_a_4xx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    client = Client("http://127.0.0.1:1", "t", retry_seconds=0)
+    monkeypatch.setattr(client, "get", lambda job_id: (_ for _ in ()).throw(
+        TransportError("refused")))
+    with pytest.raises(TransportError):
+        client.wait("j1")
+    assert clock.now > 900
+    monkeypatch.setattr(client, "get", lambda job_id: (_ for _ in ()).throw(
+        ApiError(404, "not_found", "no such job")))
+    with pytest.raises(ApiError):
+        client.wait("j1")

@@ -247,8 +247,12 @@ class Client:
         """Poll the array until none of its tasks is queued or running; return its summary
         (``on_update(summary)`` after every poll). Raises :class:`WaitTimeout`."""
         summary: dict[str, Any] = {"id": array_id, "counts": {}}
+        outage = polling.Outage()
         for _ in polling.every(timeout, interval):
-            summary = self.array(array_id)
+            with outage:
+                summary = self.array(array_id)
+            if not outage.ok:
+                continue
             if on_update is not None:
                 on_update(summary)
             if not set(summary.get("counts", {})) - TERMINAL_STATES:

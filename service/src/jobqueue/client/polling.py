@@ -1,20 +1,21 @@
 """How the client waits for something on the controller: one pace for every wait
 (`wait`, `wait_array`, `as_completed`, `follow_log`, `map`), and one rule for riding
-out a controller restart while waiting."""
+out the controller's absence while waiting."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 
-from jobqueue.client.errors import TransportError
+from jobqueue.client.errors import ApiError, TransportError
 
 # Quick at first (short jobs finish fast), then backing off to spare the server.
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
-# Failed connections tolerated in a row while waiting (a controller restart).
-MAX_CONNECTION_ERRORS = 12
-
+# How long a wait rides out a controller it cannot reach, or that answers 5xx (a
+# restart, a reboot of its host, its database restarting): an overnight wait should
+# not end because the controller was away for a few minutes.
+OUTAGE_SECONDS = 900.0
 
 def every(timeout: float | None = None, interval: float | None = None) -> Iterator[None]:
     """Yield once per poll: at once, then after pauses growing from POLL_FIRST to
@@ -33,12 +34,13 @@ def every(timeout: float | None = None, interval: float | None = None) -> Iterat
 
 
 class Outage:
-    """Around each poll's requests: a failed connection skips that poll, until more
-    than MAX_CONNECTION_ERRORS have failed in a row (then it is raised). `ok` tells
-    whether the last poll got through."""
+    """Around each poll's requests: a failed connection or a 5xx answer skips that poll,
+    until the controller has been away for more than `seconds` (then it is raised). `ok`
+    tells whether the last poll got through."""
 
-    def __init__(self) -> None:
-        self.failures = 0
+    def __init__(self, seconds: float = OUTAGE_SECONDS) -> None:
+        self.seconds = seconds
+        self.since: float | None = None  # when the polls started failing
         self.ok = False
 
     def __enter__(self) -> Outage:
@@ -47,9 +49,11 @@ class Outage:
 
     def __exit__(self, kind, exc, tb) -> bool:
         if kind is None:
-            self.failures, self.ok = 0, True
+            self.since, self.ok = None, True
             return False
-        if issubclass(kind, TransportError):
-            self.failures += 1
-            return self.failures <= MAX_CONNECTION_ERRORS
+        if issubclass(kind, TransportError) or \
+                (issubclass(kind, ApiError) and exc.status >= 500):
+            now = time.monotonic()
+            self.since = now if self.since is None else self.since
+            return now - self.since <= self.seconds
         return False
