@@ -66,6 +66,35 @@ def test_map_names_the_failing_input_and_cancels_the_rest(cluster, functions):
     assert "queued" not in states and "cancelled" in states
 
 
+UNGUARDED = '''
+import os
+
+SETTING = os.environ["LAB_SETTING"]  # set on the laptop, not in the job
+
+def double(x):
+    return 2 * x
+'''
+
+
+def test_a_job_that_fails_before_f_runs_is_reported_with_its_own_error(
+        cluster, tmp_path, monkeypatch):
+    """A module whose top level fails in the job (not guarded, or relying on the
+    laptop): the error says so, not only "exited with status 1"."""
+    monkeypatch.setenv("LAB_SETTING", "here")
+    path = tmp_path / "unguarded.py"
+    path.write_text(UNGUARDED)
+    spec = importlib.util.spec_from_file_location("unguarded", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "unguarded", module)
+    c: Cluster = cluster()
+    c.start_worker("w1")
+    with pytest.raises(MapError) as raised:
+        c.client.map(module.double, [1, 2], timeout=120)
+    assert "exited with status 1" in str(raised.value)
+    assert "KeyError: 'LAB_SETTING'" in str(raised.value)
+
+
 def test_map_wants_a_function_it_can_send():
     with pytest.raises(TypeError, match="top level"):
         source_file_of(lambda x: x)

@@ -127,9 +127,12 @@ def _outcome(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     if job.get("state") == "succeeded":
         return pickle.loads(client.read_file(job["id"], OUTPUT))  # from one's own job
     stderr = client.log(job["id"]).get("stderr", "").strip().splitlines()
-    reason = job.get("message") or (stderr[-1] if stderr else "no message")
+    # What the system says (exit status, limit), then the job's own last word: the
+    # error that ended it, which an unguarded script's traceback carries.
+    said = f" ({job['message']})" if job.get("message") else ""
+    last = f": {stderr[-1]}" if stderr else ""
     return {"error": (None, f"job {job['id']}", "JobFailed",
-                      f"the job ended {job.get('state')}: {reason}", "\n".join(stderr[-20:]))}
+                      f"the job ended {job.get('state')}{said}{last}", "\n".join(stderr[-20:]))}
 
 
 __all__ = ["cluster_map", "source_file_of"]
