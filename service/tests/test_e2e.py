@@ -103,6 +103,12 @@ def test_cli_takes_several_ids_prefixes_and_filters(cluster):
     shown = jobqueue(c, "status", sweep[0][:8], sweep[1][:8])
     assert shown.returncode == 0 and shown.stdout.count("state:") == 2, shown.stderr
     assert sweep[0] in shown.stdout and sweep[1] in shown.stdout
+    listed = jobqueue(c, "list", "--name", "SWEEP").stdout.splitlines()
+    assert listed[0].split() == ["ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME",
+                                 "WORKER", "REASON"]
+    assert sorted(line.split()[0] for line in listed[1:]) == sorted(sweep)
+    # No worker yet: each queued job says why it waits.
+    assert all(line.endswith("no worker has asked for jobs yet") for line in listed[1:]), listed
     cancelled = jobqueue(c, "cancel", "--name", "sweep-*")
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.count("cancelled") == 3

@@ -194,18 +194,21 @@ class Client:
     # -- reading ----------------------------------------------------------------------
 
     def list(self, state: str | None = None, limit: int | None = None,
-             array: JobId | None = None) -> list[dict[str, Any]]:
+             array: JobId | None = None, name: str | None = None) -> list[dict[str, Any]]:
         """Jobs, newest first, following the server's cursors; at most ``limit`` of them;
-        with ``array``, only that array's tasks."""
-        return [job for job in self.iter_jobs(state=state, limit=limit, array=array)]
+        with ``array``, only that array's tasks; with ``name``, only jobs whose name
+        holds it (any case)."""
+        return list(self.iter_jobs(state=state, limit=limit, array=array, name=name))
 
     def iter_jobs(self, state: str | None = None, limit: int | None = None,
-                  array: JobId | None = None) -> Iterator[dict]:
+                  array: JobId | None = None, name: str | None = None) -> Iterator[dict]:
         params: dict[str, Any] = {}
         if state:
             params["state"] = state
         if array is not None:
             params["array"] = str(array)
+        if name:
+            params["name"] = name
         seen = 0
         cursor: str | None = None
         while limit is None or seen < limit:

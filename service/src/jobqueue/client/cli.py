@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", cmd_list, "list your jobs, newest first")
     p.add_argument("--state", choices=STATES, help="only jobs in this state")
     p.add_argument("--array", metavar="ID", help="only the tasks of this job array")
+    p.add_argument("--name", metavar="TEXT", help="only jobs whose name holds TEXT (any case)")
     p.add_argument(
         "--all", action="store_true", help=f"all jobs (default: the {LIST_DEFAULT_LIMIT} newest)"
     )
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.add_argument("-f", "--follow", action="store_true",
                    help="follow the job while it runs: print its stdout as it grows, until "
-                   "the job ends (exit 3 if it did not succeed)")
+                   "the job ends (exit status as wait's)")
     p.add_argument("--stderr", action="store_true",
                    help="with -f: follow stderr instead (to stderr)")
 
@@ -360,7 +361,7 @@ def _job_or_array(client: Client, ident: str) -> tuple[str, dict[str, Any]]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     limit = None if args.all else LIST_DEFAULT_LIMIT
-    jobs = _client().list(state=args.state, limit=limit, array=args.array)
+    jobs = _client().list(state=args.state, limit=limit, array=args.array, name=args.name)
     if args.array:
         jobs.sort(key=lambda job: (job.get("array") or {}).get("index", 0))
     if args.json:
@@ -375,13 +376,22 @@ def cmd_list(args: argparse.Namespace) -> int:
             _time(job.get("created_at")),
             _runtime(job),
             str(job.get("worker") or ""),
+            _reason(job),
         )
         for job in jobs
     ]
-    _print_table(("ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME", "WORKER"), rows)
+    _print_table(("ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME", "WORKER", "REASON"),
+                 rows)
     if not args.all and len(jobs) == LIST_DEFAULT_LIMIT:
         print(f"(the {LIST_DEFAULT_LIMIT} newest jobs; --all shows every job)", file=sys.stderr)
     return EXIT_OK
+
+
+def _reason(job: dict[str, Any], width: int = 60) -> str:
+    """Why a queued job waits, or how a finished one ended (first line, cut to `width`)."""
+    text = job.get("pending_reason") if job.get("state") == "queued" else job.get("message")
+    line = str(text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 def _task_suffix(job: dict[str, Any]) -> str:
