@@ -159,6 +159,25 @@ def test_an_array_submit_replays_with_its_idempotency_key(stack):
     assert len(stack.jobs()) == 4
 
 
+def test_array_colon_index_names_a_task_on_every_job_route(stack):
+    made = submit_array(stack, array="0-20:5", name="sweep")
+    array, ids = made["array"]["id"], made["jobs"]
+    alice = stack.headers("alice")
+    for name in (f"{array}:10", f"{array[:6]}:10"):
+        assert stack.http.get(f"/api/v1/jobs/{name}", headers=alice).get_json()["id"] == ids[2]
+    log = stack.http.get(f"/api/v1/jobs/{array[:6]}:0/log", headers=alice)
+    assert log.status_code == 200 and set(log.get_json()) >= {"stdout", "stderr"}
+    cancelled = stack.http.post(f"/api/v1/jobs/{array[:6]}:5/cancel", headers=alice)
+    assert cancelled.get_json()["id"] == ids[1] and stack.job(ids[1])["state"] == "cancelled"
+    for name, says in ((f"{array}:3", "no task 3 in array"), (f"{array}:x", "not a task index"),
+                       (array, "is a job array: "), ("zz:1", "not an id")):
+        answer = stack.http.get(f"/api/v1/jobs/{name}/log", headers=alice)
+        assert answer.status_code == 404 and says in answer.get_json()["message"], name
+    # Someone else's array is no one's.
+    assert stack.http.get(f"/api/v1/jobs/{array}:10",
+                          headers=stack.headers("bob")).status_code == 404
+
+
 def test_others_cannot_see_an_array(stack):
     array = submit_array(stack, array="0-1")["array"]
     for path in (f"/api/v1/arrays/{array['id']}", f"/api/v1/jobs?array={array['id']}"):

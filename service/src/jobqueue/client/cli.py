@@ -351,12 +351,14 @@ def _job_or_array(client: Client, ident: str) -> tuple[str, dict[str, Any]]:
     except ApiError as exc:
         if exc.status != 404:
             raise
+        # Beyond "no such job": why (too short, not a task index, no such task).
+        why = exc.message.partition(": ")[2]
     try:
         return "array", client.array(ident)
     except ApiError as exc:
         if exc.status != 404:
             raise
-        raise ClientError(f"no job or array {ident}") from None
+        raise ClientError(f"no job or array {ident}" + (f" ({why})" if why else "")) from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app, g, request, url_for
+from sqlalchemy import select
 
 from jobqueue.controller import accounting, jsonin, lookup
 from jobqueue.controller.after import after_of
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
-from jobqueue.models import Job
+from jobqueue.models import Job, JobArray
 
 
 def app_state():
@@ -20,16 +21,40 @@ def app_state():
 
 def visible_job(job_id: str, for_update: bool = False) -> Job:
     """The job, if the caller may see it; 404 otherwise (never reveal others' jobs). A
-    unique start of an id names the job too (jobqueue.controller.lookup)."""
+    unique start of an id names the job too, and ARRAY:INDEX an array's task
+    (jobqueue.controller.lookup)."""
     user = current_user()
+    array, colon, index = job_id.partition(":")
+    if colon:
+        return find_job(_task_of(user, array, index), for_update)
     if not lookup.is_id_or_prefix(job_id):
         raise not_found("job", lookup.why_not(job_id))
     ids = lookup.matching(g.db, user, Job, job_id)
     if len(ids) > 1:
         raise conflict(f"more than one job starts with {job_id!r}: give more of the id")
     if not ids:
+        if lookup.matching(g.db, user, JobArray, job_id):
+            raise not_found("job", f"{job_id} is a job array: {job_id}:INDEX names one of "
+                                   "its tasks")
         raise not_found()
     return find_job(ids[0], for_update)
+
+
+def _task_of(user, array: str, index: str) -> str:
+    """The id of task `index` of the caller's array `array` (an id or its prefix)."""
+    if not lookup.is_id_or_prefix(array):
+        raise not_found("array", lookup.why_not(array))
+    if not index.isdigit() or len(index) > 9:
+        raise not_found("job", f"{index!r} is not a task index (0, 1, 2...)")
+    arrays = lookup.matching(g.db, user, JobArray, array)
+    if len(arrays) > 1:
+        raise conflict(f"more than one array starts with {array!r}: give more of the id")
+    task = g.db.scalars(select(Job.id).where(Job.array_id == arrays[0],
+                                             Job.array_index == int(index))).first() \
+        if arrays else None
+    if task is None:
+        raise not_found("job", f"no task {index} in array {array}" if arrays else "")
+    return task
 
 
 def find_job(job_id: str, for_update: bool = False) -> Job:
