@@ -19,8 +19,6 @@ from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
-from jobqueue.controller import backup, metrics, workers
-from jobqueue.controller.backup import BackupError
 from jobqueue.controller.tokens import digest, get_or_create_user, issue_token, user_for_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.models import ROLES, Token, User, utcnow
@@ -130,7 +128,14 @@ def cmd_paths(args, engine, sessions) -> int:
     return 0
 
 
+# The commands below import what only they use: every deploy step that issues a token
+# starts this program, and these modules bring Flask and the Prometheus client (seconds
+# of start-up on a slow host).
+
+
 def cmd_status(args, engine, sessions) -> int:
+    from jobqueue.controller import metrics, workers
+
     with sessions() as session:
         print(json.dumps(_paths(args.settings) | {
             "jobs": metrics.jobs_by_state(session), "workers": workers.overview(session)},
@@ -139,12 +144,16 @@ def cmd_status(args, engine, sessions) -> int:
 
 
 def cmd_workers(args, engine, sessions) -> int:
+    from jobqueue.controller import workers
+
     with sessions() as session:
         print(json.dumps(workers.overview(session), indent=2))
     return 0
 
 
 def cmd_drain(args, engine, sessions) -> int:
+    from jobqueue.controller import workers
+
     with sessions.begin() as session:
         if workers.set_drained(session, args.name, args.command == "drain") is None:
             raise AdminError(f"no worker named {args.name!r} has claimed a job yet")
@@ -154,19 +163,29 @@ def cmd_drain(args, engine, sessions) -> int:
 
 
 def cmd_backup(args, engine, sessions) -> int:
+    from jobqueue.controller import backup
+
     dest = Path(args.dest) if args.dest else Path(args.settings.data_dir) / "backups" / \
         utcnow().strftime("%Y%m%dT%H%M%SZ")
     with sessions() as session:
-        made = backup.backup(args.settings.database_url, Path(args.settings.data_dir), session,
-                             dest)
+        try:
+            made = backup.backup(args.settings.database_url, Path(args.settings.data_dir),
+                                 session, dest)
+        except backup.BackupError as exc:
+            raise AdminError(str(exc)) from None
     print(json.dumps({"backup": str(dest)} | made))
     return 0
 
 
 def cmd_restore(args, engine, sessions) -> int:
+    from jobqueue.controller import backup
+
     engine.dispose()  # no connection of ours on the database it replaces
-    restored = backup.restore(args.settings.database_url, Path(args.settings.data_dir),
-                              Path(args.source))
+    try:
+        restored = backup.restore(args.settings.database_url, Path(args.settings.data_dir),
+                                  Path(args.source))
+    except backup.BackupError as exc:
+        raise AdminError(str(exc)) from None
     print(json.dumps({"restored": args.source} | restored))
     return 0
 
@@ -270,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args, engine, make_session_factory(engine))
         engine.dispose()
         return code
-    except (AdminError, BackupError, ConfigError, ValueError) as exc:
+    except (AdminError, ConfigError, ValueError) as exc:
         print(f"jobqueue-admin: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # database unreachable, permissions, ...
