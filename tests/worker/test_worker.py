@@ -69,6 +69,18 @@ def test_worker_token_is_private(host):
         assert len(token.content_string.strip()) > 20
 
 
+def test_the_deploys_check_of_worker_toml_passes_it_and_names_an_unknown_key(host):
+    """The role's validate: of worker.toml, on the deployed host: the file it wrote
+    passes, the same with a key the worker does not know fails naming the key."""
+    check = "/opt/jobqueue/venv/bin/python -I -m jobqueue.check_config worker"
+    with host.sudo():
+        deployed = host.run(f"{check} /etc/jobqueue/worker.toml")
+        typo = host.run("f=$(mktemp) && cat /etc/jobqueue/worker.toml >$f && "
+                        f"echo 'heartbeat_secnds = 5' >>$f && {check} $f; s=$?; rm -f $f; exit $s")
+    assert deployed.rc == 0, deployed.stderr
+    assert typo.rc == 1 and "unknown setting(s): heartbeat_secnds" in typo.stderr, typo.stderr
+
+
 def test_job_runs_on_a_worker_with_expected_output(admin, worker_names):
     job_id = submit(admin, {"name": "verify-mapper", "entry": "experiment.py", "args": [],
                             "cpus": 1, "walltime": 600},

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import pkgutil
 from importlib.metadata import entry_points
+from typing import Any
 
 from jobqueue.config import ConfigError, settings_from_table
 from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend, QueueEvents, WorkerCapacity
@@ -34,8 +35,9 @@ def backends() -> dict[str, type[QueueBackend]]:
     return found
 
 
-def make_backend(name: str, session_factory, settings,
-                 events: QueueEvents | None = None) -> QueueBackend:
+def backend_class(name: str, settings) -> tuple[type[QueueBackend], Any]:
+    """The backend named `name` and its own settings (the `[queue.NAME]` table), or
+    ConfigError naming what is wrong."""
     known = backends()
     if name not in known:
         raise ConfigError(f"setting 'queue_backend': unknown backend {name!r} "
@@ -45,8 +47,14 @@ def make_backend(name: str, session_factory, settings,
     if cls.Settings is None and table:
         raise ConfigError(f"[queue.{name}]: the {name} backend takes no settings")
     own = settings_from_table(cls.Settings, table, f"[queue.{name}]") if cls.Settings else None
+    return cls, own
+
+
+def make_backend(name: str, session_factory, settings,
+                 events: QueueEvents | None = None) -> QueueBackend:
+    cls, own = backend_class(name, settings)
     return cls(session_factory, settings, events or QueueEvents(), own)
 
 
 __all__ = ["LeaseLost", "PullQueue", "QueueBackend", "QueueEvents", "WorkerCapacity",
-           "backends", "make_backend"]
+           "backend_class", "backends", "make_backend"]
