@@ -21,7 +21,8 @@ def check(kind: str, path) -> subprocess.CompletedProcess:
     ("worker", WORKER + "slotz = 2\n", "unknown setting(s): slotz"),
     ("worker", WORKER + "cpus = \"many\"\n", "setting 'cpus': expected int"),
     ("worker", WORKER + "slots = -1\n", "'slots' must be >= 0"),
-    ("controller", CONTROLLER + "partiton = \"x\"\n", "[queue.slurm]: unknown setting(s): partiton"),
+    ("controller", CONTROLLER + "partiton = \"x\"\n",
+     "[queue.slurm]: unknown setting(s): partiton"),
     ("controller", 'queue_backend = "pbs"\n', "unknown backend 'pbs'"),
     ("controller", 'default_walltime = 90000\nmax_walltime = 3600\n', "'default_walltime'"),
     ("controller", 'max_job_cpus = [\n', "Invalid value"),  # not TOML
