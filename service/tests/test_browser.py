@@ -334,6 +334,24 @@ def test_a_long_job_is_cancelled_from_its_page_after_a_confirmation(page):
     assert page.cluster.client.wait(waiting, timeout=30)["state"] == "succeeded"
 
 
+def test_the_list_fits_the_window_from_900_to_1400_pixels(page):
+    """No page-wide horizontal scroll bar: what is too wide scrolls on its own."""
+    page.sign_in(page.cluster.tokens["alice"])
+    job_id = page.cluster.submit("print('hi')\n", name="a-rather-long-name-" * 4,
+                                 args=["--some-option=" + "x" * 60])
+    size = page.driver.get_window_size()
+    try:
+        for width in (900, 1400):
+            page.driver.set_window_size(width, size["height"])
+            page.open("#/")
+            page.row(job_id)
+            overflow = page.driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{overflow} px wider than a {width} px window"
+    finally:
+        page.driver.set_window_size(size["width"], size["height"])
+
+
 def test_the_list_pages_with_the_api_cursor_and_filters(page):
     ids = [job["id"] for job in page.cluster.client.list()]  # newest first
     assert len(ids) >= 3
