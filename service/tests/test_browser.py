@@ -106,7 +106,7 @@ class Page:
     def text(self, css: str) -> str:
         return self.find(css).text
 
-    def sign_in(self, token: str) -> None:
+    def sign_in(self, token: str, wait: bool = True) -> None:
         self.open()
         # Whoever was signed in (the page signs in again with the tab's token) signs out.
         self.wait(lambda: self.find("#who").is_displayed() or self.find("#sign-in").is_displayed())
@@ -114,6 +114,8 @@ class Page:
             self.find("#sign-out").click()
         self.find("#token").send_keys(token)
         self.find("#sign-in button").click()
+        if wait:  # signed in, the token kept for the tab, before any other page load
+            self.wait(lambda: self.find("#who").is_displayed(), what="never signed in")
 
     def row(self, job_id: str):
         return self.find(f'#jobs tr[data-id="{job_id}"]')
@@ -170,7 +172,7 @@ def _job_id_from_address(page: Page) -> str:
 
 
 def test_a_wrong_token_is_refused_with_a_message(page):
-    page.sign_in("not-a-token")
+    page.sign_in("not-a-token", wait=False)
     error = page.wait(lambda: page.find("#error").is_displayed() and page.find("#error"),
                       what="no error shown")
     assert "Sign-in failed" in error.text and "invalid or revoked token" in error.text
@@ -232,16 +234,19 @@ def test_submit_a_script_follow_it_read_its_log_and_download_a_result(page, tmp_
               "the job never showed as succeeded in the list")
     cells = [td.text for td in page.row(job_id).find_elements(By.TAG_NAME, "td")]
     assert [cells[0], cells[1], cells[6]] == ["quick from the form", "succeeded", "1"]
-    created = dt.datetime.fromisoformat(page.cluster.client.get(job_id)["created_at"])
-    # The browser's Date keeps milliseconds: 22.9996 s may show as 23.
-    shown = {t.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%m/%d/%Y, %I:%M:%S %p GMT+5:30")
-             for t in (created, created + dt.timedelta(microseconds=999))}
-    assert cells[4] in shown, cells[4]
+    job = page.cluster.client.get(job_id)
+    for column, field in ((3, "created_at"), (4, "started_at")):
+        when = dt.datetime.fromisoformat(job[field])
+        # The browser's Date keeps milliseconds: 22.9996 s may show as 23.
+        shown = {t.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%m/%d/%Y, %I:%M:%S %p GMT+5:30")
+                 for t in (when, when + dt.timedelta(microseconds=999))}
+        assert cells[column] in shown, (field, cells[column], shown)
 
     page.row(job_id).find_element(By.CSS_SELECTOR, "a.job-name").click()
     page.wait(lambda: "hello from ['one', 'two words']" in page.text("#log-stdout"),
               what="stdout never showed")
-    assert page.text("#log-stderr").strip() == "to stderr"
+    page.wait(lambda: page.text("#log-stderr").strip() == "to stderr",
+              what="stderr never showed")
     fields = page.text("#job-fields")
     assert "300 s" in fields and "quick.py" in fields and "two words" in fields
     cpu = page.text('#job-fields tr[data-field="accounting.cpu_seconds"] td')
