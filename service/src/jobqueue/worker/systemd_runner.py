@@ -351,7 +351,10 @@ class SlotWorkspace(Workspace):
         systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
                   "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
         try:
-            systemctl("start", self.unit)
+            # The slot's unit is bound to the worker's: a plain start while someone stops
+            # the worker would start the worker again (its stop job replaced). With
+            # job-mode fail the slot's start fails instead, and the job goes back.
+            systemctl("start", self.unit, "--job-mode=fail")
         except SystemdError as exc:
             # The unit ran and failed before the job (its root wipe could not clean
             # the slot): this slot is unfit. Anything else (no answer from systemd)
