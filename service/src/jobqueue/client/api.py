@@ -249,18 +249,9 @@ class Client:
                    interval: float | None = None) -> dict[str, Any]:
         """Poll the array until none of its tasks is queued or running; return its summary
         (``on_update(summary)`` after every poll). Raises :class:`WaitTimeout`."""
-        summary: dict[str, Any] = {"id": array_id, "counts": {}}
-        outage = polling.Outage()
-        for _ in polling.every(timeout, interval):
-            with outage:
-                summary = self.array(array_id)
-            if not outage.ok:
-                continue
-            if on_update is not None:
-                on_update(summary)
-            if not set(summary.get("counts", {})) - TERMINAL_STATES:
-                return summary
-        raise WaitTimeout(summary, timeout or 0.0)
+        return polling.until(lambda: self.array(array_id),
+                             lambda summary: not set(summary.get("counts", {})) - TERMINAL_STATES,
+                             {"id": array_id, "counts": {}}, timeout, interval, on_update)
 
     def me(self) -> dict[str, Any]:
         """Whose token this client holds: ``{"name", "role"}``."""
@@ -382,18 +373,9 @@ class Client:
         ``on_update(job)`` is called after every poll. Raises :class:`WaitTimeout` after
         ``timeout`` seconds. ``interval`` fixes the poll interval (default: 0.5 s growing to 5 s).
         """
-        job: dict[str, Any] = {"id": job_id, "state": "unknown"}
-        outage = polling.Outage()
-        for _ in polling.every(timeout, interval):
-            with outage:
-                job = self.get(job_id)
-            if not outage.ok:
-                continue
-            if on_update is not None:
-                on_update(job)
-            if job.get("state") in TERMINAL_STATES:
-                return job
-        raise WaitTimeout(job, timeout or 0.0)
+        return polling.until(lambda: self.get(job_id),
+                             lambda job: job.get("state") in TERMINAL_STATES,
+                             {"id": job_id, "state": "unknown"}, timeout, interval, on_update)
 
     def as_completed(self, job_ids: Sequence[JobId], timeout: float | None = None,
                      interval: float | None = None) -> Iterator[dict[str, Any]]:

@@ -5,9 +5,10 @@ out the controller's absence while waiting."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from jobqueue.client.errors import ApiError, TransportError
+from jobqueue.client.errors import ApiError, TransportError, WaitTimeout
 
 # Quick at first (short jobs finish fast), then backing off to spare the server.
 POLL_FIRST = 0.5
@@ -31,6 +32,25 @@ def every(timeout: float | None = None, interval: float | None = None) -> Iterat
         time.sleep(max(0.0, min(delay, left)))
         if interval is None:
             delay = min(delay * 1.5, POLL_MAX)
+
+
+def until(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool],
+          last: dict[str, Any], timeout: float | None = None, interval: float | None = None,
+          on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """`read()` at every poll, riding out an outage, until `done` says so of what it
+    read: that. `on_update` sees each read. WaitTimeout with the last read (at first
+    `last`) once `timeout` has passed."""
+    outage = Outage()
+    for _ in every(timeout, interval):
+        with outage:
+            last = read()
+        if not outage.ok:
+            continue
+        if on_update is not None:
+            on_update(last)
+        if done(last):
+            return last
+    raise WaitTimeout(last, timeout or 0.0)
 
 
 class Outage:
