@@ -4,23 +4,22 @@
 # [scenario...] where a scenario is one of: install apparmor controller worker
 # cluster slurm slurm-role.
 #
-# With no arguments: cluster, then slurm, the second started when the first
-# reaches its verify (see the pipeline below). The VMs run under software
-# emulation: what can share a VM does, and what CI's time limit cannot hold runs
-# on demand. Left out there: apparmor (the cluster
-# scenario's hostile suite attacks the same profiles through real jobs; its aa-exec
-# checks of each rule run on demand), install (every scenario converges
-# roles/jobqueue_install on every host; its own scenario installs from scratch,
-# without the box's pre-filled virtualenv, which costs an emulated VM 4 minutes),
-# controller (the cluster scenario's controller is on SQLite, the slurm one's on
-# PostgreSQL, and both run tests/controller), worker (the cluster scenario converges
-# the same role on two workers of a real controller and runs all of its checks, the
-# hostile-job suite included) and slurm-role (roles/slurm alone; the slurm scenario
-# runs its checks). The default scenarios run no second converge and no --check
-# (about 5 minutes each alone, which CI's time budget does not leave); the on-demand
-# scenarios run both for their role. Nor do the checks marked `lengthy` (archive
-# bombs through Apache, the Fabric tasks: about 20 minutes of the cluster verify):
-# with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
+# With no arguments: cluster, then slurm, the second started when the first reaches
+# its verify (see the pipeline below). The VMs run under software emulation: what
+# can share a VM does, and what CI's time limit cannot hold runs on demand. Left out
+# there: apparmor (the cluster scenario's hostile suite attacks the same profiles
+# through real jobs; its aa-exec checks of each rule run on demand), install (every
+# scenario converges roles/jobqueue_install on every host; its own scenario installs
+# from scratch, without the box's pre-filled virtualenv, which costs an emulated VM
+# 4 minutes), controller (the cluster scenario's controller is on SQLite, the slurm
+# one's on PostgreSQL, and both run tests/controller), worker (the cluster scenario
+# converges the same role on two workers of a real controller and runs all of its
+# checks, the hostile-job suite included) and slurm-role (roles/slurm alone; the
+# slurm scenario runs its checks). The default scenarios run no second converge and
+# no --check (about 5 minutes each alone, which CI's time budget does not leave);
+# the on-demand scenarios run both for their role. Nor do the checks marked
+# `lengthy` (archive bombs through Apache, the Fabric tasks: about 20 minutes of the
+# cluster verify): with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
 cd "$(dirname "$0")/.."
