@@ -170,6 +170,7 @@ def test_array_colon_index_names_a_task_on_every_job_route(stack):
     cancelled = stack.http.post(f"/api/v1/jobs/{array[:6]}:5/cancel", headers=alice)
     assert cancelled.get_json()["id"] == ids[1] and stack.job(ids[1])["state"] == "cancelled"
     for name, says in ((f"{array}:3", "no task 3 in array"), (f"{array}:x", "not a task index"),
+                       (f"{array}:\u00b2", "not a task index"),
                        (array, "is a job array: "), ("zz:1", "not an id")):
         answer = stack.http.get(f"/api/v1/jobs/{name}/log", headers=alice)
         assert answer.status_code == 404 and says in answer.get_json()["message"], name

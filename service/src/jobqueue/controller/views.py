@@ -44,7 +44,7 @@ def _task_of(user, array: str, index: str) -> str:
     """The id of task `index` of the caller's array `array` (an id or its prefix)."""
     if not lookup.is_id_or_prefix(array):
         raise not_found("array", lookup.why_not(array))
-    if not index.isdigit() or len(index) > 9:
+    if not (index.isascii() and index.isdigit()) or len(index) > 9:
         raise not_found("job", f"{index!r} is not a task index (0, 1, 2...)")
     arrays = lookup.matching(g.db, user, JobArray, array)
     if len(arrays) > 1:
