@@ -18,6 +18,7 @@ POLL_MAX = 5.0
 # not end because the controller was away for a few minutes.
 OUTAGE_SECONDS = 900.0
 
+
 def every(timeout: float | None = None, interval: float | None = None) -> Iterator[None]:
     """Yield once per poll: at once, then after pauses growing from POLL_FIRST to
     POLL_MAX (or every `interval` seconds); stop once `timeout` seconds have passed,
