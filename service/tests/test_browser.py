@@ -310,6 +310,25 @@ def test_a_job_name_full_of_markup_shows_as_text(page):
     assert page.csp_violations() == []
 
 
+def test_a_jobs_page_links_what_it_runs_after_and_takes_inputs_from(page):
+    parent = page.cluster.submit("print('parent')\n", name="parent")
+    other = page.cluster.submit("print('other')\n", name="other")
+    child = page.cluster.client.submit(
+        {"main.py": b"print('child')\n"},
+        {"entry": "main.py", "after": [f"afterany:{other}"], "inputs_from": [parent]})["id"]
+    page.sign_in(page.cluster.tokens["alice"])
+    page.open(f"#/jobs/{child}")
+    after = page.wait(lambda: page.driver.find_elements(
+        By.CSS_SELECTOR, '#job-fields tr[data-field="after"] td'), what="no 'Runs after' row")
+    inputs = page.find('#job-fields tr[data-field="inputs_from"] td')
+    assert sorted(after[0].text.split(", ")) == sorted([parent, f"afterany:{other}"])
+    assert inputs.text == parent
+    links = [a.get_attribute("href").rsplit("/", 1)[1]
+             for a in after[0].find_elements(By.TAG_NAME, "a")]
+    assert sorted(links) == sorted([parent, other])
+    assert page.csp_violations() == []
+
+
 def test_a_long_job_is_cancelled_from_its_page_after_a_confirmation(page):
     job_id = page.cluster.submit(SLOW_JOB, name="long one")
     page.cluster.wait_for(job_id, lambda j: j["state"] == "running")

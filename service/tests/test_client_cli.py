@@ -875,3 +875,12 @@ def test_a_wait_ends_on_an_outage_past_its_bound_or_on_a_4xx(
         ApiError(404, "not_found", "no such job")))
     with pytest.raises(ApiError):
         client.wait("j1")
+
+
+@pytest.mark.parametrize("given, entries", [
+    ("3fa9,81bd", ["3fa9", "81bd"]),
+    ("afterany:3fa9:81bd,c0de", ["afterany:3fa9", "afterany:81bd", "c0de"]),
+    ("afternotok:3fa9, afterok:81bd", ["afternotok:3fa9", "afterok:81bd"]),
+])
+def test_after_reads_as_slurms_dependency(given: str, entries: list[str]) -> None:
+    assert cli._dependency_entries(given) == entries

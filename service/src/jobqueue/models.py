@@ -171,7 +171,9 @@ class JobArray(Base):
 
 class Dependency(Base):
     """`waiter` (a job, or every task of an array: its id) may start only once the job
-    `parent_id` has succeeded; it is cancelled if that job ends any other way."""
+    `parent_id` has ended as `condition` asks (Slurm's afterok, afterany, afternotok);
+    it is cancelled if that job ends any other way. With `inputs`, the parent's results
+    are among the waiter's inputs."""
 
     __tablename__ = "dependencies"
     __table_args__ = (
@@ -181,6 +183,8 @@ class Dependency(Base):
 
     waiter: Mapped[str] = mapped_column(String(32))
     parent_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    condition: Mapped[str] = mapped_column(String(8), default="ok")
+    inputs: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Worker(Base):

@@ -120,6 +120,7 @@ class Client:
         array: str | None = None,
         array_args: Sequence[Sequence[str]] | None = None,
         after: Sequence[JobId] | None = None,
+        inputs_from: Sequence[JobId] | None = None,
     ) -> dict[str, Any]:
         """Submit a job. ``files`` maps each relative path in the job directory to a local
         file path or to the bytes of the file; ``spec`` is the job spec (``entry`` etc.).
@@ -128,7 +129,11 @@ class Client:
         ``array`` (Slurm's syntax: ``"0-99"``, ``"0-99%10"``, ``"1,3,7-9"``, ``"0-20:5"``)
         or ``array_args`` (each task's own arguments, after ``args``) make a job array:
         the answer is then ``{"array": {"id", "size", "counts", ...}, "jobs": [ids]}``.
-        ``after`` names jobs (or arrays: all their tasks) that must succeed first.
+        ``after`` names jobs (or arrays: all their tasks) that must succeed first, or
+        end as ``"afterany:ID"`` or ``"afternotok:ID"`` say; ``inputs_from`` names jobs
+        (or arrays) whose results come in as inputs, under a folder named for each
+        (``ID/``, an array's task ``ARRAY_ID/INDEX/``); they must succeed first unless
+        ``after`` gives another condition.
 
         The request carries an ``Idempotency-Key`` (``idempotency_key``, or a new random
         one), so it is retried safely when the connection fails or the controller answers
@@ -144,6 +149,8 @@ class Client:
             spec["array_args"] = [[str(a) for a in task] for task in array_args]
         if after:
             spec["after"] = [str(job_id) for job_id in after]
+        if inputs_from:
+            spec["inputs_from"] = [str(job_id) for job_id in inputs_from]
         spec_json = json.dumps(spec)
 
         def body() -> MultipartBody:  # a fresh body per try: each one is read to the end
@@ -171,10 +178,11 @@ class Client:
         array: str | None = None,
         array_args: Sequence[Sequence[str]] | None = None,
         after: Sequence[JobId] | None = None,
+        inputs_from: Sequence[JobId] | None = None,
     ) -> dict[str, Any]:
         """Submit a script, or a folder whose ``entry`` (default: its only top-level .py file)
         is run. Settings left as None take the controller's defaults; ``array``,
-        ``array_args`` and ``after`` as for :meth:`submit`."""
+        ``array_args``, ``after`` and ``inputs_from`` as for :meth:`submit`."""
         files, entry_path = pack_path(path, entry)
         spec: dict[str, Any] = {
             "name": name or Path(path).resolve().name,
@@ -189,7 +197,7 @@ class Client:
         }
         spec.update({key: value for key, value in optional.items() if value is not None})
         return self.submit(files, spec, idempotency_key, array=array, array_args=array_args,
-                           after=after)
+                           after=after, inputs_from=inputs_from)
 
     # -- reading ----------------------------------------------------------------------
 

@@ -214,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--array the tasks are 0..n-1")
     p.add_argument("--after", metavar="ID[,ID]", action="append", default=[],
                    help="start only after these jobs (or every task of these arrays) "
-                   "succeeded; cancelled if one ends otherwise (repeatable)")
+                   "succeeded; cancelled if one ends otherwise. As Slurm's --dependency, "
+                   "afterany:ID[:ID] (however they end) and afternotok:ID[:ID] (if they do "
+                   "not succeed) too (repeatable)")
+    p.add_argument("--inputs-from", metavar="ID[,ID]", action="append", default=[],
+                   help="these jobs' results (an array: each task's) among the inputs, in a "
+                   "folder ID/ (ARRAY_ID/INDEX/); waits for them to succeed unless --after "
+                   "gives another condition (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish")
     p.add_argument("--timeout", type=_duration, metavar="S", help="with --wait: give up after S")
 
@@ -296,9 +302,23 @@ def _selection(p: argparse.ArgumentParser, states: tuple[str, ...]) -> None:
 # -- commands ---------------------------------------------------------------------------
 
 
+def _dependency_entries(text: str) -> list[str]:
+    """--after's value as the API's entries: "afterany:A:B,C" is afterany:A, afterany:B
+    and C (afterok), as Slurm's --dependency reads it."""
+    entries = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        condition, colon, ids = item.partition(":")
+        if colon and condition.startswith("after"):
+            entries += [f"{condition}:{i}" for i in ids.split(":")]
+        else:
+            entries.append(item)
+    return entries
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     array_args = _args_from(args.args_from) if args.args_from else None
-    after = [i.strip() for text in args.after for i in text.split(",") if i.strip()]
+    after = [entry for text in args.after for entry in _dependency_entries(text)]
+    inputs_from = [i.strip() for text in args.inputs_from for i in text.split(",") if i.strip()]
     client = _client()
     job = client.submit_path(
         args.path,
@@ -313,6 +333,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         array=args.array,
         array_args=array_args,
         after=after,
+        inputs_from=inputs_from,
     )
     # An array's answer is {"array": summary, "jobs": ids}: its id stands for all its tasks.
     ident = job["array"]["id"] if "jobs" in job else job["id"]

@@ -72,7 +72,7 @@ def submit_job():
         if spec.entry not in names:
             raise bad_request(f"the entry script {spec.entry!r} is not among the uploaded files")
         now = utcnow()
-        parents = after.resolve(g.db, user, spec.after)
+        parents = after.resolve(g.db, user, spec.after, spec.inputs_from)
         if spec.array is None:
             job = Job(id=input_id, owner=user, name=spec.name, entry=spec.entry,
                       args=spec.args, cpus=spec.cpus, walltime=spec.walltime,
@@ -116,7 +116,7 @@ def _workers_seen():
 def _with_pending(jobs: list[Job]) -> list[dict]:
     """The jobs' JSON; queued ones also say their place in the queue and why they wait."""
     seen = _workers_seen() if any(j.job_state is JobState.QUEUED for j in jobs) else []
-    parents = after.after_of(g.db, jobs)
+    parents = after.parents_of(g.db, jobs)
     return [job_json(j, parents[j.id]) | (workers.pending(g.db, j, seen)
                                           if j.job_state is JobState.QUEUED else {})
             for j in jobs]

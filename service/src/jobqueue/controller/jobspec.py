@@ -9,9 +9,10 @@ from jobqueue.arrayspec import ArrayRange, BadArray, parse_array
 from jobqueue.controller import jsonin
 from jobqueue.controller.errors import bad_request
 from jobqueue.controller.settings import ControllerSettings
+from jobqueue.queue.dependencies import CONDITIONS
 
 KNOWN_KEYS = {"name", "entry", "args", "cpus", "walltime", "memory", "output_limit",
-              "array", "array_args", "after"}
+              "array", "array_args", "after", "inputs_from"}
 MAX_ARGS = 1000
 MAX_AFTER = 1000  # ids in `after` (an array's id counts once, however many tasks it has)
 MAX_ID = 32
@@ -29,8 +30,12 @@ class JobSpec:
     # A job array: its indices and %N limit, and each task's own arguments (after `args`).
     array: ArrayRange | None = None
     array_args: list[list[str]] | None = None
-    # Jobs (ids, unique starts of ids, or array ids) that must succeed before this starts.
-    after: tuple[str, ...] = ()
+    # Jobs (ids, unique starts of ids, or array ids) that must end before this starts:
+    # (condition, name) pairs, the condition as `jobqueue.queue.dependencies` has it.
+    after: tuple[tuple[str, str], ...] = ()
+    # Jobs whose results come in as inputs (each also waits for it to succeed, unless
+    # `after` names it with another condition).
+    inputs_from: tuple[str, ...] = ()
 
 
 def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
@@ -79,6 +84,7 @@ def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
         array=array,
         array_args=array_args,
         after=_after(spec),
+        inputs_from=_ids(spec, "inputs_from"),
     )
 
 
@@ -113,11 +119,34 @@ def _array(spec: dict, max_size: int) -> tuple[ArrayRange | None, list[list[str]
     return array, per_task
 
 
-def _after(spec: dict) -> tuple[str, ...]:
+def _ids(spec: dict, key: str) -> tuple[str, ...]:
+    """A list of ids (or starts of ids) under `key`, each once."""
+    ids = spec.get(key, [])
+    if not isinstance(ids, list) or not all(
+            isinstance(i, str) and 0 < len(i) <= MAX_ID for i in ids):
+        raise bad_request(f"spec field {key!r} must be a list of job or array ids")
+    if len(ids) > MAX_AFTER:
+        raise bad_request(f"spec field {key!r} may hold at most {MAX_AFTER} ids")
+    return tuple(dict.fromkeys(ids))
+
+
+def _after(spec: dict) -> tuple[tuple[str, str], ...]:
+    """`after`: ids, or CONDITION:ID as in Slurm's --dependency (afterok, afterany,
+    afternotok); a bare id is afterok."""
     after = spec.get("after", [])
-    if not isinstance(after, list) or not all(
-            isinstance(i, str) and 0 < len(i) <= MAX_ID for i in after):
+    if not isinstance(after, list) or not all(isinstance(e, str) for e in after):
         raise bad_request("spec field 'after' must be a list of job or array ids")
-    if len(after) > MAX_AFTER:
-        raise bad_request(f"spec field 'after' may hold at most {MAX_AFTER} ids")
-    return tuple(dict.fromkeys(after))
+    parsed = []
+    for entry in after:
+        word, colon, name = entry.rpartition(":")
+        condition = word.removeprefix("after") if colon else "ok"
+        if colon and (not word.startswith("after") or condition not in CONDITIONS):
+            raise bad_request(f"spec field 'after': {entry[:60]!r}: the condition is one of "
+                              + ", ".join(f"after{c}" for c in CONDITIONS))
+        parsed.append((name, condition))
+    _ids({"after": [name for name, _ in parsed]}, "after")
+    pairs: dict[str, str] = {}
+    for name, condition in parsed:
+        if pairs.setdefault(name, condition) != condition:
+            raise bad_request(f"spec field 'after' gives {name!r} two conditions")
+    return tuple((condition, name) for name, condition in pairs.items())

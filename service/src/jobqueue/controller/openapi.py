@@ -246,8 +246,17 @@ def document() -> dict:
                         "description": "each task's arguments (after 'args'); alone, the "
                                        "array is 0..n-1"},
                     "after": {"type": "array", "items": {"type": "string"},
-                              "description": "job or array ids that must succeed first; if "
-                                             "one ends otherwise this job is cancelled"}}},
+                              "examples": [["3fa9c2", "afterany:81bd07"]],
+                              "description": "job or array ids that must succeed first, or "
+                                             "CONDITION:ID with afterok, afterany or "
+                                             "afternotok (as Slurm's); if one ends otherwise "
+                                             "this job is cancelled"},
+                    "inputs_from": {"type": "array", "items": {"type": "string"},
+                                    "description": "job or array ids whose results are "
+                                                   "among the inputs, under a folder named "
+                                                   "for each (an array's task: ARRAY/INDEX); "
+                                                   "each is also an afterok unless 'after' "
+                                                   "names it"}}},
                 "Array": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"},
                     "owner": {"type": "string"}, "size": {"type": "integer"},
@@ -272,7 +281,11 @@ def document() -> dict:
                         "id": {"type": "string"}, "index": {"type": "integer"},
                         "size": {"type": "integer"}}},
                     "after": {"type": "array", "items": {"type": "string"},
-                              "description": "ids of the jobs it runs after"},
+                              "description": "the jobs it runs after: ids (afterok) or "
+                                             "CONDITION:ID"},
+                    "inputs_from": {"type": "array", "items": {"type": "string"},
+                                    "description": "ids of the jobs whose results are among "
+                                                   "its inputs"},
                     "pending_reason": {"type": "string"},
                     "queue_position": {"type": "integer"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},

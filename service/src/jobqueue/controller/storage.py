@@ -188,8 +188,24 @@ class JobFiles:
             self.job_dir(job_id).mkdir()
         _fsync_path(self.root, directory=True)
 
-    def input_archive(self, job_id: str, input_id: str | None = None) -> IO[bytes]:
-        return self._archive(self.job_dir(input_id or job_id) / "input")
+    def input_archive(self, job_id: str, input_id: str | None = None,
+                      results_of: Iterable[tuple[str, str]] = ()) -> IO[bytes]:
+        """The job's inputs; with `results_of` ((folder, job id) pairs), also those jobs'
+        results, each under its folder."""
+        own = self.job_dir(input_id or job_id) / "input"
+        if not results_of:
+            return self._archive(own)
+        return self._merged([(own, "")] + [(self.job_dir(parent) / "result" / "output", folder)
+                                           for folder, parent in results_of])
+
+    def input_size(self, job_id: str, input_id: str | None = None,
+                   results_of: Iterable[tuple[str, str]] = ()) -> tuple[int, int]:
+        """Bytes and files `input_archive` would pack, from the file system's sizes."""
+        layers = [self.job_dir(input_id or job_id) / "input"] + [
+            self.job_dir(parent) / "result" / "output" for _folder, parent in results_of]
+        existing = [layer for layer in layers if layer.is_dir()]
+        return (sum(_tree_size(layer) for layer in existing),
+                sum(1 for layer in existing for _ in iter_files(layer)))
 
     # -- results -----------------------------------------------------------------------
 
@@ -313,13 +329,17 @@ class JobFiles:
     def results_archive(self, job_id: str, with_inputs: bool = True,
                         input_id: str | None = None) -> IO[bytes]:
         layers = self._layers(job_id, input_id)[0 if with_inputs else 1:]
+        return self._merged([(layer, "") for layer in layers])
+
+    def _merged(self, layers: list[tuple[Path, str]]) -> IO[bytes]:
+        """One archive of (directory, folder in the archive) layers; later ones win."""
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             merged = Path(tmp) / "merged"
             merged.mkdir()
-            for layer in layers:
+            for layer, folder in layers:
                 if layer.is_dir():
                     for rel in iter_files(layer):
-                        target = merged / rel
+                        target = merged / folder / rel
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.unlink(missing_ok=True)
                         os.link(layer / rel, target, follow_symlinks=False)

@@ -8,7 +8,7 @@ from flask import current_app, g, request, url_for
 from sqlalchemy import select
 
 from jobqueue.controller import accounting, jsonin, lookup
-from jobqueue.controller.after import after_of
+from jobqueue.controller.after import Parents, parents_of
 from jobqueue.controller.auth import current_user
 from jobqueue.controller.errors import bad_request, conflict, not_found
 from jobqueue.models import Job, JobArray
@@ -69,11 +69,11 @@ def _time(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_json(job: Job, after: list[str] | None = None) -> dict:
-    """The job as the API shows it; `after` (its dependencies' ids) is looked up unless
-    given (a list of jobs gives them all at once: `controller.after.after_of`)."""
-    if after is None:
-        after = after_of(g.db, [job])[job.id]
+def job_json(job: Job, parents: Parents | None = None) -> dict:
+    """The job as the API shows it; its dependencies are looked up unless given (a list
+    of jobs gives them all at once: `controller.after.parents_of`)."""
+    if parents is None:
+        parents = parents_of(g.db, [job])[job.id]
     return {
         "id": job.id,
         "name": job.name,
@@ -97,7 +97,7 @@ def job_json(job: Job, after: list[str] | None = None) -> dict:
         "finished_at": _time(job.finished_at),
         "array": None if job.array_id is None else {
             "id": job.array_id, "index": job.array_index, "size": job.array.size},
-        "after": after,
+        **parents.as_json(),
         "links": {
             "self": url_for("v1.api.get_job", job_id=job.id),
             "files": url_for("v1.api.list_files", job_id=job.id),

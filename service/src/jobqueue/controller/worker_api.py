@@ -9,7 +9,7 @@ from flask import Blueprint, g, jsonify, request, send_file
 
 from jobqueue import faults
 from jobqueue.archive import ArchiveTooLarge, UnsafeArchive
-from jobqueue.controller import accounting, jsonin, workers
+from jobqueue.controller import accounting, after, jsonin, workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, not_found
 from jobqueue.controller.storage import LOGS, LogGap
@@ -157,10 +157,30 @@ def heartbeat(job_id: str):
 @require("worker")
 def get_input(job_id: str):
     job = _held(job_id, request.args.get("lease"))
+    results_of = after.input_sources(g.db, job)
+    if results_of:
+        _fail_if_inputs_too_large(job, results_of)
     g.db.commit()
-    return send_file(app_state().files.input_archive(job_id, job.array_id),
+    return send_file(app_state().files.input_archive(job_id, job.array_id, results_of),
                      mimetype="application/gzip", as_attachment=True,
                      download_name="input.tar.gz")
+
+
+def _fail_if_inputs_too_large(job: Job, results_of: list[tuple[str, str]]) -> None:
+    """The results `inputs_from` adds are known only once its jobs have ended: a job
+    whose inputs then hold more than an upload may fails, saying so (no attempt could
+    do better), and its worker is told the job is no longer its own."""
+    state = app_state()
+    size, count = state.files.input_size(job.id, job.array_id, results_of)
+    limits = state.settings
+    if size <= limits.max_upload_bytes and count <= limits.max_files:
+        return
+    state.backend.finish(g.db, job, job.lease, JobState.FAILED.value, None,
+                         f"its inputs with the results of inputs_from are {size} bytes in "
+                         f"{count} files, more than the {limits.max_upload_bytes} bytes and "
+                         f"{limits.max_files} files a job's inputs may hold")
+    g.db.commit()
+    raise _lease_lost(LeaseLost("the job failed: its inputs are too large"))
 
 
 def _held(job_id: str, lease: str | None) -> Job:

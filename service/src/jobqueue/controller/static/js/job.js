@@ -14,6 +14,13 @@ const mib = (n) => (typeof n === "number" ? bytes(n * 1024 * 1024) : "");
 const exact = (n) => (Number.isInteger(n) ? String(n) : n.toFixed(n < 10 ? 3 : 1));
 const seconds = (n) => (typeof n === "number" ? `${duration(n)} (${exact(n)} s)` : "");
 const jobRef = (id) => el("a", { href: `#/jobs/${encodeURIComponent(id)}` }, String(id));
+// An `after` entry: an id (afterok) or CONDITION:ID; the condition stays text.
+const afterRef = (entry) => {
+  const [condition, id] = String(entry).includes(":") ? String(entry).split(":") : ["", entry];
+  return condition ? el("span", {}, `${condition}:`, jobRef(id)) : jobRef(id);
+};
+const jobRefs = (ref) => (v) => (Array.isArray(v) && v.length
+  ? el("span", {}, v.flatMap((id, i) => (i ? [", ", ref(id)] : [ref(id)]))) : "");
 
 // The fields in the order a person reads them; any other field the API adds later is
 // shown after these, as JSON text.
@@ -37,8 +44,8 @@ const FIELDS = [
   ["output_limit", "Output limit", mib],
   ["array", "Array", (v) => (v && typeof v === "object"
     ? el("a", { href: `#/?array=${encodeURIComponent(v.id)}` }, arrayLabel(v)) : "")],
-  ["after", "Runs after", (v) => (Array.isArray(v) && v.length
-    ? el("span", {}, v.flatMap((id, i) => (i ? [", ", jobRef(id)] : [jobRef(id)]))) : "")],
+  ["after", "Runs after", jobRefs(afterRef)],
+  ["inputs_from", "Inputs from", jobRefs(jobRef)],
   ["worker", "Worker"],
   ["attempts", "Attempts"],
   ["created_at", "Submitted", localTime],
