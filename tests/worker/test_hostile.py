@@ -136,6 +136,25 @@ print(json.dumps(found))
     assert token and token not in log["stdout"] + log["stderr"]
 
 
+def test_programs_a_job_brings_run_as_confined_as_the_job(admin, host):
+    """A #! script as the entry, and a binary the job copies into its directory: both
+    run, and neither reads what the job may not."""
+    script = f"""#!/bin/sh
+cp /usr/bin/cat ./own-cat
+for path in {TOKEN} /etc/jobqueue/worker.toml /etc/shadow; do
+  if cat "$path" >/dev/null 2>&1; then echo "sh read $path"; fi
+  if ./own-cat "$path" >/dev/null 2>&1; then echo "own-cat read $path"; fi
+done
+./own-cat /etc/hostname >/dev/null && echo "own-cat ran"
+"""
+    job_id = submit(admin, {"name": "hostile", "entry": "probe.sh", "walltime": 120},
+                    [("probe.sh", script.encode())])
+    job = wait(admin, job_id)
+    log = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+    assert job["state"] == "succeeded", (job, log)
+    assert log["stdout"].splitlines() == ["own-cat ran"], log
+
+
 def test_a_job_has_no_network(admin, host):
     controller = controller_host()
     with host.sudo():  # the address the worker itself reaches the controller at

@@ -106,6 +106,8 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     entry: Mapped[str] = mapped_column(String(1024))
     args: Mapped[list] = mapped_column(JSON, default=list)
+    # Environment variables the submitter asked for (`--export`), beside the worker's.
+    env: Mapped[dict] = mapped_column(JSON, default=dict)
     cpus: Mapped[int] = mapped_column(Integer, default=1)
     walltime: Mapped[int] = mapped_column(Integer)
     memory: Mapped[int] = mapped_column(Integer)

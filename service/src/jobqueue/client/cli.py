@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("submit", cmd_submit, "submit a script, or a folder with an entry script")
     p.add_argument("path", metavar="PATH", help="a .py script, or a folder to send as a whole")
-    p.add_argument("--entry", metavar="E", help="script to run, relative to the folder")
+    p.add_argument("--entry", metavar="E", help="what to run, relative to the folder: a .py "
+                   "script runs with the worker's Python, anything else as a program (a "
+                   "script with a #! line, a binary)")
     p.add_argument(
         "--arg",
         dest="args",
@@ -217,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "succeeded; cancelled if one ends otherwise. As Slurm's --dependency, "
                    "afterany:ID[:ID] (however they end) and afternotok:ID[:ID] (if they do "
                    "not succeed) too (repeatable)")
+    p.add_argument("--export", metavar="NAME[=VALUE]", action="append", default=[],
+                   type=_export,
+                   help="an environment variable for the job; NAME alone passes on this "
+                   "shell's value (repeatable)")
     p.add_argument("--inputs-from", metavar="ID[,ID]", action="append", default=[],
                    help="these jobs' results (an array: each task's) among the inputs, in a "
                    "folder ID/ (ARRAY_ID/INDEX/); waits for them to succeed unless --after "
@@ -302,6 +308,16 @@ def _selection(p: argparse.ArgumentParser, states: tuple[str, ...]) -> None:
 # -- commands ---------------------------------------------------------------------------
 
 
+def _export(item: str) -> tuple[str, str]:
+    """--export NAME=VALUE, or NAME for this shell's value (as Slurm's --export)."""
+    name, equals, value = item.partition("=")
+    if equals:
+        return name, value
+    if name not in os.environ:
+        raise argparse.ArgumentTypeError(f"{name!r} has no value here: give NAME=VALUE")
+    return name, os.environ[name]
+
+
 def _dependency_entries(text: str) -> list[str]:
     """--after's value as the API's entries: "afterany:A:B,C" is afterany:A, afterany:B
     and C (afterok), as Slurm's --dependency reads it."""
@@ -334,6 +350,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         array_args=array_args,
         after=after,
         inputs_from=inputs_from,
+        env=dict(args.export),
     )
     # An array's answer is {"array": summary, "jobs": ids}: its id stands for all its tasks.
     ident = job["array"]["id"] if "jobs" in job else job["id"]

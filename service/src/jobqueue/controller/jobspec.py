@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from jobqueue.archive import UnsafeArchive, check_relative_path
 from jobqueue.arrayspec import ArrayRange, BadArray, parse_array
@@ -11,11 +12,15 @@ from jobqueue.controller.errors import bad_request
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.queue.dependencies import CONDITIONS
 
-KNOWN_KEYS = {"name", "entry", "args", "cpus", "walltime", "memory", "output_limit",
+KNOWN_KEYS = {"name", "entry", "args", "env", "cpus", "walltime", "memory", "output_limit",
               "array", "array_args", "after", "inputs_from"}
 MAX_ARGS = 1000
 MAX_AFTER = 1000  # ids in `after` (an array's id counts once, however many tasks it has)
 MAX_ID = 32
+MAX_ENV = 100  # variables, each name up to 128 characters and value up to 4096
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Set by the worker for every job: where it is and who it is.
+WORKER_SET_ENV = ("HOME", "TMPDIR")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class JobSpec:
     # Jobs whose results come in as inputs (each also waits for it to succeed, unless
     # `after` names it with another condition).
     inputs_from: tuple[str, ...] = ()
+    # Environment variables for the job (names checked, JOBQUEUE_* and the worker's own
+    # HOME and TMPDIR refused).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
@@ -85,6 +93,7 @@ def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
         array_args=array_args,
         after=_after(spec),
         inputs_from=_ids(spec, "inputs_from"),
+        env=_env(spec),
     )
 
 
@@ -150,3 +159,21 @@ def _after(spec: dict) -> tuple[tuple[str, str], ...]:
         if pairs.setdefault(name, condition) != condition:
             raise bad_request(f"spec field 'after' gives {name!r} two conditions")
     return tuple((condition, name) for name, condition in pairs.items())
+
+
+def _env(spec: dict) -> dict[str, str]:
+    env = spec.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise bad_request("spec field 'env' must be an object of names to string values")
+    if len(env) > MAX_ENV:
+        raise bad_request(f"spec field 'env' may hold at most {MAX_ENV} variables")
+    for name, value in env.items():
+        if not ENV_NAME.fullmatch(name):
+            raise bad_request(f"spec field 'env': {name[:60]!r} is not a variable name "
+                              "(letters, digits and _, not starting with a digit, up to 128)")
+        if name.startswith("JOBQUEUE_") or name in WORKER_SET_ENV:
+            raise bad_request(f"spec field 'env': {name} is set by the worker")
+        if len(value) > 4096 or "\0" in value:
+            raise bad_request(f"spec field 'env': the value of {name} must be at most 4096 "
+                              "characters, without NUL")
+    return env

@@ -231,8 +231,14 @@ def document() -> dict:
                     "quarantined_slots": {"type": "integer"}, "drained": {"type": "boolean"},
                     "running": {"type": "integer"}, "seen_at": {"type": "string"}}},
                 "JobSpec": {"type": "object", "required": ["entry"], "properties": {
-                    "name": {"type": "string"}, "entry": {"type": "string"},
+                    "name": {"type": "string"},
+                    "entry": {"type": "string", "description": "what to run: a .py script "
+                              "with the worker's Python, anything else as a program"},
                     "args": {"type": "array", "items": {"type": "string"}},
+                    "env": {"type": "object", "maxProperties": 100,
+                            "additionalProperties": {"type": "string", "maxLength": 4096},
+                            "description": "environment variables; JOBQUEUE_*, HOME and "
+                                           "TMPDIR are the worker's"},
                     "cpus": {"type": "integer", "minimum": 1},
                     "walltime": {"type": "integer", "minimum": 1},
                     "memory": {"type": "integer", "minimum": 16},
@@ -272,6 +278,7 @@ def document() -> dict:
                     "owner": {"type": "string"},
                     "state": {"type": "string", "enum": [state.value for state in JobState]},
                     "entry": {"type": "string"}, "args": {"type": "array"},
+                    "env": {"type": "object"},
                     "cpus": {"type": "integer"}, "attempts": {"type": "integer"},
                     "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
                     "limit": {"type": ["string", "null"], "enum": [*LIMITS, None],

@@ -81,6 +81,7 @@ def job_json(job: Job, parents: Parents | None = None) -> dict:
         "state": job.state,
         "entry": job.entry,
         "args": job.args,
+        "env": job.env or {},
         "cpus": job.cpus,
         "walltime": job.walltime,
         "memory": job.memory,

@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -486,15 +487,17 @@ class Worker:
 
     def _request(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> RunRequest:
         spec = job.spec
+        # Defaults the job may change (--export), then what says where and who it is.
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(job_dir),
-            "TMPDIR": str(job_dir),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": str(job.cpus),
+        } | spec.get("env", {}) | {
+            "HOME": str(job_dir),
+            "TMPDIR": str(job_dir),
             "JOBQUEUE_JOB_ID": job.id,
             "JOBQUEUE_CPUS": str(job.cpus),
-            "OMP_NUM_THREADS": str(job.cpus),
         }
         if spec.get("array"):  # a task of a job array: which one, as Slurm's SLURM_ARRAY_*
             env["JOBQUEUE_ARRAY_ID"] = str(spec["array"]["id"])
@@ -504,9 +507,21 @@ class Worker:
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,
                         max_file_size=min(self.settings.max_file_size, spec["output_limit"] << 20))
-        return RunRequest(job.id, job_dir, [self.settings.python, spec["entry"], *spec["args"]],
+        argv = [*self._command(job_dir, spec["entry"]), *spec["args"]]
+        return RunRequest(job.id, job_dir, argv,
                           limits, meta_dir / "stdout", meta_dir / "stderr", env,
                           output_limit=spec["output_limit"] << 20, cpus=job.cpus)
+
+    def _command(self, job_dir: Path, entry: str) -> list[str]:
+        """A .py entry runs with the worker's Python; any other is run itself (a script
+        with a #! line, a program), made executable as uploads carry no modes."""
+        if entry.endswith(".py"):
+            return [self.settings.python, entry]
+        path = job_dir / entry
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode):
+            path.chmod(stat.S_IMODE(mode) | stat.S_IXUSR)
+        return [f"./{entry}"]
 
     def _execute(self, job: ActiveJob, workspace: Workspace, request: RunRequest) -> int | None:
         spec = job.spec
