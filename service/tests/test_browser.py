@@ -310,12 +310,13 @@ def test_a_job_name_full_of_markup_shows_as_text(page):
     assert page.csp_violations() == []
 
 
-def test_a_jobs_page_links_what_it_runs_after_and_takes_inputs_from(page):
+def test_a_jobs_page_shows_its_dependencies_as_links_and_its_environment(page):
     parent = page.cluster.submit("print('parent')\n", name="parent")
     other = page.cluster.submit("print('other')\n", name="other")
     child = page.cluster.client.submit(
         {"main.py": b"print('child')\n"},
-        {"entry": "main.py", "after": [f"afterany:{other}"], "inputs_from": [parent]})["id"]
+        {"entry": "main.py", "after": [f"afterany:{other}"], "inputs_from": [parent],
+         "env": {"GREETING": "<b>hi</b>"}})["id"]
     page.sign_in(page.cluster.tokens["alice"])
     page.open(f"#/jobs/{child}")
     after = page.wait(lambda: page.driver.find_elements(
@@ -323,6 +324,7 @@ def test_a_jobs_page_links_what_it_runs_after_and_takes_inputs_from(page):
     inputs = page.find('#job-fields tr[data-field="inputs_from"] td')
     assert sorted(after[0].text.split(", ")) == sorted([parent, f"afterany:{other}"])
     assert inputs.text == parent
+    assert page.text('#job-fields tr[data-field="env"] td') == "GREETING=<b>hi</b>"
     links = [a.get_attribute("href").rsplit("/", 1)[1]
              for a in after[0].find_elements(By.TAG_NAME, "a")]
     assert sorted(links) == sorted([parent, other])

@@ -87,7 +87,7 @@ def test_the_client_install_has_none_of_the_servers_dependencies(client_venv: Pa
     assert found["found"] == []
     # All of the client side imports without them.
     modules = ("jobqueue.client", "jobqueue.client.cli", "jobqueue.client.cluster_map",
-               "jobqueue.mapper", "jobqueue.worker.daemon", "jobqueue.states", "jobqueue.config")
+               "jobqueue.mapper", "jobqueue.worker.main", "jobqueue.states", "jobqueue.config")
     imported = _run([str(client_venv / "bin" / "python"), "-c",
                      f"import importlib; [importlib.import_module(m) for m in {modules!r}]"],
                     env=_env())

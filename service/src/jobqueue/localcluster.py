@@ -72,7 +72,7 @@ class LocalCluster:
         env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}": str(v)
                               for k, v in overrides.items()}}
         with self._log(name) as log:
-            process = subprocess.Popen([daemon_python, "-m", "jobqueue.worker.daemon"],
+            process = subprocess.Popen([daemon_python, "-m", "jobqueue.worker.main"],
                                        env=env, stderr=log)
         self.workers[name] = process
         return process

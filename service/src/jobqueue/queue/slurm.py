@@ -18,15 +18,14 @@ from __future__ import annotations
 import getpass
 import math
 import shlex
-import subprocess
 from dataclasses import dataclass, field
 
+from jobqueue import slurm_command
 from jobqueue.models import Job
 from jobqueue.queue.batch import BatchQueue, SchedulerError, SchedulerJob
 from jobqueue.scheduler_states import slurm_outcome
 
 JOB_NAME_PREFIX = "jq-"
-COMMAND_TIMEOUT = 60.0
 # Memory for the node's worker process beside the job's own (a Python process and
 # the result archive's buffers), added to the job's --mem.
 WORKER_MEMORY_MIB = 256
@@ -61,9 +60,6 @@ class SlurmSettings:
     sbatch_args: list[str] = field(default_factory=list)  # e.g. ["--account=lab"]
     bin_dir: str = ""  # where sbatch, squeue, sacct and scancel are; empty: PATH
 
-    def command(self, name: str) -> str:
-        return f"{self.bin_dir.rstrip('/')}/{name}" if self.bin_dir else name
-
 
 class SlurmQueue(BatchQueue):
     name = "slurm"
@@ -74,15 +70,10 @@ class SlurmQueue(BatchQueue):
         self.user = getpass.getuser()
 
     def _run(self, name: str, *args: str, stdin: str | None = None) -> str:
-        argv = [self.own.command(name), *args]
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                                  timeout=COMMAND_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SchedulerError(f"{name}: {exc}") from None
-        if done.returncode != 0:
-            raise SchedulerError(f"{name}: {done.stderr.strip() or f'exit {done.returncode}'}")
-        return done.stdout
+            return slurm_command.run(name, *args, bin_dir=self.own.bin_dir, stdin=stdin)
+        except slurm_command.SlurmCommandError as exc:
+            raise SchedulerError(str(exc)) from None
 
     def batch_script(self, job: Job) -> str:
         command = shlex.join([self.own.worker_command, "--config", self.own.worker_config,

@@ -1,4 +1,5 @@
-"""`jobqueue-worker`: claim jobs from the controller and run each through a Runner.
+"""The worker daemon: claim jobs from the controller and run each through a Runner
+(`jobqueue-worker`, started by `jobqueue.worker.main`).
 
 Threads: one claimer (a single long-poll connection, whatever the number of slots),
 one heartbeat loop for all running jobs, one that streams their new log bytes to the
@@ -17,13 +18,11 @@ before the lease can run out and the job start again elsewhere.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import shutil
 import signal
 import stat
-import sys
 import tempfile
 import threading
 import time
@@ -37,17 +36,15 @@ import requests
 
 from jobqueue.archive import UnsafeArchive, safe_extract
 from jobqueue.backoff import Backoff
-from jobqueue.config import ConfigError
-from jobqueue.worker import settings as settings_module
 from jobqueue.worker.controller_api import (
     TRANSIENT,
     ControllerApi,
     ControllerError,
     LeaseLost,
 )
+from jobqueue.worker.runners import make_runner
 from jobqueue.worker.runner import (
     Limits,
-    LocalRunner,
     Runner,
     RunningProcess,
     RunRequest,
@@ -589,54 +586,3 @@ def _accounting(process: RunningProcess | None, code: int | None) -> dict:
     """The attempt's accounting as the result upload carries it."""
     usage = process.usage() if process is not None else Usage()
     return usage.as_json() | {"signal": -code if code is not None and code < 0 else None}
-
-
-def make_runner(settings: WorkerSettings, slot_locks: Path | None = None) -> Runner:
-    """The settings' runner. With `slot_locks`, a systemd runner shares the node's slots
-    with other processes (one job each), taking a free one under a lock file there."""
-    if settings.runner == "systemd":
-        from jobqueue.worker.systemd_runner import SystemdRunner
-        return SystemdRunner(settings, slot_locks)
-    if settings.runner == "slurm":
-        from jobqueue.worker.slurm_runner import SlurmRunner
-        return SlurmRunner(settings)
-    return LocalRunner(Path(settings.work_dir))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobqueue-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="settings file (default: $JOBQUEUE_WORKER_CONFIG or "
-                        f"{settings_module.DEFAULT_PATH})")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--one-job", metavar="JOB_ID",
-                        help="run this one job, which a batch scheduler (Slurm) started "
-                        "here, then exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    try:
-        settings = settings_module.load(args.config)
-    except ConfigError as exc:
-        print(f"jobqueue-worker: error: {exc}", file=sys.stderr)
-        return 2
-    if args.one_job:
-        from jobqueue.worker import one_job
-        try:
-            return one_job.run(settings, args.one_job)
-        except RuntimeError as exc:  # not in a scheduler's job; a slot check failed
-            log.error("%s", exc)
-            return 1
-    worker = Worker(settings)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
-    try:
-        worker.serve()
-    except RuntimeError as exc:  # the runner's self-check: refuse to run jobs unconfined
-        log.error("%s", exc)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

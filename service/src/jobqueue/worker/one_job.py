@@ -26,7 +26,8 @@ from pathlib import Path
 import requests
 
 from jobqueue.worker.controller_api import ControllerError, LeaseLost
-from jobqueue.worker.daemon import HAND_BACK_SECONDS, Worker, make_runner
+from jobqueue.worker.daemon import HAND_BACK_SECONDS, Worker
+from jobqueue.worker.runners import make_runner
 from jobqueue.worker.settings import WorkerSettings
 
 log = logging.getLogger("jobqueue.worker")

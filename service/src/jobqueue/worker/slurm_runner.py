@@ -21,11 +21,12 @@ import contextlib
 import getpass
 import math
 import shlex
-import subprocess
 import time
 from pathlib import Path
 
+from jobqueue import slurm_command
 from jobqueue.scheduler_states import ENDED, LIMITS, slurm_outcome
+from jobqueue.slurm_command import SlurmCommandError
 from jobqueue.worker.runner import (
     LocalWorkspace,
     Outcome,
@@ -37,12 +38,7 @@ from jobqueue.worker.runner import (
 from jobqueue.worker.settings import WorkerSettings
 
 JOB_NAME_PREFIX = "jqw-"
-COMMAND_TIMEOUT = 60.0
 POLL_SECONDS = 1.0
-
-
-class SlurmError(RuntimeError):
-    pass
 
 
 class SlurmRunner(Runner):
@@ -52,16 +48,8 @@ class SlurmRunner(Runner):
         self.capacity = settings.slurm_max_jobs
 
     def command(self, name: str, *args: str, stdin: str | None = None) -> str:
-        binary = str(Path(self.settings.slurm_bin_dir) / name) \
-            if self.settings.slurm_bin_dir else name
-        try:
-            done = subprocess.run([binary, *args], input=stdin, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SlurmError(f"{name}: {exc}") from None
-        if done.returncode != 0:
-            raise SlurmError(f"{name}: {done.stderr.strip() or f'exit {done.returncode}'}")
-        return done.stdout
+        return slurm_command.run(name, *args, bin_dir=self.settings.slurm_bin_dir,
+                                 stdin=stdin)
 
     def recover(self) -> None:
         out = self.command("squeue", "--noheader", f"--user={getpass.getuser()}",
@@ -74,7 +62,7 @@ class SlurmRunner(Runner):
     def self_check(self) -> None:
         try:
             self.command("sinfo", "--noheader", "--format=%P")
-        except SlurmError as exc:
+        except SlurmCommandError as exc:
             raise RuntimeError(f"the cluster's Slurm does not answer: {exc}") from None
 
     def workspace(self, name: str) -> SlurmWorkspace:
@@ -122,7 +110,7 @@ class SlurmWorkspace(LocalWorkspace):
 
     def close(self) -> None:
         if self.job is not None and self.job.code is None:
-            with contextlib.suppress(SlurmError):
+            with contextlib.suppress(SlurmCommandError):
                 self.runner.command("scancel", self.job.id)
         super().close()
 
@@ -137,7 +125,7 @@ class SlurmJob(RunningProcess):
     def _ended(self) -> bool:
         try:
             out = self.runner.command("scontrol", "show", "job", "--oneliner", self.id)
-        except SlurmError as exc:
+        except SlurmCommandError as exc:
             if "Invalid job id" not in str(exc):
                 return False  # slurmctld busy or restarting: ask again
             self.state, self.code = "UNKNOWN", -9  # forgotten: it did not report success
@@ -162,9 +150,9 @@ class SlurmJob(RunningProcess):
         return self.code
 
     def kill(self, grace: float) -> None:
-        with contextlib.suppress(SlurmError):
+        with contextlib.suppress(SlurmCommandError):
             self.runner.command("scancel", "--signal=TERM", "--full", self.id)
         if self.wait(grace) is None:
-            with contextlib.suppress(SlurmError):
+            with contextlib.suppress(SlurmCommandError):
                 self.runner.command("scancel", self.id)
             self.wait(None)

@@ -35,9 +35,12 @@ const FIELDS = [
   ["exit_code", "Exit code"],
   ["limit", "Limit reached"],
   ["cancel_requested", "Cancel requested", (v) => (v ? "yes" : "no")],
-  ["entry", "Entry script", (v) => el("code", {}, v)],
+  ["entry", "Entry", (v) => el("code", {}, v)],
   ["args", "Arguments", (v) => (Array.isArray(v) && v.length
     ? el("ol", { class: "args" }, v.map((a) => el("li", {}, el("code", {}, a)))) : "(none)")],
+  ["env", "Environment", (v) => (v && typeof v === "object" && Object.keys(v).length
+    ? el("ul", { class: "args" }, Object.entries(v).map(([name, value]) =>
+      el("li", {}, el("code", {}, `${name}=${value}`)))) : "")],
   ["cpus", "CPUs"],
   ["memory", "Memory limit", mib],
   ["walltime", "Wall time limit", seconds],
