@@ -54,3 +54,49 @@ def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names):
     for job_id in ids:
         stdout = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()["stdout"]
         assert stdout == "token: PermissionError\n", stdout
+
+
+IN_ENVIRONMENT = b"""
+import sys
+import six
+try:
+    open(sys.prefix + "/planted", "w")
+    print("wrote into the environment")
+except OSError as exc:
+    print(six.__version__, sys.prefix, type(exc).__name__)
+"""
+
+SWEEP_TASK = b"""
+import os
+open("out.txt", "w").write(str(int(os.environ["JOBQUEUE_ARRAY_TASK_ID"]) ** 2))
+"""
+
+MERGE = b"""
+import pathlib
+print(sum(int(p.read_text()) for p in pathlib.Path(".").glob("*/*/out.txt")))
+"""
+
+
+def test_environments_and_a_sweep_then_merge_pipeline(admin):
+    """The inventory's environment (jobqueue_environments: six, which the worker's own
+    Python lacks) serves a job that names it, read-only; a job without it cannot import
+    six. A sweep's merge step reads every task's result (inputs_from)."""
+    base = {"entry": "run.py", "walltime": 300}
+    in_env = submit(admin, {**base, "environment": "analysis"}, [("run.py", IN_ENVIRONMENT)])
+    no_env = submit(admin, base, [("run.py", IN_ENVIRONMENT)])
+    sweep = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps({**base, "array": "0-3"})},
+                       files=[("files", ("run.py", SWEEP_TASK))], timeout=60)
+    assert sweep.status_code == 201, sweep.text
+    array_id = sweep.json()["array"]["id"]
+    merge = submit(admin, {**base, "inputs_from": [array_id]}, [("run.py", MERGE)])
+
+    def log(job_id):
+        return admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+
+    assert wait(admin, in_env)["state"] == "succeeded", log(in_env)
+    assert log(in_env)["stdout"].split() == ["1.16.0", "/opt/jobqueue/envs/analysis",
+                                             "PermissionError"]
+    assert wait(admin, no_env)["state"] == "failed"
+    assert "ModuleNotFoundError: No module named 'six'" in log(no_env)["stderr"]
+    assert wait(admin, merge)["state"] == "succeeded", log(merge)
+    assert log(merge)["stdout"] == f"{0 + 1 + 4 + 9}\n"

@@ -52,6 +52,16 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"setting {name!r}: expected a string, got {value!r}")
         return str(value)
+    if typing.get_origin(annotation) is list:
+        if isinstance(value, str):  # from the environment: a JSON array
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"setting {name!r}: expected a list of strings (in the "
+                              f"environment, a JSON array), got {value!r}")
+        return value
     if typing.get_origin(annotation) is dict:
         if isinstance(value, str):  # from the environment: the table as JSON
             try:

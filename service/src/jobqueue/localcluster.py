@@ -36,8 +36,8 @@ class LocalCluster:
         # Point the config paths at nothing, so files under /etc never leak in.
         nowhere = str(self.root / "no-such-config.toml")
         self.env = {**os.environ, "JOBQUEUE_CONFIG": nowhere, "JOBQUEUE_WORKER_CONFIG": nowhere,
-                    **{f"JOBQUEUE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
-                       for k, v in asdict(settings).items()}}
+                    **{f"JOBQUEUE_{k.upper()}": json.dumps(v) if isinstance(v, dict | list)
+                       else str(v) for k, v in asdict(settings).items()}}
         self.env.pop("JOBQUEUE_FAULT", None)
         self.workers: dict[str, subprocess.Popen] = {}
         self.port = port
@@ -69,7 +69,8 @@ class LocalCluster:
         """A worker daemon run by `daemon_python` (another virtualenv's, to test an install)."""
         overrides = {"controller_url": self.url, "token": token, "name": name, "cpus": cpus,
                      "work_dir": self.root / f"work-{name}", **settings}
-        env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}": str(v)
+        env = {**self.env, **{f"JOBQUEUE_WORKER_{k.upper()}":
+                              json.dumps(v) if isinstance(v, dict | list) else str(v)
                               for k, v in overrides.items()}}
         with self._log(name) as log:
             process = subprocess.Popen([daemon_python, "-m", "jobqueue.worker.main"],

@@ -108,6 +108,8 @@ class Job(Base):
     args: Mapped[list] = mapped_column(JSON, default=list)
     # Environment variables the submitter asked for (`--export`), beside the worker's.
     env: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The software environment it runs in (one the lab declared); None: the worker's own.
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cpus: Mapped[int] = mapped_column(Integer, default=1)
     walltime: Mapped[int] = mapped_column(Integer)
     memory: Mapped[int] = mapped_column(Integer)
@@ -202,6 +204,8 @@ class Worker(Base):
     memory: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quarantined: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     drained: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The software environments it offers jobs.
+    environments: Mapped[list] = mapped_column(JSON, default=list)
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -180,10 +180,12 @@ class Client:
         after: Sequence[JobId] | None = None,
         inputs_from: Sequence[JobId] | None = None,
         env: Mapping[str, str] | None = None,
+        environment: str | None = None,
     ) -> dict[str, Any]:
         """Submit a script, or a folder whose ``entry`` (default: its only top-level .py file)
         is run (a ``.py`` with the worker's Python, anything else as a program: a script
-        with a ``#!`` line, a binary). ``env``: environment variables for the job.
+        with a ``#!`` line, a binary). ``env``: environment variables for the job;
+        ``environment``: the software environment it runs in (one the service declares).
         Settings left as None take the controller's defaults; ``array``,
         ``array_args``, ``after`` and ``inputs_from`` as for :meth:`submit`."""
         files, entry_path = pack_path(path, entry)
@@ -198,6 +200,7 @@ class Client:
             "memory": memory,
             "output_limit": output_limit,
             "env": dict(env) if env else None,
+            "environment": environment,
         }
         spec.update({key: value for key, value in optional.items() if value is not None})
         return self.submit(files, spec, idempotency_key, array=array, array_args=array_args,

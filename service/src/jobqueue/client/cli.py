@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "succeeded; cancelled if one ends otherwise. As Slurm's --dependency, "
                    "afterany:ID[:ID] (however they end) and afternotok:ID[:ID] (if they do "
                    "not succeed) too (repeatable)")
+    p.add_argument("--env", dest="environment", metavar="NAME",
+                   help="the software environment to run in, one the service offers "
+                   "(`jobqueue workers` lists them; default: the service's)")
     p.add_argument("--export", metavar="NAME[=VALUE]", action="append", default=[],
                    type=_export,
                    help="an environment variable for the job; NAME alone passes on this "
@@ -351,6 +354,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         after=after,
         inputs_from=inputs_from,
         env=dict(args.export),
+        environment=args.environment,
     )
     # An array's answer is {"array": summary, "jobs": ids}: its id stands for all its tasks.
     ident = job["array"]["id"] if "jobs" in job else job["id"]

@@ -75,7 +75,8 @@ def submit_job():
         parents = after.resolve(g.db, user, spec.after, spec.inputs_from)
         if spec.array is None:
             job = Job(id=input_id, owner=user, name=spec.name, entry=spec.entry,
-                      args=spec.args, env=spec.env, cpus=spec.cpus, walltime=spec.walltime,
+                      args=spec.args, env=spec.env, environment=spec.environment,
+                      cpus=spec.cpus, walltime=spec.walltime,
                       memory=spec.memory, output_limit=spec.output_limit,
                       state=JobState.QUEUED.value, attempts=0, cancel_requested=False,
                       message="", created_at=now, queued_at=now,

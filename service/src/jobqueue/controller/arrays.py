@@ -27,7 +27,8 @@ def create(session, user: User, spec: JobSpec, array_id: str, waiting_on: int,
     session.add(array)
     per_task = spec.array_args or [[] for _ in spec.array.indices]
     tasks = [Job(id=new_job_id(), owner=user, name=spec.name, entry=spec.entry,
-                 args=spec.args + extra, env=spec.env, cpus=spec.cpus, walltime=spec.walltime,
+                 args=spec.args + extra, env=spec.env, environment=spec.environment,
+                 cpus=spec.cpus, walltime=spec.walltime,
                  memory=spec.memory, output_limit=spec.output_limit,
                  state=JobState.QUEUED.value, attempts=0, cancel_requested=False, message="",
                  created_at=now, queued_at=now, array=array, array_index=index,

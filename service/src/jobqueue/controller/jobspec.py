@@ -12,8 +12,8 @@ from jobqueue.controller.errors import bad_request
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.queue.dependencies import CONDITIONS
 
-KNOWN_KEYS = {"name", "entry", "args", "env", "cpus", "walltime", "memory", "output_limit",
-              "array", "array_args", "after", "inputs_from"}
+KNOWN_KEYS = {"name", "entry", "args", "env", "environment", "cpus", "walltime", "memory",
+              "output_limit", "array", "array_args", "after", "inputs_from"}
 MAX_ARGS = 1000
 MAX_AFTER = 1000  # ids in `after` (an array's id counts once, however many tasks it has)
 MAX_ID = 32
@@ -44,6 +44,8 @@ class JobSpec:
     # Environment variables for the job (names checked, JOBQUEUE_* and the worker's own
     # HOME and TMPDIR refused).
     env: dict[str, str] = field(default_factory=dict)
+    # The software environment (a name the settings declare); None: the worker's own.
+    environment: str | None = None
 
 
 def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
@@ -94,6 +96,7 @@ def parse_spec(raw: str | None, settings: ControllerSettings) -> JobSpec:
         after=_after(spec),
         inputs_from=_ids(spec, "inputs_from"),
         env=_env(spec),
+        environment=_environment(spec, settings),
     )
 
 
@@ -177,3 +180,14 @@ def _env(spec: dict) -> dict[str, str]:
             raise bad_request(f"spec field 'env': the value of {name} must be at most 4096 "
                               "characters, without NUL")
     return env
+
+
+def _environment(spec: dict, settings: ControllerSettings) -> str | None:
+    name = spec.get("environment", settings.default_environment)
+    if name == "":
+        return None
+    if name not in settings.environments:
+        offered = ", ".join(settings.environments) or "none"
+        raise bad_request(f"spec field 'environment': {str(name)[:64]!r} is not one of this "
+                          f"service's environments ({offered})")
+    return name

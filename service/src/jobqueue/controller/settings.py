@@ -45,6 +45,10 @@ class ControllerSettings:
     max_submits_per_minute: int = 600
     # Most tasks of one job array (its indices are 0 to this minus one, as Slurm's).
     max_array_size: int = 10000
+    # The software environments the lab declared (workers offer them by name), and the
+    # one a job without its own runs in ("": the worker's own Python).
+    environments: list[str] = dataclasses.field(default_factory=list)
+    default_environment: str = ""
     # Each queue backend's own settings: the table [queue.NAME] of controller.toml.
     queue: dict[str, dict] = dataclasses.field(default_factory=dict)
 
@@ -67,6 +71,9 @@ class ControllerSettings:
             if getattr(self, default) > getattr(self, most):
                 raise ConfigError(f"setting {default!r} ({getattr(self, default)}) is above "
                                   f"{most!r} ({getattr(self, most)})")
+        if self.default_environment and self.default_environment not in self.environments:
+            raise ConfigError(f"setting 'default_environment' ({self.default_environment!r}) "
+                              "is not among 'environments'")
         if self.oversized_jobs not in ("refuse", "hold"):
             raise ConfigError(f"setting 'oversized_jobs' must be 'refuse' or 'hold', got "
                               f"{self.oversized_jobs!r}")

@@ -82,6 +82,7 @@ def job_json(job: Job, parents: Parents | None = None) -> dict:
         "entry": job.entry,
         "args": job.args,
         "env": job.env or {},
+        "environment": job.environment,
         "cpus": job.cpus,
         "walltime": job.walltime,
         "memory": job.memory,

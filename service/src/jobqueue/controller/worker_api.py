@@ -23,6 +23,7 @@ bp = Blueprint("worker_api", __name__)
 # Bounds that keep a worker's numbers inside what every database stores.
 MAX_WORKER_CPUS = 1 << 20
 MAX_WORKER_MEMORY = 1 << 30  # MiB: what a job may ask for, and an INTEGER column holds
+MAX_ENVIRONMENTS = 100  # software environments one worker offers
 EXIT_CODE_BOUND = 1 << 31
 MAX_LOG_APPEND = 4 << 20  # bytes of one append of a running job's log
 DRAINED_PAUSE_SECONDS = 5.0  # a drained worker's claim waits this, then gets nothing
@@ -112,15 +113,21 @@ def start(job_id: str):
 
 
 def _capacity(body: dict) -> WorkerCapacity | None:
-    """The optional `capacity` {"cpus", "jobs", "memory", "quarantined"}: all the worker
-    has, running jobs included, and the slots it set aside."""
+    """The optional `capacity` {"cpus", "jobs", "memory", "quarantined", "environments"}:
+    all the worker has, running jobs included, the slots it set aside, the software
+    environments it offers."""
     capacity = body.get("capacity")
     if capacity is None:
         return None
     if not isinstance(capacity, dict) or \
-            set(capacity) - {"cpus", "jobs", "memory", "quarantined"}:
+            set(capacity) - {"cpus", "jobs", "memory", "quarantined", "environments"}:
         raise bad_request("field 'capacity' must be an object with 'cpus' and, optionally, "
-                          "'jobs', 'memory' and 'quarantined'")
+                          "'jobs', 'memory', 'quarantined' and 'environments'")
+    environments = capacity.get("environments", [])
+    if not isinstance(environments, list) or len(environments) > MAX_ENVIRONMENTS or \
+            not all(isinstance(e, str) and 0 < len(e) <= 64 for e in environments):
+        raise bad_request(f"field 'capacity.environments' must be a list of at most "
+                          f"{MAX_ENVIRONMENTS} names of 1 to 64 characters")
     cpus, jobs, memory = capacity.get("cpus"), capacity.get("jobs"), capacity.get("memory")
     quarantined = capacity.get("quarantined", 0)
     _check_cpus(cpus, "'capacity.cpus'")
@@ -132,7 +139,7 @@ def _capacity(body: dict) -> WorkerCapacity | None:
                                or not 1 <= memory <= MAX_WORKER_MEMORY):
         raise bad_request("field 'capacity.memory' must be an integer (MiB) from 1 to "
                           f"{MAX_WORKER_MEMORY}")
-    return WorkerCapacity(cpus, jobs, memory, quarantined)
+    return WorkerCapacity(cpus, jobs, memory, quarantined, tuple(sorted(set(environments))))
 
 
 def _check_cpus(value, field: str) -> None:

@@ -48,11 +48,14 @@ class Registry:
                     if worker is None:
                         session.add(Worker(name=name, cpus=capacity.cpus, jobs=capacity.jobs,
                                            memory=capacity.memory,
-                                           quarantined=capacity.quarantined, seen_at=utcnow()))
+                                           quarantined=capacity.quarantined,
+                                           environments=list(capacity.environments),
+                                           seen_at=utcnow()))
                     else:
                         worker.cpus, worker.jobs = capacity.cpus, capacity.jobs
                         worker.memory, worker.seen_at = capacity.memory, utcnow()
                         worker.quarantined = capacity.quarantined
+                        worker.environments = list(capacity.environments)
                 break
             except IntegrityError:
                 continue
@@ -85,6 +88,7 @@ def overview(session, name: str | None = None) -> list[dict]:
         chosen = chosen.where(Worker.name == name)
     return [{"worker": w.name, "cpus": w.cpus, "jobs": w.jobs, "memory_mib": w.memory,
              "quarantined_slots": w.quarantined, "drained": w.drained,
+             "environments": w.environments or [],
              "running": running.get(w.name, 0),
              "seen_at": w.seen_at.isoformat(timespec="seconds")}
             for w in session.scalars(chosen)]
@@ -123,6 +127,7 @@ def pending(session, job: Job, workers: list[Worker]) -> dict:
             Job.state == JobState.QUEUED.value,
             or_(Job.queued_at < job.queued_at,
                 and_(Job.queued_at == job.queued_at, Job.id < job.id))))
+    offering = [w.name for w in workers if job.environment in (w.environments or [])]
     if (parent := first_unmet(session, job)) is not None:
         reason = f"waiting for job {parent}"
     elif job.array is not None and job.array.max_running is not None and session.scalar(
@@ -132,10 +137,16 @@ def pending(session, job: Job, workers: list[Worker]) -> dict:
         reason = f"array limit %{job.array.max_running} reached"
     elif not workers:
         reason = "no worker has asked for jobs yet"
+    elif job.environment and not offering:
+        reason = (f"no worker offers the environment {job.environment!r} yet: it waits "
+                  "for one that does")
     elif (cut := too_big(job.cpus, job.memory, workers)) is not None:
         reason = cut + ": it waits for a larger worker to join"
     elif ahead:
         reason = f"{ahead} job(s) ahead of it in the queue"
+    elif job.environment:
+        reason = (f"waiting for a worker with {job.cpus} free CPU(s), {job.memory} MiB and "
+                  f"the environment {job.environment!r} ({', '.join(offering)})")
     else:
         reason = f"waiting for a worker with {job.cpus} free CPU(s) and {job.memory} MiB"
     return {"queue_position": ahead + 1, "pending_reason": reason}

@@ -59,12 +59,14 @@ class WorkerCapacity:
     """All a worker offers: its CPUs, how many jobs it runs at once (None: one per CPU
     at most, as every job takes at least one), and the memory in MiB its jobs may ask
     for in sum (None: not counted). `quarantined`: job slots it has set aside because
-    they could not be cleaned (not counted in `jobs`; for its admins to see)."""
+    they could not be cleaned (not counted in `jobs`; for its admins to see).
+    `environments`: the software environments it offers (beside its own Python)."""
 
     cpus: int
     jobs: int | None = None
     memory: int | None = None
     quarantined: int = 0
+    environments: tuple[str, ...] = ()
 
 
 class PullQueue(QueueBackend):

@@ -164,12 +164,13 @@ class Dispatcher(PullQueue):
     def _try_claim(self, worker: str, free_cpus: int, claim_id: str | None = None,
                    capacity: WorkerCapacity | None = None) -> Claim | None:
         free_memory = None
+        environments = capacity.environments if capacity is not None else ()
         with self.session_factory.begin() as session:
             if capacity is not None:
                 free_cpus, free_memory = self._left_on(session, worker, capacity)
                 if free_cpus <= 0 or (free_memory is not None and free_memory <= 0):
                     return None
-            job = self._next_within_limits(session, free_cpus, free_memory)
+            job = self._next_within_limits(session, free_cpus, free_memory, environments)
             if job is None:
                 return None
             now = utcnow()
@@ -187,8 +188,8 @@ class Dispatcher(PullQueue):
 
     MAX_LIMIT_RETRIES = 8  # arrays found at their %N limit by one claim before it gives up
 
-    def _next_within_limits(self, session, free_cpus: int,
-                            free_memory: int | None = None) -> Job | None:
+    def _next_within_limits(self, session, free_cpus: int, free_memory: int | None = None,
+                            environments: Sequence[str] = ()) -> Job | None:
         """The next job (`_next`), making sure a task does not take its array past its %N.
 
         The query already leaves out arrays at their limit, but on PostgreSQL two claims
@@ -197,7 +198,8 @@ class Dispatcher(PullQueue):
         arrays without a limit, and other jobs, take the one query."""
         full: list[str] = []
         for _ in range(self.MAX_LIMIT_RETRIES):
-            row = session.execute(self._next(free_cpus, full, free_memory)).first()
+            row = session.execute(
+                self._next(free_cpus, full, free_memory, environments)).first()
             if row is None or row.max_running is None:
                 return None if row is None else row.Job
             # Wait for the claims of this array's tasks in flight, then count again.
@@ -213,9 +215,10 @@ class Dispatcher(PullQueue):
             Job.array_id == array_id, Job.state == JobState.RUNNING.value))
 
     @staticmethod
-    def _next(free_cpus: int, full_arrays: Sequence[str] = (), free_memory: int | None = None):
-        """The job to hand out next, among those that fit (CPUs, and memory where the
-        worker counts it): fair share between users (the
+    def _next(free_cpus: int, full_arrays: Sequence[str] = (), free_memory: int | None = None,
+              environments: Sequence[str] = ()):
+        """The job to hand out next, among those that fit (CPUs, memory where the worker
+        counts it, a software environment it offers): fair share between users (the
         user with the fewest CPUs in use goes first), then submission order. A later,
         smaller job of a user may start while an earlier one waits for more free CPUs.
         Jobs still waiting for others (`after`) and tasks of an array that runs as many as
@@ -233,6 +236,7 @@ class Dispatcher(PullQueue):
                  .outerjoin(JobArray, JobArray.id == Job.array_id)
                  .where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus,
                         Job.waiting_on == 0,
+                        Job.environment.is_(None) | Job.environment.in_(environments),
                         JobArray.max_running.is_(None) | (running_siblings
                                                           < JobArray.max_running)))
         if free_memory is not None:

@@ -212,7 +212,8 @@ class Worker:
         """What the worker has in all, for the controller to fit jobs to as they end."""
         memory = self.settings.total_memory
         quarantined = self.runner.set_aside()
-        return {"cpus": self.total_cpus, "jobs": self.runner.capacity} | (
+        return {"cpus": self.total_cpus, "jobs": self.runner.capacity,
+                "environments": sorted(self.settings.environments)} | (
             {"memory": memory} if memory is not None else {}) | (
             {"quarantined": quarantined} if quarantined else {})
 
@@ -484,13 +485,14 @@ class Worker:
 
     def _request(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> RunRequest:
         spec = job.spec
+        venv = self._environment(spec.get("environment"))
         # Defaults the job may change (--export), then what says where and who it is.
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": (f"{venv}/bin:" if venv else "") + "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": str(job.cpus),
-        } | spec.get("env", {}) | {
+        } | ({"VIRTUAL_ENV": venv} if venv else {}) | spec.get("env", {}) | {
             "HOME": str(job_dir),
             "TMPDIR": str(job_dir),
             "JOBQUEUE_JOB_ID": job.id,
@@ -504,16 +506,26 @@ class Worker:
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,
                         max_file_size=min(self.settings.max_file_size, spec["output_limit"] << 20))
-        argv = [*self._command(job_dir, spec["entry"]), *spec["args"]]
+        python = f"{venv}/bin/python" if venv else self.settings.python
+        argv = [*self._command(job_dir, spec["entry"], python), *spec["args"]]
         return RunRequest(job.id, job_dir, argv,
                           limits, meta_dir / "stdout", meta_dir / "stderr", env,
                           output_limit=spec["output_limit"] << 20, cpus=job.cpus)
 
-    def _command(self, job_dir: Path, entry: str) -> list[str]:
-        """A .py entry runs with the worker's Python; any other is run itself (a script
-        with a #! line, a program), made executable as uploads carry no modes."""
+    def _environment(self, name: str | None) -> str | None:
+        """The directory of the software environment `name` (None: the worker's own)."""
+        if name is None:
+            return None
+        if name not in self.settings.environments:
+            raise RuntimeError(f"this worker does not offer the environment {name!r}")
+        return self.settings.environments[name]
+
+    @staticmethod
+    def _command(job_dir: Path, entry: str, python: str) -> list[str]:
+        """A .py entry runs with `python`; any other is run itself (a script with a #!
+        line, a program), made executable as uploads carry no modes."""
         if entry.endswith(".py"):
-            return [self.settings.python, entry]
+            return [python, entry]
         path = job_dir / entry
         mode = path.lstat().st_mode
         if stat.S_ISREG(mode):

@@ -50,6 +50,9 @@ class WorkerSettings:
     service_end: str = ""
     on_shutdown: str = "requeue"
     python: str = ""
+    # Software environments offered to jobs: name -> a virtualenv's directory (a job
+    # in one runs its .py with DIR/bin/python, DIR/bin first on its PATH).
+    environments: dict[str, str] = dataclasses.field(default_factory=dict)
     kill_grace_seconds: float = 5.0
     retry_seconds: float = 300.0
     # "local": jobs run as the worker's user, unconfined (jobqueue dev, tests).
@@ -95,6 +98,10 @@ class WorkerSettings:
             raise ConfigError("setting 'slots' must be >= 0")
         if self.retry_seconds < 0:
             raise ConfigError("setting 'retry_seconds' must be >= 0")
+        for name, directory in self.environments.items():
+            if not isinstance(directory, str) or not os.path.isabs(directory):
+                raise ConfigError(f"setting 'environments': {name!r} must be an absolute "
+                                  "path (a virtualenv's directory)")
         for key in ("service_start", "service_stop", "service_end"):
             _clock(key, getattr(self, key))
 
