@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobqueue.client import cli
+from jobqueue.client import cli, display
 from jobqueue.client.api import Client, _api_error
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
@@ -642,8 +642,8 @@ def test_times_are_shown_in_the_local_zone_with_the_zone(monkeypatch: pytest.Mon
     monkeypatch.setenv("TZ", "Asia/Kolkata")
     time_module.tzset()
     try:
-        assert cli._time("2026-01-02T03:04:05+00:00") == "2026-01-02 08:34:05 IST"
-        assert cli._time(None) == ""
+        assert display.local_time("2026-01-02T03:04:05+00:00") == "2026-01-02 08:34:05 IST"
+        assert display.local_time(None) == ""
     finally:
         monkeypatch.delenv("TZ")
         time_module.tzset()

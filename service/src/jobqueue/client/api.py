@@ -250,6 +250,21 @@ class Client:
         (``counts``: how many of its tasks are in each state)."""
         return self._json("GET", f"/arrays/{_seg(array_id)}")
 
+    def queue(self) -> dict[str, Any]:
+        """Every queued and running job of the cluster, oldest first (``{"jobs",
+        "truncated"}``; others' jobs without their names), as Slurm's squeue."""
+        return self._json("GET", "/queue")
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker: its CPUs and those in use, environments and state (idle, mixed,
+        allocated, drained, down), as Slurm's sinfo."""
+        return self._json("GET", "/cluster/workers")["workers"]
+
+    def usage(self, days: int = 30) -> dict[str, Any]:
+        """Jobs finished in the last ``days`` per user (yours; an admin's: everyone's):
+        counts by outcome, CPU hours used and held, highest peak memory."""
+        return self._json("GET", "/usage", params={"days": days})
+
     def array_tasks(self, array_id: JobId) -> list[dict[str, Any]]:
         """Every task of the array, in index order."""
         tasks = self.list(array=array_id)

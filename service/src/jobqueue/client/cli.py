@@ -16,12 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, Self, TextIO
 
 from jobqueue import __version__
-from jobqueue.client import completion
+from jobqueue.client import cluster_commands, completion, display
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
@@ -115,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except WaitTimeout as exc:
         if args.json:
-            _print_json(exc.job)
+            display.print_json(exc.job)
         return _fail(str(exc), EXIT_WAIT_TIMEOUT)
     except ClientError as exc:
         return _fail(str(exc))
@@ -291,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write (default: $JOBQUEUE_CLIENT_CONFIG or "
                    "~/.config/jobqueue/client.toml)")
 
+    cluster_commands.add_commands(command)
     p = command("completion", cmd_completion,
                 "print the shell completion script for bash, zsh or fish")
     p.add_argument("shell", choices=completion.SHELLS)
@@ -360,7 +360,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     ident = job["array"]["id"] if "jobs" in job else job["id"]
     if not args.wait:
         if args.json:
-            _print_json(job)
+            display.print_json(job)
         else:
             print(ident)
         return EXIT_OK
@@ -409,7 +409,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.array:
         jobs.sort(key=lambda job: (job.get("array") or {}).get("index", 0))
     if args.json:
-        _print_json(jobs)
+        display.print_json(jobs)
         return EXIT_OK
     rows = [
         (
@@ -417,14 +417,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(job.get("name") or "") + _task_suffix(job),
             str(job.get("state", "")),
             str(job.get("cpus", "")),
-            _time(job.get("created_at")),
-            _runtime(job),
+            display.local_time(job.get("created_at")),
+            display.runtime(job),
             str(job.get("worker") or ""),
             _reason(job),
         )
         for job in jobs
     ]
-    _print_table(("ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME", "WORKER", "REASON"),
+    display.print_table(("ID", "NAME", "STATE", "CPUS", "CREATED", "RUNTIME", "WORKER", "REASON"),
                  rows)
     if not args.all and len(jobs) == LIST_DEFAULT_LIMIT:
         print(f"(the {LIST_DEFAULT_LIMIT} newest jobs; --all shows every job)", file=sys.stderr)
@@ -447,7 +447,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     found = [_job_or_array(client, ident) for ident in args.ids]
     if args.json:
         shown = [value for _kind, value in found]
-        _print_json(shown[0] if len(shown) == 1 else shown)
+        display.print_json(shown[0] if len(shown) == 1 else shown)
         return EXIT_OK
     for n, (kind, value) in enumerate(found):
         if n:
@@ -465,7 +465,7 @@ def _print_array(array: dict[str, Any]) -> None:
     rows = [("array:", array.get("id")), ("name:", array.get("name")),
             ("owner:", array.get("owner")), ("size:", array.get("size")),
             ("max_running:", "no limit" if limit is None else limit), ("tasks:", counts),
-            ("created_at:", _time(array.get("created_at")))]
+            ("created_at:", display.local_time(array.get("created_at")))]
     for key, value in rows:
         print(f"{key:<13} {'' if value is None else value}")
 
@@ -481,11 +481,11 @@ def _print_status(job: dict[str, Any]) -> None:
         if isinstance(value, list | dict):
             value = json.dumps(value)
         elif key.endswith("_at") and value:
-            value = _time(value)
+            value = display.local_time(value)
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
     for key, value in usage.items():
         print(f"{key + ':':<{width + 1}} {value}")
-    runtime = _runtime(job)
+    runtime = display.runtime(job)
     if runtime:
         print(f"{'runtime:':<{width + 1}} {runtime}")
 
@@ -498,8 +498,9 @@ def _accounting_lines(accounting: Any) -> dict[str, str]:
     peak, signum = accounting.get("peak_memory"), accounting.get("signal")
     return {
         "cpu_time": f"{cpu:.2f} s" if isinstance(cpu, int | float) else "",
-        "peak_memory": _size(peak),
-        "wall_time": f"{_clock(wall)} ({wall:.2f} s)" if isinstance(wall, int | float) else "",
+        "peak_memory": display.size(peak),
+        "wall_time": (f"{display.clock(wall)} ({wall:.2f} s)"
+                      if isinstance(wall, int | float) else ""),
         "signal": _signal_name(signum) if isinstance(signum, int) else "",
     }
 
@@ -538,7 +539,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.follow:
         return _follow(client, args)
     if args.json:  # the end of each log, as the controller shows it
-        _print_json(client.log(args.id))
+        display.print_json(client.log(args.id))
         return EXIT_OK
     for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
         stream.flush()
@@ -567,9 +568,10 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
 def cmd_files(args: argparse.Namespace) -> int:
     files = _client().files(args.id)
     if args.json:
-        _print_json(files)
+        display.print_json(files)
         return EXIT_OK
-    _print_table(("SIZE", "PATH"), [(_size(f.get("size")), str(f.get("path", ""))) for f in files])
+    display.print_table(("SIZE", "PATH"),
+                        [(display.size(f.get("size")), str(f.get("path", ""))) for f in files])
     return EXIT_OK
 
 
@@ -585,7 +587,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     dest = Path(args.output or f"job-{args.id}")
     saved = _fetch_one(client, args, args.id, dest)
     if args.json:
-        _print_json({"id": args.id, "files": saved} if args.paths else
+        display.print_json({"id": args.id, "files": saved} if args.paths else
                     {"id": args.id, "directory": str(dest)})
     else:
         print("\n".join(saved) if args.paths else dest)
@@ -606,7 +608,7 @@ def _fetch_array(client: Client, args: argparse.Namespace, array: dict[str, Any]
         _fetch_one(client, args, task["id"], folder)
         folders[str(task["array"]["index"])] = str(folder)
     if args.json:
-        _print_json({"array": array["id"], "directories": folders})
+        display.print_json({"array": array["id"], "directories": folders})
     else:
         print(dest)
     return EXIT_OK
@@ -658,7 +660,7 @@ def _each(args: argparse.Namespace, act: Callable[[Client, str], dict[str, Any]]
         if not args.json:
             print(outcome["said"])
     if args.json:
-        _print_json([{k: v for k, v in o.items() if k != "said"} for o in done])
+        display.print_json([{k: v for k, v in o.items() if k != "said"} for o in done])
     return code
 
 
@@ -712,7 +714,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         lines.append(f"ca_bundle = {json.dumps(ca_bundle)}")
     write_private(path, "\n".join(lines) + "\n")
     if args.json:
-        _print_json(me | {"config": str(path)})
+        display.print_json(me | {"config": str(path)})
     else:
         print(f"logged in to {args.url} as {me.get('name')} ({me.get('role')}); "
               f"token kept in {path}")
@@ -782,7 +784,7 @@ class Progress:
             self.stream.flush()
 
     def elapsed(self) -> str:
-        return _clock(time.monotonic() - self.started)
+        return display.clock(time.monotonic() - self.started)
 
     def _spin(self) -> None:
         for frame in itertools.cycle(self.FRAMES):
@@ -812,7 +814,7 @@ def _wait_for_array(client: Client, array_id: str, timeout: float | None, as_jso
     summary = client.wait_array(array_id, timeout=timeout, on_update=update)
     counts = summary.get("counts", {})
     if as_json:
-        _print_json(summary)
+        display.print_json(summary)
     else:
         print(f"array {array_id} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return EXIT_OK if set(counts) <= {"succeeded"} else EXIT_JOB_NOT_SUCCEEDED
@@ -822,7 +824,7 @@ def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json
     with Progress(job_id) as progress:
         job = client.wait(job_id, timeout=timeout, on_update=progress.update)
     if as_json:
-        _print_json(job)
+        display.print_json(job)
     else:
         print(f"job {job_id} {job.get('state')}")
     return job_exit_status(job)
@@ -870,14 +872,6 @@ def _fail(message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _positive_int(text: str) -> int:
@@ -926,52 +920,9 @@ def _duration(text: str) -> int:
     return seconds
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def _time(value: Any) -> str:
-    """A timestamp of the API (UTC) in the local time zone, with the zone shown."""
-    stamp = _parse_time(value)
-    if stamp is None:
-        return str(value or "")
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
-
-def _runtime(job: dict[str, Any]) -> str:
-    start = _parse_time(job.get("started_at"))
-    if start is None:
-        return ""
-    end = _parse_time(job.get("finished_at"))
-    if end is None:
-        if job.get("state") != "running":
-            return ""
-        end = datetime.now(start.tzinfo)
-    return _clock(max(0.0, (end - start).total_seconds()))
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-
-
-def _size(value: Any) -> str:
-    if not isinstance(value, int):
-        return ""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
 
 
 def _isatty(stream: TextIO) -> bool:

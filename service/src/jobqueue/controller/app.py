@@ -14,6 +14,7 @@ from jobqueue.controller import errors
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.api import bp as api_bp
 from jobqueue.controller.arrays import bp as arrays_bp
+from jobqueue.controller.cluster_views import bp as cluster_views_bp
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.metrics import Metrics
@@ -107,6 +108,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     api.register_blueprint(api_bp)
     api.register_blueprint(arrays_bp)
     api.register_blueprint(workers_admin_bp)
+    api.register_blueprint(cluster_views_bp)
     if isinstance(backend, PullQueue):
         api.register_blueprint(worker_bp)
 

@@ -141,6 +141,30 @@ def document() -> dict:
                 "Every worker: what it offers, slots set aside, drained, jobs running (admin)",
                 {"200": _json("The workers", schema={
                     "type": "array", "items": {"$ref": "#/components/schemas/Worker"}})})},
+            "/cluster/workers": {"get": _op(
+                "Every worker, its CPUs in use and state (idle, mixed, allocated, drained, "
+                "down), as sinfo", {"200": _json("The workers", schema={
+                    "type": "object", "properties": {"workers": {"type": "array", "items": {
+                        "allOf": [{"$ref": "#/components/schemas/Worker"}, {
+                            "type": "object", "properties": {
+                                "cpus_used": {"type": "integer"},
+                                "state": {"type": "string", "enum": [
+                                    "idle", "mixed", "allocated", "drained", "down"]}}}]}}}})})},
+            "/queue": {"get": _op(
+                "Every queued and running job, oldest first, as squeue (others' without "
+                "their names)", {"200": _json("The jobs", schema={
+                    "type": "object", "properties": {
+                        "jobs": {"type": "array", "items": {"type": "object"}},
+                        "truncated": {"type": "boolean"}}})})},
+            "/usage": {"get": _op(
+                "Jobs finished in the last 'days' (default 30) per user: counts by how they "
+                "ended, CPU hours used and held, highest peak memory, as sreport (a user: "
+                "their own line)", {"200": _json("Usage", schema={
+                    "type": "object", "properties": {
+                        "since": {"type": "string"},
+                        "users": {"type": "array", "items": {"type": "object"}}}})}, 400,
+                params=[{"name": "days", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 3660}}])},
             "/workers/{name}/drain": {"post": _op(
                 "Drain a worker: it takes no new job, its running ones go on (admin)",
                 {"200": _json("The worker", "Worker")}, 404, params=[WORKER_NAME])},
@@ -229,6 +253,7 @@ def document() -> dict:
                     "jobs": {"type": ["integer", "null"]},
                     "memory_mib": {"type": ["integer", "null"]},
                     "quarantined_slots": {"type": "integer"}, "drained": {"type": "boolean"},
+                    "environments": {"type": "array", "items": {"type": "string"}},
                     "running": {"type": "integer"}, "seen_at": {"type": "string"}}},
                 "JobSpec": {"type": "object", "required": ["entry"], "properties": {
                     "name": {"type": "string"},
