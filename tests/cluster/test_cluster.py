@@ -5,6 +5,7 @@ workers share the queue. Each worker's own checks are in tests/worker."""
 import json
 import os
 
+import pytest
 import testinfra
 from conftest import build_dir, submit, wait
 
@@ -41,34 +42,19 @@ def offered_cpus(name: str) -> int:
                .check_output("nproc"))
 
 
-def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names):
-    # As many one-CPU jobs as the workers have CPUs, submitted together: they
-    # can all run at once only if every worker takes its share.
-    spec = {"entry": "run.py", "args": [], "cpus": 1, "walltime": 300}
-    slots = sum(offered_cpus(name) for name in worker_names)
-    ids = [submit(admin, {**spec, "name": f"verify-share-{n}"}, [("run.py", SHARE_JOB)])
-           for n in range(slots)]
-    jobs = [wait(admin, job_id) for job_id in ids]
-    assert [job["state"] for job in jobs] == ["succeeded"] * len(ids)
-    assert {job["worker"] for job in jobs} == worker_names
-    for job_id in ids:
-        stdout = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()["stdout"]
-        assert stdout == "token: PermissionError\n", stdout
-
-
 IN_ENVIRONMENT = b"""
-import sys
+import errno, sys
 import six
 try:
     open(sys.prefix + "/planted", "w")
     print("wrote into the environment")
 except OSError as exc:
-    print(six.__version__, sys.prefix, type(exc).__name__)
+    print(six.__version__, sys.prefix, errno.errorcode[exc.errno])
 """
 
 SWEEP_TASK = b"""
 import os
-open("out.txt", "w").write(str(int(os.environ["JOBQUEUE_ARRAY_TASK_ID"]) ** 2))
+open("out.txt", "w").write(str((int(os.environ["JOBQUEUE_ARRAY_TASK_ID"]) + 1) ** 2))
 """
 
 MERGE = b"""
@@ -77,26 +63,52 @@ print(sum(int(p.read_text()) for p in pathlib.Path(".").glob("*/*/out.txt")))
 """
 
 
-def test_environments_and_a_sweep_then_merge_pipeline(admin):
+@pytest.fixture(scope="module")
+def submitted(admin, worker_names) -> dict:
+    """The module's jobs, submitted together so that they run side by side: first as
+    many one-CPU jobs as the workers have CPUs (they take every slot at once only if
+    every worker takes its share), then the environment and pipeline jobs, which run
+    as the first ones end."""
+    base = {"entry": "run.py", "args": [], "cpus": 1, "walltime": 300}
+    slots = sum(offered_cpus(name) for name in worker_names)
+    ids = {"share": [submit(admin, {**base, "name": f"verify-share-{n}"},
+                            [("run.py", SHARE_JOB)]) for n in range(slots)]}
+    # Two rounds of the three slots: the sweep's two tasks and the job in the
+    # environment, then the merge and the job without it.
+    sweep = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps({**base, "array": "0-1"})},
+                       files=[("files", ("run.py", SWEEP_TASK))], timeout=60)
+    assert sweep.status_code == 201, sweep.text
+    ids["in_env"] = submit(admin, {**base, "environment": "analysis"},
+                           [("run.py", IN_ENVIRONMENT)])
+    ids["merge"] = submit(admin, {**base, "inputs_from": [sweep.json()["array"]["id"]]},
+                          [("run.py", MERGE)])
+    ids["no_env"] = submit(admin, base, [("run.py", IN_ENVIRONMENT)])
+    return ids
+
+
+def log_of(admin, job_id) -> dict:
+    return admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+
+
+def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names, submitted):
+    jobs = [wait(admin, job_id) for job_id in submitted["share"]]
+    assert [job["state"] for job in jobs] == ["succeeded"] * len(jobs)
+    assert {job["worker"] for job in jobs} == worker_names
+    for job_id in submitted["share"]:
+        stdout = log_of(admin, job_id)["stdout"]
+        assert stdout == "token: PermissionError\n", stdout
+
+
+def test_environments_and_a_sweep_then_merge_pipeline(admin, submitted):
     """The inventory's environment (jobqueue_environments: six, which the worker's own
     Python lacks) serves a job that names it, read-only; a job without it cannot import
     six. A sweep's merge step reads every task's result (inputs_from)."""
-    base = {"entry": "run.py", "walltime": 300}
-    in_env = submit(admin, {**base, "environment": "analysis"}, [("run.py", IN_ENVIRONMENT)])
-    no_env = submit(admin, base, [("run.py", IN_ENVIRONMENT)])
-    sweep = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps({**base, "array": "0-3"})},
-                       files=[("files", ("run.py", SWEEP_TASK))], timeout=60)
-    assert sweep.status_code == 201, sweep.text
-    array_id = sweep.json()["array"]["id"]
-    merge = submit(admin, {**base, "inputs_from": [array_id]}, [("run.py", MERGE)])
-
-    def log(job_id):
-        return admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
-
-    assert wait(admin, in_env)["state"] == "succeeded", log(in_env)
-    assert log(in_env)["stdout"].split() == ["1.16.0", "/opt/jobqueue/envs/analysis",
-                                             "PermissionError"]
+    in_env, no_env, merge = submitted["in_env"], submitted["no_env"], submitted["merge"]
+    assert wait(admin, in_env)["state"] == "succeeded", log_of(admin, in_env)
+    version, prefix, refused = log_of(admin, in_env)["stdout"].split()
+    assert (version, prefix) == ("1.16.0", "/opt/jobqueue/envs/analysis")
+    assert refused in ("EACCES", "EROFS", "EPERM")  # the unit's and the profile's refusals
     assert wait(admin, no_env)["state"] == "failed"
-    assert "ModuleNotFoundError: No module named 'six'" in log(no_env)["stderr"]
-    assert wait(admin, merge)["state"] == "succeeded", log(merge)
-    assert log(merge)["stdout"] == f"{0 + 1 + 4 + 9}\n"
+    assert "ModuleNotFoundError: No module named 'six'" in log_of(admin, no_env)["stderr"]
+    assert wait(admin, merge)["state"] == "succeeded", log_of(admin, merge)
+    assert log_of(admin, merge)["stdout"] == f"{1 + 4}\n"
