@@ -126,6 +126,8 @@ class Job(Base):
     # The job's id in an external batch scheduler (Slurm) for its current attempt.
     external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Held by its owner (or an admin): queued, but handed to no worker or scheduler.
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The limit that ended the last attempt, if one did (jobqueue.states.LIMITS).
     limit_hit: Mapped[str | None] = mapped_column(String(16), nullable=True)

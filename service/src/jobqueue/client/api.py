@@ -388,6 +388,13 @@ class Client:
     def cancel(self, job_id: JobId) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{_seg(job_id)}/cancel")
 
+    def hold(self, job_id: JobId) -> dict[str, Any]:
+        """Keep a queued job from starting until :meth:`release`."""
+        return self._json("POST", f"/jobs/{_seg(job_id)}/hold")
+
+    def release(self, job_id: JobId) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{_seg(job_id)}/release")
+
     def delete(self, job_id: JobId) -> None:
         self._request("DELETE", f"/jobs/{_seg(job_id)}", expect=(200, 204))
 

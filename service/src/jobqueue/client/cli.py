@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "tasks), by ID or by --state/--name")
     _selection(p, ("queued", "running"))
 
+    p = command("hold", cmd_hold, "keep queued jobs from starting until released (as "
+                "scontrol hold), by ID or by --name")
+    _selection(p, ("queued",))
+    p = command("release", cmd_release, "let held jobs start, by ID or by --name")
+    _selection(p, ("queued",))
+
     p = command("delete", cmd_delete, "delete finished jobs and their files, by ID or filter")
     _selection(p, tuple(sorted(TERMINAL_STATES)))
 
@@ -686,6 +692,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return job | {"said": said}
 
     return _each(args, cancel)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    return _each(args, lambda client, job_id: (job := client.hold(job_id)) | {
+        "said": f"job {job['id']} held"})
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    return _each(args, lambda client, job_id: (job := client.release(job_id)) | {
+        "said": f"job {job['id']} released"})
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -305,6 +305,32 @@ def cancel_job(job_id: str):
     return jsonify(job_json(job))
 
 
+@bp.post("/jobs/<job_id>/hold")
+@require("user", "admin")
+def hold_job(job_id: str):
+    """Keep a queued job from starting (as Slurm's scontrol hold) until it is released."""
+    job = visible_job(job_id, for_update=True)
+    if job.job_state is not JobState.QUEUED:
+        raise conflict(f"the job is {job.state}: only a queued job can be held")
+    if job.external_id is not None:
+        raise conflict("the job is already in the scheduler's queue: only a job not yet "
+                       "handed over can be held")
+    job.held = True
+    g.db.commit()
+    return jsonify(job_json(job))
+
+
+@bp.post("/jobs/<job_id>/release")
+@require("user", "admin")
+def release_job(job_id: str):
+    job = visible_job(job_id, for_update=True)
+    if job.held:
+        job.held = False
+        app_state().backend.enqueued(g.db, job)  # a waiting claim may take it now
+    g.db.commit()
+    return jsonify(job_json(job))
+
+
 @bp.delete("/jobs/<job_id>")
 @require("user", "admin")
 def delete_job(job_id: str):

@@ -132,6 +132,12 @@ def document() -> dict:
                 "The job directory after the run", {"200": _binary("tar.gz", "application/gzip")},
                 404, params=jid)},
             "/jobs/{job_id}/cancel": {"post": _op("Cancel a job", JOB_OK, 404, 409, params=jid)},
+            "/jobs/{job_id}/hold": {"post": _op(
+                "Hold a queued job: it starts only once released", JOB_OK, 404, 409,
+                params=jid)},
+            "/jobs/{job_id}/release": {"post": _op(
+                "Release a held job (a job not held is left as it is)", JOB_OK, 404,
+                params=jid)},
             "/arrays/{array_id}": {"get": _op("A job array: its size and tasks per state",
                                               ARRAY_OK, 404, 409, params=[ARRAY_ID])},
             "/arrays/{array_id}/cancel": {"post": _op(
@@ -320,6 +326,7 @@ def document() -> dict:
                                                    "its inputs"},
                     "pending_reason": {"type": "string"},
                     "queue_position": {"type": "integer"},
+                    "held": {"type": "boolean"},
                     "lease": {"type": "string"}, "links": {"type": "object"}}},
                 "Accounting": {
                     "type": "object", "description": "what the attempt that finished the job "

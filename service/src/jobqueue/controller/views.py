@@ -94,6 +94,7 @@ def job_json(job: Job, parents: Parents | None = None) -> dict:
         "message": job.message,
         "accounting": accounting.as_json(job),
         "cancel_requested": job.cancel_requested,
+        "held": job.held,
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),

@@ -128,7 +128,9 @@ def pending(session, job: Job, workers: list[Worker]) -> dict:
             or_(Job.queued_at < job.queued_at,
                 and_(Job.queued_at == job.queued_at, Job.id < job.id))))
     offering = [w.name for w in workers if job.environment in (w.environments or [])]
-    if (parent := first_unmet(session, job)) is not None:
+    if job.held:
+        reason = "held: it starts once released (jobqueue release)"
+    elif (parent := first_unmet(session, job)) is not None:
         reason = f"waiting for job {parent}"
     elif job.array is not None and job.array.max_running is not None and session.scalar(
             select(func.count()).select_from(Job).where(

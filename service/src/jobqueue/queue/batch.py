@@ -156,12 +156,12 @@ class BatchQueue(Dispatcher, abc.ABC):
                 select(Job.id).where(Job.state == JobState.QUEUED.value,
                                      Job.external_id.is_(None),
                                      Job.cancel_requested.is_(False),
-                                     Job.waiting_on == 0)
+                                     Job.waiting_on == 0, Job.held.is_(False))
                 .order_by(Job.queued_at, Job.array_index, Job.id)).all()
         for job_id in ids:
             with self.session_factory.begin() as session:
                 job = session.get(Job, job_id, with_for_update=True)
-                if job is None or job.job_state is not JobState.QUEUED \
+                if job is None or job.job_state is not JobState.QUEUED or job.held \
                         or job.external_id is not None or self._array_full(session, job):
                     continue
                 try:

@@ -235,7 +235,7 @@ class Dispatcher(PullQueue):
                  .outerjoin(in_use, in_use.c.owner_id == Job.owner_id)
                  .outerjoin(JobArray, JobArray.id == Job.array_id)
                  .where(Job.state == JobState.QUEUED.value, Job.cpus <= free_cpus,
-                        Job.waiting_on == 0,
+                        Job.waiting_on == 0, Job.held.is_(False),
                         Job.environment.is_(None) | Job.environment.in_(environments),
                         JobArray.max_running.is_(None) | (running_siblings
                                                           < JobArray.max_running)))
