@@ -360,20 +360,24 @@ def test_a_long_job_is_cancelled_from_its_page_after_a_confirmation(page):
     assert page.cluster.client.wait(waiting, timeout=30)["state"] == "succeeded"
 
 
-def test_the_list_fits_the_window_from_900_to_1400_pixels(page):
-    """No page-wide horizontal scroll bar: what is too wide scrolls on its own."""
+def test_the_list_and_a_job_fit_the_window_from_390_to_1440_pixels(page):
+    """No page-wide horizontal scroll bar, from a phone to a wide screen: what is too
+    wide scrolls on its own (screenshots in build/browser/)."""
     page.sign_in(page.cluster.tokens["alice"])
     job_id = page.cluster.submit("print('hi')\n", name="a-rather-long-name-" * 4,
                                  args=["--some-option=" + "x" * 60])
     size = page.driver.get_window_size()
     try:
-        for width in (900, 1400):
+        for width in (390, 900, 1440):
             page.driver.set_window_size(width, size["height"])
-            page.open("#/")
-            page.row(job_id)
-            overflow = page.driver.execute_script(
-                "return document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, f"{overflow} px wider than a {width} px window"
+            for view, ready in (("#/", lambda: page.row(job_id)),
+                                (f"#/jobs/{job_id}", lambda: page.find("#job-fields"))):
+                page.open(view)
+                ready()
+                page.screenshot(f"{'list' if view == '#/' else 'job'}-{width}px.png")
+                overflow = page.driver.execute_script(
+                    "return document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"{view}: {overflow} px wider than a {width} px window"
     finally:
         page.driver.set_window_size(size["width"], size["height"])
 
