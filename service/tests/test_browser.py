@@ -175,7 +175,7 @@ def test_a_wrong_token_is_refused_with_a_message(page):
     page.sign_in("not-a-token", wait=False)
     error = page.wait(lambda: page.find("#error").is_displayed() and page.find("#error"),
                       what="no error shown")
-    assert "Sign-in failed" in error.text and "invalid or revoked token" in error.text
+    assert "Sign-in failed" in error.text and "invalid, expired or revoked token" in error.text
     assert page.find("#sign-in").is_displayed() and not page.find("#nav").is_displayed()
     assert page.driver.execute_script("return sessionStorage.length") == 0
 

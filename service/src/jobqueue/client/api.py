@@ -388,6 +388,15 @@ class Client:
     def cancel(self, job_id: JobId) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{_seg(job_id)}/cancel")
 
+    def tokens(self) -> list[dict[str, Any]]:
+        """Your tokens: ``id``, ``label``, ``created_at``, ``expires_at``, ``revoked_at``
+        and ``current`` (the one this client uses)."""
+        return self._json("GET", "/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        """Revoke one of your tokens (an admin: anyone's); the others stay live."""
+        return self._json("DELETE", f"/tokens/{int(token_id)}")
+
     def hold(self, job_id: JobId) -> dict[str, Any]:
         """Keep a queued job from starting until :meth:`release`."""
         return self._json("POST", f"/jobs/{_seg(job_id)}/hold")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Self, TextIO
 
 from jobqueue import __version__
-from jobqueue.client import cluster_commands, completion, display
+from jobqueue.client import cluster_commands, completion, display, token_commands
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.config/jobqueue/client.toml)")
 
     cluster_commands.add_commands(command)
+    token_commands.add_commands(command)
     p = command("completion", cmd_completion,
                 "print the shell completion script for bash, zsh or fish")
     p.add_argument("shell", choices=completion.SHELLS)
@@ -732,8 +733,11 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.json:
         display.print_json(me | {"config": str(path)})
     else:
+        expires = (me.get("token") or {}).get("expires_at")
         print(f"logged in to {args.url} as {me.get('name')} ({me.get('role')}); "
-              f"token kept in {path}")
+              f"token kept in {path}; "
+              + (f"it expires {display.local_time(expires)}" if expires else
+                 "it does not expire"))
     return EXIT_OK
 
 

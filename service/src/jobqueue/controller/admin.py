@@ -78,7 +78,7 @@ def cmd_issue_token(args, engine, sessions) -> int:
     with sessions.begin() as session:
         if args.create is not None:  # one run instead of create-user, then issue-token
             _ensure_user(session, args.name, args.create)
-        token = issue_token(session, _user(session, args.name), args.label)
+        token = issue_token(session, _user(session, args.name), args.label, args.days)
     print(token)
     return 0
 
@@ -109,11 +109,38 @@ def cmd_revoke_tokens(args, engine, sessions) -> int:
     return 0
 
 
+def cmd_list_tokens(args, engine, sessions) -> int:
+    with sessions() as session:
+        user = _user(session, args.name)
+        rows = [{"id": t.id, "label": t.label, "created_at": _stamp(t.created_at),
+                 "expires_at": _stamp(t.expires_at), "revoked_at": _stamp(t.revoked_at)}
+                for t in sorted(user.tokens, key=lambda t: t.id)]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_revoke_token(args, engine, sessions) -> int:
+    with sessions.begin() as session:
+        token = session.get(Token, args.id)
+        if token is None:
+            raise AdminError(f"no token {args.id} (list-tokens NAME shows a user's)")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+        print(json.dumps({"user": token.user.name, "revoked": args.id}))
+    return 0
+
+
+def _stamp(value) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
 def cmd_list_users(args, engine, sessions) -> int:
     with sessions() as session:
         users = session.scalars(select(User).order_by(User.name)).all()
+        now = utcnow()
         rows = [{"user": u.name, "role": u.role,
-                 "tokens": sum(t.revoked_at is None for t in u.tokens)} for u in users]
+                 "tokens": sum(t.revoked_at is None and (t.expires_at is None or t.expires_at > now)
+                               for t in u.tokens)} for u in users]
     print(json.dumps(rows, indent=2))
     return 0
 
@@ -215,6 +242,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("issue-token", help="print a new token for a user, once")
     s.add_argument("name")
     s.add_argument("--label", default="")
+    s.add_argument("--days", type=int, metavar="N",
+                   help="the token expires after N days (default: when revoked)")
     s.add_argument("--create", choices=ROLES, metavar="ROLE",
                    help="create the user with this role first, unless it exists with it")
     s.set_defaults(func=cmd_issue_token)
@@ -226,6 +255,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-stdin", action="store_true",
                    help="all but the token on stdin (a live one of NAME), for a rotation")
     s.set_defaults(func=cmd_revoke_tokens)
+    s = sub.add_parser("list-tokens", help="a user's tokens: id, label, created, expires, "
+                       "revoked")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_list_tokens)
+    s = sub.add_parser("revoke-token", help="revoke one token, by the id list-tokens shows")
+    s.add_argument("id", type=int)
+    s.set_defaults(func=cmd_revoke_token)
     sub.add_parser("list-users", help="users, roles and live token counts").set_defaults(
         func=cmd_list_users)
     sub.add_parser("paths", help="who runs the controller, its data directory and kind of "

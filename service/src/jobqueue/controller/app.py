@@ -22,6 +22,7 @@ from jobqueue.models import Job
 from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
+from jobqueue.controller.token_api import bp as token_api_bp, token_json
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers_admin import bp as workers_admin_bp
 from jobqueue.controller.workers import Registry
@@ -109,6 +110,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     api.register_blueprint(arrays_bp)
     api.register_blueprint(workers_admin_bp)
     api.register_blueprint(cluster_views_bp)
+    api.register_blueprint(token_api_bp)
     if isinstance(backend, PullQueue):
         api.register_blueprint(worker_bp)
 
@@ -123,7 +125,9 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     @require("user", "admin", "worker")
     def me():
         user = current_user()
-        return jsonify({"name": user.name, "role": user.role})
+        token = g.get("token")
+        return jsonify({"name": user.name, "role": user.role,
+                        "token": token_json(token) if token is not None else None})
 
     app.register_blueprint(api)
     errors.register(app)

@@ -8,7 +8,7 @@ from flask import current_app, g, request
 
 from jobqueue.controller.errors import ApiError
 from jobqueue.models import User
-from jobqueue.controller.tokens import get_or_create_user, user_for_token
+from jobqueue.controller.tokens import get_or_create_user, live_token
 
 ANONYMOUS = "anonymous"
 
@@ -32,9 +32,11 @@ def current_user() -> User:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-        user = user_for_token(session, token.strip())
-        if user is None:
-            raise _unauthorized("invalid or revoked token")
+        row = live_token(session, token.strip())
+        if row is None:
+            raise _unauthorized("invalid, expired or revoked token")
+        user = row.user
+        g.token = row
         session.commit()  # end the read: on SQLite every transaction holds the write lock
     g.user = user
     return user

@@ -244,8 +244,18 @@ def document() -> dict:
                     "Released", schema={"type": "object"})}, 400, 409, params=jid,
                 body=LEASE_BODY)},
             "/me": {"get": _op("Whose token this is", {"200": _json(
-                "The token's user", schema={"type": "object", "properties": {
-                    "name": {"type": "string"}, "role": {"type": "string"}}})})},
+                "The token's user, and the token", schema={"type": "object", "properties": {
+                    "name": {"type": "string"}, "role": {"type": "string"},
+                    "token": {"oneOf": [{"$ref": "#/components/schemas/Token"},
+                                        {"type": "null"}]}}})})},
+            "/tokens": {"get": _op("Your tokens (the one in use: current)", {"200": _json(
+                "The tokens", schema={"type": "object", "properties": {"tokens": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Token"}}}})})},
+            "/tokens/{token_id}": {"delete": _op(
+                "Revoke one of your tokens (an admin: anyone's)",
+                {"200": _json("The token", "Token")}, 404,
+                params=[{"name": "token_id", "in": "path", "required": True,
+                         "schema": {"type": "integer"}}])},
             "/openapi.json": {"get": _op("This document", {"200": _json(
                 "OpenAPI", schema={"type": "object"})})},
         }.items()},
@@ -254,6 +264,12 @@ def document() -> dict:
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"], "properties": {
                     "error": {"type": "string"}, "message": {"type": "string"}}},
+                "Token": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "label": {"type": "string"},
+                    "created_at": {"type": "string"},
+                    "expires_at": {"type": ["string", "null"]},
+                    "revoked_at": {"type": ["string", "null"]},
+                    "current": {"type": "boolean"}}},
                 "Worker": {"type": "object", "properties": {
                     "worker": {"type": "string"}, "cpus": {"type": "integer"},
                     "jobs": {"type": ["integer", "null"]},

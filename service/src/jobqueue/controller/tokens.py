@@ -6,10 +6,11 @@ the deploy runs several times per host, does not import Flask.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from jobqueue.models import ROLES, Token, User, utcnow
 
@@ -20,16 +21,24 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def issue_token(session, user: User, label: str = "") -> str:
+def issue_token(session, user: User, label: str = "", days: int | None = None) -> str:
+    """A new token of `user`, live until revoked or, with `days`, that many days."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(Token(user=user, digest=digest(token), label=label))
+    expires = utcnow() + dt.timedelta(days=days) if days else None
+    session.add(Token(user=user, digest=digest(token), label=label, expires_at=expires))
     return token
 
 
-def user_for_token(session, token: str) -> User | None:
-    row = session.scalars(
-        select(Token).where(Token.digest == digest(token), Token.revoked_at.is_(None))
+def live_token(session, token: str) -> Token | None:
+    """The row of `token` if it is neither revoked nor expired."""
+    return session.scalars(
+        select(Token).where(Token.digest == digest(token), Token.revoked_at.is_(None),
+                            or_(Token.expires_at.is_(None), Token.expires_at > utcnow()))
     ).first()
+
+
+def user_for_token(session, token: str) -> User | None:
+    row = live_token(session, token)
     return row.user if row else None
 
 

@@ -1,0 +1,42 @@
+"""A user's own tokens over the API: which there are (the one in use marked), and
+revoking one of them without the others (an admin: anyone's)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify
+
+from jobqueue.controller.auth import current_user, require
+from jobqueue.controller.errors import not_found
+from jobqueue.models import Token, utcnow
+
+bp = Blueprint("token_api", __name__)
+
+
+def token_json(token: Token) -> dict:
+    def stamp(value):
+        return value.isoformat(timespec="seconds") if value else None
+
+    return {"id": token.id, "label": token.label, "created_at": stamp(token.created_at),
+            "expires_at": stamp(token.expires_at), "revoked_at": stamp(token.revoked_at),
+            "current": token is g.get("token")}
+
+
+@bp.get("/tokens")
+@require("user", "admin")
+def list_tokens():
+    user = current_user()
+    return jsonify(tokens=[token_json(t) for t in sorted(user.tokens, key=lambda t: t.id)])
+
+
+@bp.delete("/tokens/<int:token_id>")
+@require("user", "admin")
+def revoke_token(token_id: int):
+    user = current_user()
+    token = g.db.get(Token, token_id)
+    if token is None or (token.user_id != user.id and user.role != "admin"):
+        raise not_found(f"token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    answer = token_json(token)
+    g.db.commit()
+    return jsonify(answer)
