@@ -308,8 +308,8 @@ def test_openapi_describes_every_route(stack):
     for rule in stack.app.url_map.iter_rules():
         if rule.endpoint in ("static", "index"):
             continue
-        path = (str(rule).replace("<job_id>", "{job_id}").replace("<path:name>", "{path}")
-                .replace("<name>", "{name}").replace("<array_id>", "{array_id}"))
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}",
+                      str(rule).replace("<path:name>", "{path}"))
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths.get(path, {}), f"{method} {path} is not documented"
     json.dumps(paths)

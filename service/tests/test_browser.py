@@ -108,7 +108,7 @@ class Page:
 
     def sign_in(self, token: str, wait: bool = True) -> None:
         self.open()
-        # Whoever was signed in (the page signs in again with the tab's token) signs out.
+        # Whoever was signed in (the browser's sign-in serves every tab) signs out.
         self.wait(lambda: self.find("#who").is_displayed() or self.find("#sign-in").is_displayed())
         if self.find("#who").is_displayed():
             self.find("#sign-out").click()
@@ -409,7 +409,7 @@ def test_a_token_revoked_while_the_page_is_open_signs_it_out(page):
     page.find("#refresh").click()
     page.wait(lambda: "no longer accepted" in page.text("#error"), what="not signed out")
     assert page.find("#sign-in").is_displayed()
-    assert page.driver.execute_script("return sessionStorage.length") == 0
+    page.wait(lambda: page.driver.get_cookies() == [], what="the sign-in's cookies kept")
 
 
 def test_signing_out_forgets_the_token(page):
@@ -419,6 +419,52 @@ def test_signing_out_forgets_the_token(page):
     page.find("#sign-out").click()
     assert page.find("#sign-in").is_displayed()
     assert page.driver.execute_script("return sessionStorage.length + localStorage.length") == 0
-    assert page.driver.get_cookies() == []
+    page.wait(lambda: page.driver.get_cookies() == [], what="the sign-in's cookies kept")
     page.open("#/")
     assert page.find("#sign-in").is_displayed() and not page.find("#nav").is_displayed()
+
+
+def test_one_sign_in_serves_every_tab_and_no_script_reads_the_token(page):
+    page.sign_in(page.cluster.tokens["alice"])
+    token = page.cluster.tokens["alice"]
+    first = page.driver.current_window_handle
+    page.driver.switch_to.new_window("tab")
+    try:
+        page.open("#/")
+        page.wait(lambda: page.find("#who").is_displayed(), what="the new tab is not signed in")
+        assert "alice" in page.text("#who-name")
+        assert not page.find("#sign-in").is_displayed()
+        seen = page.driver.execute_script(
+            "return document.cookie + JSON.stringify(sessionStorage) + "
+            "JSON.stringify(localStorage)")
+        assert token not in seen and "jobqueue_csrf=" in seen
+        stored = {c["name"]: c for c in page.driver.get_cookies()}
+        assert set(stored) == {"jobqueue_csrf"}  # the session cookie is the API's alone
+    finally:
+        page.driver.close()
+        page.driver.switch_to.window(first)
+
+
+CHANGE = """
+const [path, header] = arguments;
+const done = arguments[arguments.length - 1];
+fetch(path, {method: "POST", credentials: "same-origin",
+             headers: header ? {"X-CSRF-Token": header} : {}})
+  .then(async (r) => done([r.status, await r.text()]));
+"""
+
+
+def test_a_change_without_the_csrf_header_is_refused(page):
+    page.sign_in(page.cluster.tokens["alice"])
+    job = page.cluster.submit("import time; time.sleep(60)\n", name="csrf target")
+    path = f"/api/v1/jobs/{job}/cancel"
+    status, body = page.driver.execute_async_script(CHANGE, path, None)
+    assert status == 403 and '"csrf"' in body
+    status, _ = page.driver.execute_async_script(CHANGE, path, "forged")
+    assert status == 403
+    assert page.cluster.client.get(job)["state"] != "cancelled"
+    csrf = page.driver.get_cookie("jobqueue_csrf")["value"]
+    status, body = page.driver.execute_async_script(CHANGE, path, csrf)
+    assert status == 200, body
+    assert page.cluster.client.get(job)["cancel_requested"] or \
+        page.cluster.client.get(job)["state"] == "cancelled"

@@ -23,6 +23,7 @@ from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.token_api import bp as token_api_bp, token_json
+from jobqueue.controller.web_session import bp as web_session_bp
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers_admin import bp as workers_admin_bp
 from jobqueue.controller.workers import Registry
@@ -111,6 +112,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     api.register_blueprint(workers_admin_bp)
     api.register_blueprint(cluster_views_bp)
     api.register_blueprint(token_api_bp)
+    api.register_blueprint(web_session_bp)
     if isinstance(backend, PullQueue):
         api.register_blueprint(worker_bp)
 

@@ -1,8 +1,15 @@
-"""Who is calling: the bearer token of a request (or anonymous, where allowed)."""
+"""Who is calling: the bearer token of a request, or the web page's session cookie
+(which holds the token, out of the reach of scripts), or anonymous where allowed.
+
+A request that changes something on the strength of the cookie must also carry the
+CSRF token (a second cookie the page's script reads and sends back as X-CSRF-Token):
+another site can make the browser send the cookie, but not read it to forge that
+header."""
 
 from __future__ import annotations
 
 import functools
+import hmac
 
 from flask import current_app, g, request
 
@@ -11,6 +18,10 @@ from jobqueue.models import User
 from jobqueue.controller.tokens import get_or_create_user, live_token
 
 ANONYMOUS = "anonymous"
+SESSION_COOKIE = "jobqueue_session"
+CSRF_COOKIE = "jobqueue_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -23,6 +34,9 @@ def current_user() -> User:
         return g.user
     session = g.db
     header = request.headers.get("Authorization", "")
+    if not header and (cookie := request.cookies.get(SESSION_COOKIE)):
+        _check_csrf()
+        header = f"Bearer {cookie}"
     if not header:
         if not current_app.config["JOBQUEUE"].allow_anonymous:
             raise _unauthorized("a bearer token is required")
@@ -40,6 +54,16 @@ def current_user() -> User:
         session.commit()  # end the read: on SQLite every transaction holds the write lock
     g.user = user
     return user
+
+
+def _check_csrf() -> None:
+    if request.method in SAFE_METHODS:
+        return
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    given = request.headers.get(CSRF_HEADER, "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise ApiError(403, "csrf", f"a change made with the web page's sign-in needs its "
+                                    f"{CSRF_HEADER} header")
 
 
 def require(*roles: str):

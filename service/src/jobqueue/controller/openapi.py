@@ -248,6 +248,15 @@ def document() -> dict:
                     "name": {"type": "string"}, "role": {"type": "string"},
                     "token": {"oneOf": [{"$ref": "#/components/schemas/Token"},
                                         {"type": "null"}]}}})})},
+            "/session": {
+                "post": _op("The web page's sign-in: with the token in the Authorization "
+                            "header, sets the HttpOnly session cookie (for /api/v1) and the "
+                            "CSRF cookie, whose value every change made with the session "
+                            "cookie sends as X-CSRF-Token", {"200": _json(
+                                "The token's user", schema={"type": "object"})}),
+                "delete": _op("Sign out: clears both cookies",
+                              {"200": _json("Signed out", schema={"type": "object"})},
+                              public=True)},
             "/tokens": {"get": _op("Your tokens (the one in use: current)", {"200": _json(
                 "The tokens", schema={"type": "object", "properties": {"tokens": {
                     "type": "array", "items": {"$ref": "#/components/schemas/Token"}}}})})},

@@ -1,14 +1,15 @@
-// The HTTP API, called with this tab's token. Every failure becomes an ApiError
-// carrying the server's JSON message ({"error", "message"}).
+// The HTTP API, called with the browser's sign-in: the token sits in an HttpOnly
+// cookie this script cannot read (POST /session set it); every change also sends the
+// CSRF cookie's value back as a header. Every failure becomes an ApiError carrying
+// the server's JSON message ({"error", "message"}).
 
-const TOKEN_KEY = "jobqueue-token";
+const CSRF_COOKIE = "jobqueue_csrf";
+const SAFE_METHODS = new Set(["GET", "HEAD"]);
 
-// sessionStorage: the token lives as long as this tab, never in a cookie or on disk.
-export const token = {
-  get: () => sessionStorage.getItem(TOKEN_KEY),
-  set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
-  clear: () => sessionStorage.removeItem(TOKEN_KEY),
-};
+function csrfToken() {
+  const found = document.cookie.split("; ").find((c) => c.startsWith(`${CSRF_COOKIE}=`));
+  return found ? decodeURIComponent(found.slice(CSRF_COOKIE.length + 1)) : "";
+}
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -18,16 +19,19 @@ export class ApiError extends Error {
   }
 }
 
-// Fired when the API refuses the stored token (revoked, expired): the page signs out.
+// Fired when the API refuses the sign-in (its token revoked, expired): the page signs
+// out. Not for a call made `quiet` (the first look, before anyone signed in).
 export const UNAUTHORIZED = "jobqueue:unauthorized";
 
-export async function api(path, { method = "GET", body, headers = {}, with_token } = {}) {
-  const bearer = with_token ?? token.get();
-  const auth = bearer ? { Authorization: `Bearer ${bearer}` } : {};
+export async function api(path,
+  { method = "GET", body, headers = {}, with_token, quiet = false } = {}) {
+  const auth = with_token ? { Authorization: `Bearer ${with_token}` } : {};
+  const csrf = SAFE_METHODS.has(method) ? {} : { "X-CSRF-Token": csrfToken() };
   let response;
   try {
     response = await fetch("/api/v1" + path, {
-      method, body, headers: { ...headers, ...auth }, cache: "no-store", credentials: "omit",
+      method, body, headers: { ...headers, ...csrf, ...auth }, cache: "no-store",
+      credentials: "same-origin",
     });
   } catch (exc) {
     throw new ApiError(0, "network", `the controller could not be reached (${exc.message})`);
@@ -42,7 +46,7 @@ export async function api(path, { method = "GET", body, headers = {}, with_token
   } catch {
     // not JSON (a proxy's error page): keep the status line
   }
-  if (response.status === 401 && with_token === undefined) {
+  if (response.status === 401 && with_token === undefined && !quiet) {
     window.dispatchEvent(new CustomEvent(UNAUTHORIZED, { detail: message }));
   }
   throw new ApiError(response.status, code, message);
@@ -61,7 +65,7 @@ export function jobPath(id) {
   return `/jobs/${encodeURIComponent(id)}`;
 }
 
-// Save a blob under a name: a download from an object URL, so the token never
+// Save a blob under a name: a download from an object URL, so nothing of the sign-in
 // appears in a link.
 export function saveBlob(blob, filename) {
   const url = URL.createObjectURL(blob);

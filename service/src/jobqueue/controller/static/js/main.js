@@ -1,7 +1,7 @@
-// The page: sign-in with a token kept for this tab, and a view per address
-// (#/ jobs, #/jobs/ID one job, #/submit, #/api).
+// The page: sign-in with a token, kept by the browser for every tab in an HttpOnly
+// cookie, and a view per address (#/ jobs, #/jobs/ID one job, #/submit, #/api).
 
-import { UNAUTHORIZED, apiJson, token } from "./api.js";
+import { UNAUTHORIZED, api, apiJson } from "./api.js";
 import { apiDoc } from "./apidoc.js";
 import { byId, show } from "./dom.js";
 import { jobPage } from "./job.js";
@@ -35,7 +35,7 @@ function signedIn(user) {
 }
 
 function signedOut(message) {
-  token.clear();
+  if (me) api("/session", { method: "DELETE" }).catch(() => {});  // clears the cookies
   me = null;
   stopView?.();
   stopView = null;
@@ -66,16 +66,13 @@ function route() {
 
 async function signIn(candidate) {
   try {
-    const user = await apiJson("/me", { with_token: candidate });
-    if (user.role === "worker") {
-      throw new Error("that is a worker's token: sign in with a user's token");
-    }
-    token.set(candidate);
-    signedIn(user);
+    signedIn(await apiJson("/session", { method: "POST", with_token: candidate }));
     report(null);
     route();
   } catch (exc) {
-    const why = exc.status === 401 ? `the token was not accepted (${exc.message})` : exc.message;
+    const why = exc.status === 401 ? `the token was not accepted (${exc.message})`
+      : exc.status === 403 ? "that is a worker's token: sign in with a user's token"
+        : exc.message;
     signedOut(`Sign-in failed: ${why}.`);
   }
 }
@@ -87,7 +84,7 @@ byId("sign-in").addEventListener("submit", (event) => {
 });
 byId("sign-out").addEventListener("click", () => {
   signedOut(null);
-  notify("Signed out: the token is forgotten in this tab.");
+  notify("Signed out: this browser forgot the token.");
 });
 window.addEventListener(UNAUTHORIZED, (event) => {
   signedOut(`Signed out: the token is no longer accepted (${event.detail}).`);
@@ -97,9 +94,12 @@ window.addEventListener("hashchange", () => {
   route();
 });
 
-// A reload keeps the tab's sign-in: no sign-in form meanwhile, unless the token fails.
-const stored = token.get();
-if (stored) {
-  byId("sign-in").hidden = true;
-  signIn(stored);
-}
+// Another tab, or a reload, finds the browser signed in: no sign-in form meanwhile,
+// unless it is not.
+byId("sign-in").hidden = true;
+apiJson("/me", { quiet: true }).then((user) => {
+  signedIn(user);
+  route();
+}).catch(() => {
+  byId("sign-in").hidden = false;
+});
