@@ -221,6 +221,14 @@ def test_bad_conditions_are_refused(stack, after_value, says):
     assert response.status_code == 400 and says in response.get_json()["message"]
 
 
+def test_one_job_named_twice_with_two_conditions_is_refused(stack):
+    parent = stack.submit_ok()
+    response = stack.submit(spec={"entry": "main.py",
+                                  "after": [parent["id"][:6], f"afterany:{parent['id']}"]})
+    assert response.status_code == 400
+    assert "twice, with two conditions" in response.get_json()["message"]
+
+
 # -- inputs_from: a finished job's results as inputs -------------------------------------
 
 def input_names(stack, job_id, lease) -> dict[str, bytes]:

@@ -61,7 +61,10 @@ def resolve(session, user: User, after: Sequence[tuple[str, str]],
     ended in a way its condition excludes is refused: the new job could never start."""
     wanted: dict[tuple[str, str], list] = {}  # (kind, id) -> [condition, inputs]
     for condition, name in after:
-        wanted[_named(session, user, "after", name)] = [condition, False]
+        key = _named(session, user, "after", name)
+        if wanted.setdefault(key, [condition, False])[0] != condition:
+            raise bad_request(f"spec field 'after' names {key[0]} {key[1]} twice, with two "
+                              "conditions")
     for name in inputs_from:
         wanted.setdefault(_named(session, user, "inputs_from", name), ["ok", False])[1] = True
     if not wanted:
