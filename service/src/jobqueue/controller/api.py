@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Callable
 
 from flask import Blueprint, Response, g, jsonify, request, send_file
 from sqlalchemy import and_, delete, func, or_, select
@@ -296,37 +297,45 @@ def get_results(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 @require("user", "admin")
 def cancel_job(job_id: str):
-    job = visible_job(job_id, for_update=True)
-    try:
-        app_state().backend.cancel(g.db, job)
-    except IllegalTransition:
-        raise conflict(f"the job is already {job.state}") from None
-    g.db.commit()
-    return jsonify(job_json(job))
+    def cancel(job: Job) -> None:
+        try:
+            app_state().backend.cancel(g.db, job)
+        except IllegalTransition:
+            raise conflict(f"the job is already {job.state}") from None
+
+    return _change(job_id, cancel)
 
 
 @bp.post("/jobs/<job_id>/hold")
 @require("user", "admin")
 def hold_job(job_id: str):
     """Keep a queued job from starting (as Slurm's scontrol hold) until it is released."""
-    job = visible_job(job_id, for_update=True)
-    if job.job_state is not JobState.QUEUED:
-        raise conflict(f"the job is {job.state}: only a queued job can be held")
-    if job.external_id is not None:
-        raise conflict("the job is already in the scheduler's queue: only a job not yet "
-                       "handed over can be held")
-    job.held = True
-    g.db.commit()
-    return jsonify(job_json(job))
+    def hold(job: Job) -> None:
+        if job.job_state is not JobState.QUEUED:
+            raise conflict(f"the job is {job.state}: only a queued job can be held")
+        if job.external_id is not None:
+            raise conflict("the job is already in the scheduler's queue: only a job not yet "
+                           "handed over can be held")
+        job.held = True
+
+    return _change(job_id, hold)
 
 
 @bp.post("/jobs/<job_id>/release")
 @require("user", "admin")
 def release_job(job_id: str):
+    def release(job: Job) -> None:
+        if job.held:
+            job.held = False
+            app_state().backend.enqueued(g.db, job)  # a waiting claim may take it now
+
+    return _change(job_id, release)
+
+
+def _change(job_id: str, change: Callable[[Job], None]):
+    """`change` the caller's job (locked), commit, answer with the job."""
     job = visible_job(job_id, for_update=True)
-    if job.held:
-        job.held = False
-        app_state().backend.enqueued(g.db, job)  # a waiting claim may take it now
+    change(job)
     g.db.commit()
     return jsonify(job_json(job))
 
