@@ -212,10 +212,12 @@ class Worker:
         """What the worker has in all, for the controller to fit jobs to as they end."""
         memory = self.settings.total_memory
         quarantined = self.runner.set_aside()
-        return {"cpus": self.total_cpus, "jobs": self.runner.capacity,
-                "environments": sorted(self.settings.environments)} | (
+        environments = sorted(self.settings.environments)
+        # Only what the worker has: a controller older than a field refuses the claim.
+        return {"cpus": self.total_cpus, "jobs": self.runner.capacity} | (
             {"memory": memory} if memory is not None else {}) | (
-            {"quarantined": quarantined} if quarantined else {})
+            {"quarantined": quarantined} if quarantined else {}) | (
+            {"environments": environments} if environments else {})
 
     def _free_cpus(self) -> int:
         if self.runner.capacity is not None and len(self.active) >= self.runner.capacity:
