@@ -65,3 +65,9 @@ def test_login_says_when_the_token_expires_and_tokens_lists_them(cluster, tmp_pa
     assert revoked.returncode == 0
     assert revoked.stdout.strip() == "token 1 revoked (the one in use here: sign in again)"
     assert jobqueue(c, "tokens").returncode != 0
+
+
+@pytest.mark.parametrize("token_id", ["0", "2147483648", "99999999999999999999999"])
+def test_revoking_a_token_that_is_not_there_is_a_404(stack, token_id):
+    response = stack.http.delete(f"/api/v1/tokens/{token_id}", headers=stack.headers("alice"))
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
