@@ -69,7 +69,7 @@ def test_usage_sums_each_users_finished_jobs(stack):
     assert get(stack, "/usage?days=7")["users"] == []
 
 
-@pytest.mark.parametrize("days", ["0", "x", "-1", "99999"])
+@pytest.mark.parametrize("days", ["0", "x", "-1", "99999", "\u00b2", "9" * 5000])
 def test_usage_refuses_a_bad_period(stack, days):
     response = stack.http.get(f"/api/v1/usage?days={days}", headers=stack.headers("alice"))
     assert response.status_code == 400 and "'days'" in response.get_json()["message"]

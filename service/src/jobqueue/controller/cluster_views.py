@@ -78,7 +78,8 @@ def usage():
     time) and the highest peak memory. A user sees their own line; an admin every
     user's."""
     text = request.args.get("days", "30")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_USAGE_DAYS:
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) or \
+            not 1 <= int(text) <= MAX_USAGE_DAYS:
         raise bad_request(f"'days' must be a whole number from 1 to {MAX_USAGE_DAYS}")
     since = utcnow() - dt.timedelta(days=int(text))
     user = current_user()
