@@ -44,12 +44,12 @@ def offered_cpus(name: str) -> int:
 
 IN_ENVIRONMENT = b"""
 import errno, sys
-import six
+import cryptography
 try:
     open(sys.prefix + "/planted", "w")
     print("wrote into the environment")
 except OSError as exc:
-    print(six.__version__, sys.prefix, errno.errorcode[exc.errno])
+    print(cryptography.__version__, sys.prefix, errno.errorcode[exc.errno])
 """
 
 SWEEP_TASK = b"""
@@ -100,15 +100,16 @@ def test_every_worker_takes_a_share_of_the_queue_confined(admin, worker_names, s
 
 
 def test_environments_and_a_sweep_then_merge_pipeline(admin, submitted):
-    """The inventory's environment (jobqueue_environments: six, which the worker's own
-    Python lacks) serves a job that names it, read-only; a job without it cannot import
-    six. A sweep's merge step reads every task's result (inputs_from)."""
+    """The inventory's environment (jobqueue_environments: cryptography, which the
+    worker's own Python lacks) serves a job that names it, read-only; a job without it
+    cannot import it. A sweep's merge step reads every task's result (inputs_from)."""
     in_env, no_env, merge = submitted["in_env"], submitted["no_env"], submitted["merge"]
     assert wait(admin, in_env)["state"] == "succeeded", log_of(admin, in_env)
     version, prefix, refused = log_of(admin, in_env)["stdout"].split()
-    assert (version, prefix) == ("1.16.0", "/opt/jobqueue/envs/analysis")
+    assert (version, prefix) == ("38.0.4", "/opt/jobqueue/envs/analysis")
     assert refused in ("EACCES", "EROFS", "EPERM")  # the unit's and the profile's refusals
     assert wait(admin, no_env)["state"] == "failed"
-    assert "ModuleNotFoundError: No module named 'six'" in log_of(admin, no_env)["stderr"]
+    assert "ModuleNotFoundError: No module named 'cryptography'" in \
+        log_of(admin, no_env)["stderr"]
     assert wait(admin, merge)["state"] == "succeeded", log_of(admin, merge)
     assert log_of(admin, merge)["stdout"] == f"{1 + 4}\n"
