@@ -487,7 +487,9 @@ def test_jobs_cannot_go_back_from_finished(stack):
 def test_me_names_the_token_holder(stack, who, role):
     response = call(stack, "get", "/api/v1/me", who)
     assert response.status_code == 200
-    assert response.get_json() == {"name": who, "role": role}
+    me = response.get_json()
+    assert (me["name"], me["role"]) == (who, role)
+    assert me["token"]["current"] is True and me["token"]["revoked_at"] is None
 
 
 def test_fair_share_between_users_submission_order_within_one(stack):
