@@ -19,7 +19,13 @@ from sqlalchemy.engine import make_url
 
 from jobqueue.config import ConfigError
 from jobqueue.controller import settings as settings_module
-from jobqueue.controller.tokens import digest, get_or_create_user, issue_token, user_for_token
+from jobqueue.controller.tokens import (
+    describe,
+    digest,
+    get_or_create_user,
+    issue_token,
+    user_for_token,
+)
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.models import ROLES, Token, User, utcnow
 
@@ -112,9 +118,7 @@ def cmd_revoke_tokens(args, engine, sessions) -> int:
 def cmd_list_tokens(args, engine, sessions) -> int:
     with sessions() as session:
         user = _user(session, args.name)
-        rows = [{"id": t.id, "label": t.label, "created_at": _stamp(t.created_at),
-                 "expires_at": _stamp(t.expires_at), "revoked_at": _stamp(t.revoked_at)}
-                for t in sorted(user.tokens, key=lambda t: t.id)]
+        rows = [describe(t) for t in sorted(user.tokens, key=lambda t: t.id)]
     print(json.dumps(rows, indent=2))
     return 0
 
@@ -128,10 +132,6 @@ def cmd_revoke_token(args, engine, sessions) -> int:
             token.revoked_at = utcnow()
         print(json.dumps({"user": token.user.name, "revoked": args.id}))
     return 0
-
-
-def _stamp(value) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None
 
 
 def cmd_list_users(args, engine, sessions) -> int:

@@ -7,18 +7,14 @@ from flask import Blueprint, g, jsonify
 
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import not_found
+from jobqueue.controller.tokens import describe
 from jobqueue.models import Token, utcnow
 
 bp = Blueprint("token_api", __name__)
 
 
 def token_json(token: Token) -> dict:
-    def stamp(value):
-        return value.isoformat(timespec="seconds") if value else None
-
-    return {"id": token.id, "label": token.label, "created_at": stamp(token.created_at),
-            "expires_at": stamp(token.expires_at), "revoked_at": stamp(token.revoked_at),
-            "current": token is g.get("token")}
+    return describe(token) | {"current": token is g.get("token")}
 
 
 @bp.get("/tokens")

@@ -29,6 +29,15 @@ def issue_token(session, user: User, label: str = "", days: int | None = None) -
     return token
 
 
+def describe(token: Token) -> dict:
+    """A token as jobqueue-admin and the API show it (never its secret)."""
+    def stamp(value):
+        return value.isoformat(timespec="seconds") if value else None
+
+    return {"id": token.id, "label": token.label, "created_at": stamp(token.created_at),
+            "expires_at": stamp(token.expires_at), "revoked_at": stamp(token.revoked_at)}
+
+
 def live_token(session, token: str) -> Token | None:
     """The row of `token` if it is neither revoked nor expired."""
     return session.scalars(
