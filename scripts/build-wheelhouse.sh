@@ -24,15 +24,15 @@ cp -a service/pyproject.toml service/src "$tmp"/
 [ -f service/README.md ] && cp service/README.md "$tmp"/
 "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$tmp"
 
-# Its dependencies with the server extra (the hosts run the controller and the
-# worker): binary wheels for the hosts' interpreter and platform, whatever the
+# Its dependencies with the server and worker extras (the hosts run the controller
+# and the worker): binary wheels for the hosts' interpreter and platform, whatever the
 # control machine runs.
 platform_args=()
 for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
 wheel=("$OUT"/jobqueue-*.whl)
 "$PY" -m pip download --quiet --dest "$OUT" --only-binary=:all: \
     --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
-    "${platform_args[@]}" "${wheel[0]}[server]"
+    "${platform_args[@]}" "${wheel[0]}[server,worker]"
 
 # A deterministic archive: same wheels, same bytes, so the hosts see no change.
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \

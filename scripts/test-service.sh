@@ -11,11 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The web page's test drives Debian's Chromium through its driver (about 30 s to
-# install, on top of an apt-get update).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# install, on top of an apt-get update); the worker's systemd client is tested on a
+# bus of its own (dbus-daemon).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+    || ! command -v dbus-daemon >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >&2
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core \
+    dbus-daemon >&2
 fi
 JOBQUEUE_TEST_POSTGRES_URL=$(scripts/test-postgres.sh)
 export JOBQUEUE_TEST_POSTGRES_URL

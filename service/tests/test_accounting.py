@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from jobqueue.worker import cgroup
-from jobqueue.worker.systemd_runner import parse_show, slot_usage
+from jobqueue.worker.systemd_runner import slot_usage
 from test_e2e import jobqueue
 
 FIELDS = {"cpu_seconds", "peak_memory", "wall_seconds", "signal"}
@@ -142,32 +142,28 @@ def test_cpu_stat_and_proc_cgroup_are_parsed(tmp_path):
     assert cgroup.memory_peak(tmp_path / "gone") is None
 
 
-SHOW = """\
-ActiveState=inactive
-Result=success
-ExecMainCode=1
-ExecMainStatus=0
-ControlGroup=
-CPUUsageNSec=1523401000
-ExecMainStartTimestampMonotonic=5000000
-ExecMainExitTimestampMonotonic=7500000
-"""
+# An ended unit's properties, as the worker reads them from systemd.
+ENDED = {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
+         "ExecMainStatus": "0", "ControlGroup": "", "CPUUsageNSec": "1523401000",
+         "ExecMainStartTimestampMonotonic": "5000000",
+         "ExecMainExitTimestampMonotonic": "7500000"}
+NOT_SET = str((1 << 64) - 1)  # systemd's "unknown"
 
 
 def test_a_slot_units_usage_comes_from_systemd_and_its_cgroup():
-    state = parse_show(SHOW)
+    state = ENDED
     usage = slot_usage(state, sampled_peak=50 << 20, sampled_cpu_usec=1_000_000,
                        reported_peak=100 << 20, memory_limit=1 << 30)
     assert (usage.cpu_seconds, usage.peak_memory, usage.wall_seconds) == \
         (1.523401, 100 << 20, 2.5)
     # No CPUUsageNSec (accounting off): the last cpu.stat read; a report over the
     # memory limit is capped at it, one below what the worker saw does not lower it.
-    state = parse_show(SHOW.replace("1523401000", "[not set]"))
+    state = ENDED | {"CPUUsageNSec": NOT_SET}
     usage = slot_usage(state, 50 << 20, 1_000_000, 1 << 40, memory_limit=1 << 30)
     assert (usage.cpu_seconds, usage.peak_memory) == (1.0, 1 << 30)
     assert slot_usage(state, 50 << 20, None, 1 << 10, 1 << 30).peak_memory == 50 << 20
     # Nothing known: nulls, and a report that is not a number is ignored.
-    state = parse_show("ActiveState=failed\nCPUUsageNSec=18446744073709551615\n"
-                       "ExecMainStartTimestampMonotonic=0\n")
+    state = {"ActiveState": "failed", "CPUUsageNSec": NOT_SET,
+             "ExecMainStartTimestampMonotonic": "0"}
     usage = slot_usage(state, None, None, "lots", 1 << 30)
     assert (usage.cpu_seconds, usage.peak_memory, usage.wall_seconds) == (None, None, None)

@@ -1,7 +1,7 @@
 """A slot whose unit fails before its job starts (its root wipe could not clean it) is
 set aside for good: the job goes back, the worker claims for one job fewer, and the
-start-up canary runs in another slot. systemd is played by a fake `systemctl` here;
-the unit and its wipe are tested on the VMs (tests/worker)."""
+start-up canary runs in another slot. systemd is played by a fake of the worker's bus
+client here; the unit and its wipe are tested on the VMs (tests/worker)."""
 
 from __future__ import annotations
 
@@ -30,27 +30,44 @@ class FakeSystemd:
     def slot(self, unit: str) -> int:
         return int(unit.split("@")[1].split(".")[0])
 
-    def systemctl(self, *args: str) -> str:
-        if args[0] == "start":
-            slot = self.slot(args[1])
-            if not self.answers:
-                raise SystemdError("systemctl start: Connection timed out")
-            if slot in self.broken:
-                self.failed.add(slot)
-                raise SystemdError(f"systemctl start {args[1]}: Job failed (control process "
-                                   "exited with error code)")
-            self.started.append(slot)
-            slot_dir = self.slots_dir / str(slot)
-            self.output_limits.append(int((slot_dir / "output-limit").read_text()))
-            if self.quota_refuses:
-                (slot_dir / "output-limit-reached").touch()
-            (self.slots_dir / str(slot) / "outbox" / "stdout").write_text(
-                json.dumps({"secret": "PermissionError", "network": "OSError"}))
-        return ""
+    def start(self, unit: str, mode: str = "replace") -> None:
+        slot = self.slot(unit)
+        if not self.answers:
+            raise SystemdError("StartUnit: systemd's bus: timed out")
+        if slot in self.broken:
+            self.failed.add(slot)
+            raise SystemdError(f"StartUnit {unit}: failed")
+        self.started.append(slot)
+        slot_dir = self.slots_dir / str(slot)
+        self.output_limits.append(int((slot_dir / "output-limit").read_text()))
+        if self.quota_refuses:
+            (slot_dir / "output-limit-reached").touch()
+        (self.slots_dir / str(slot) / "outbox" / "stdout").write_text(
+            json.dumps({"secret": "PermissionError", "network": "OSError"}))
 
-    def unit_state(self, unit: str) -> dict[str, str]:
+    def set_limits(self, unit: str, memory_bytes: int, cpus: float) -> None:
+        pass
+
+    def stop(self, unit: str, wait: bool = True) -> None:
+        pass
+
+    def reset_failed(self, unit: str) -> None:
+        self.failed.discard(self.slot(unit))
+
+    def changes(self, unit: str) -> int:
+        return 0
+
+    def wait_change(self, unit: str, seen: int, timeout: float) -> None:
+        raise AssertionError("the fake's units end at once: nothing to wait for")
+
+    def state(self, unit: str, names: tuple[str, ...]) -> dict[str, str]:
         if self.slot(unit) in self.failed:
-            return {"ActiveState": "failed", "Result": "exit-code"}
+            state = {"ActiveState": "failed", "Result": "exit-code"}
+        else:
+            state = self.ended()
+        return {name: state.get(name, "") for name in names}
+
+    def ended(self) -> dict[str, str]:
         return {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
                 "ExecMainStatus": "0"}
 
@@ -62,14 +79,14 @@ def runner(tmp_path, monkeypatch):
             for part in ("work", "outbox"):
                 (tmp_path / str(slot) / part).mkdir(parents=True, exist_ok=True)
         fake = FakeSystemd(tmp_path, broken, answers)
-        monkeypatch.setattr(systemd_runner, "systemctl", fake.systemctl)
-        monkeypatch.setattr(systemd_runner, "unit_state", fake.unit_state)
         monkeypatch.setattr(systemd_runner.slot_files, "open_regular",
                             lambda path, uid: open(path, "rb"))
         monkeypatch.setattr(SystemdRunner, "uid", lambda self, slot: 0)
         settings = WorkerSettings(token="t", runner="systemd", slots=3,
                                   slots_dir=str(tmp_path), controller_url="https://c:443")
-        return SystemdRunner(settings), fake
+        slots = SystemdRunner(settings)
+        slots.systemd = fake
+        return slots, fake
     return make
 
 
@@ -134,7 +151,7 @@ def test_the_exit_code_comes_from_the_root_steps_record_when_systemd_forgot_the_
     """systemd unloads an inactive unit: `show` then says ExecMainCode=0; the unit's root
     step wrote systemd's $EXIT_CODE, $EXIT_STATUS and $SERVICE_RESULT to exit."""
     slots, fake = runner(set())
-    monkeypatch.setattr(systemd_runner, "unit_state", lambda unit: {
+    monkeypatch.setattr(fake, "ended", lambda: {
         "ActiveState": "inactive", "Result": "success", "ExecMainCode": "0",
         "ExecMainStatus": "0"})
     for record, code, limit in (("exited 3 exit-code", 3, None), ("killed KILL oom-kill", -9,

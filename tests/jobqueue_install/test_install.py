@@ -28,9 +28,10 @@ def test_application_imports_from_the_virtualenv(host):
     assert result.stdout.strip().startswith(f"{VENV}/lib/")
 
 
-def test_server_extra_installed(host):
-    # jobqueue[server]: what the controller needs, beyond the client's requests.
-    modules = "flask, sqlalchemy, alembic, psycopg, prometheus_client, requests"
+def test_server_and_worker_extras_installed(host):
+    # jobqueue[server,worker]: what the controller and a confined worker need, beyond
+    # the client's requests.
+    modules = "flask, sqlalchemy, alembic, psycopg, prometheus_client, jeepney, requests"
     result = host.run(f"{VENV}/bin/python -c 'import {modules}'")
     assert result.rc == 0, result.stderr
 

@@ -10,7 +10,8 @@ user and these unit names only (the roles install both). A slot's user cannot re
 the worker's token or config, other slots, or anything its profile does not list.
 
 The worker writes the inputs, `request.json` and `output-limit` into the slot, sets the
-limits (`systemctl set-property --runtime`), starts the unit and polls it. The unit's
+limits (as `systemctl set-property --runtime` would), starts the unit and waits for
+systemd to signal its end, all over one D-Bus connection (`systemd_bus`). The unit's
 root steps hold the job's files to that output limit with a project quota of the
 slots' file system, and mark `output-limit-reached` when the kernel refused it more.
 The unit packs the job's results itself, as the slot's user, so nothing is read with
@@ -28,7 +29,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,10 +48,13 @@ from jobqueue.worker.runner import (
     Workspace,
 )
 from jobqueue.worker.settings import WorkerSettings
+from jobqueue.worker.systemd_bus import Systemd, SystemdError
 
 log = logging.getLogger("jobqueue.worker")
 
-SYSTEMCTL_TIMEOUT = 120.0  # a stop waits for the unit's clean-up, slow under emulation
+SYSTEMD_TIMEOUT = 120.0  # a stop waits for the unit's clean-up, slow under emulation
+# A change systemd did not signal (its bus reconnected) is seen within this.
+WAIT_SLICE = 5.0
 # systemd's Result for a unit ended by a limit it enforces.
 LIMIT_RESULTS = {"oom-kill": "memory", "timeout": "walltime"}
 
@@ -73,26 +76,9 @@ print(json.dumps(found))
 """
 
 
-class SystemdError(RuntimeError):
-    pass
-
-
 class SlotBroken(SystemdError):
     """A slot whose unit failed before its job could start (its wipe, most likely):
     set aside for good, while the worker goes on with its other slots."""
-
-
-def systemctl(*args: str) -> str:
-    try:
-        result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
-                                timeout=SYSTEMCTL_TIMEOUT, stdin=subprocess.DEVNULL,
-                                check=False)
-    except subprocess.TimeoutExpired:
-        raise SystemdError(f"systemctl {' '.join(args)}: no answer in "
-                           f"{SYSTEMCTL_TIMEOUT:.0f} s") from None
-    if result.returncode != 0:
-        raise SystemdError(f"systemctl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
 
 
 # How the unit ended, and what it used: systemd keeps CPUUsageNSec (its cgroup's CPU
@@ -100,15 +86,6 @@ def systemctl(*args: str) -> str:
 STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
                     "CPUUsageNSec", "ExecMainStartTimestampMonotonic",
                     "ExecMainExitTimestampMonotonic")
-
-
-def parse_show(out: str) -> dict[str, str]:
-    """`systemctl show -p ...` output as a dict."""
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def unit_state(unit: str) -> dict[str, str]:
-    return parse_show(systemctl("show", unit, "-p", ",".join(STATE_PROPERTIES)))
 
 
 def _count(text: str | None) -> int | None:
@@ -184,6 +161,7 @@ class SystemdRunner(Runner):
         self.lock = threading.Lock()
         self.slot_locks = slot_locks
         self.held: dict[int, int] = {}  # slot -> its lock file's descriptor
+        self.systemd = Systemd(SYSTEMD_TIMEOUT)
 
     def unit(self, slot: int) -> str:
         return self.settings.slot_unit.format(slot=slot)
@@ -198,9 +176,9 @@ class SystemdRunner(Runner):
             return  # the other slots are other processes' jobs
         for slot in self.free:
             with contextlib.suppress(SystemdError):
-                systemctl("stop", self.unit(slot))
+                self.systemd.stop(self.unit(slot))
             with contextlib.suppress(SystemdError):
-                systemctl("reset-failed", self.unit(slot))
+                self.systemd.reset_failed(self.unit(slot))
 
     def self_check(self) -> None:
         secret = self.settings.token_file or os.environ.get("JOBQUEUE_WORKER_CONFIG", "")
@@ -231,7 +209,7 @@ class SystemdRunner(Runner):
                                      Path(tmp, "stdout"), Path(tmp, "stderr"),
                                      {"PATH": "/usr/bin:/bin"}, output_limit=1 << 20)
                 process = workspace.start(request)
-                code = process.wait(SYSTEMCTL_TIMEOUT)
+                code = process.wait(SYSTEMD_TIMEOUT)
                 if code is None:
                     process.kill(0)
                 workspace.collect(request, Path(tmp, "results"))
@@ -263,9 +241,9 @@ class SystemdRunner(Runner):
                 # Whoever held it last may have died without stopping its unit (a node
                 # process killed by Slurm): no job of theirs may run on in this slot.
                 with contextlib.suppress(SystemdError):
-                    systemctl("stop", self.unit(slot))
+                    self.systemd.stop(self.unit(slot))
                 with contextlib.suppress(SystemdError):
-                    systemctl("reset-failed", self.unit(slot))
+                    self.systemd.reset_failed(self.unit(slot))
             self.free.remove(slot)
             return slot
         # The worker claims per CPU, a scheduler allocates per CPU: a bug, or more jobs
@@ -348,18 +326,18 @@ class SlotWorkspace(Workspace):
             "output_limit": request.output_limit,
             "kill_grace": self.runner.settings.kill_grace_seconds}))
         memory = request.limits.memory_bytes
-        systemctl("set-property", "--runtime", self.unit, f"MemoryMax={memory}",
-                  "MemorySwapMax=0", f"CPUQuota={100 * request.cpus}%")
+        systemd = self.runner.systemd
+        systemd.set_limits(self.unit, memory, request.cpus)
         try:
             # The slot's unit is bound to the worker's: a plain start while someone stops
             # the worker would start the worker again (its stop job replaced). With
             # job-mode fail the slot's start fails instead, and the job goes back.
-            systemctl("start", self.unit, "--job-mode=fail")
+            systemd.start(self.unit, mode="fail")
         except SystemdError as exc:
             # The unit ran and failed before the job (its root wipe could not clean
             # the slot): this slot is unfit. Anything else (no answer from systemd)
             # says nothing about the slot.
-            if unit_state(self.unit).get("ActiveState") == "failed":
+            if systemd.state(self.unit, ("ActiveState",))["ActiveState"] == "failed":
                 self.runner.quarantine(self.slot, str(exc))
                 raise SlotBroken(f"slot {self.slot}: {exc}") from None
             raise
@@ -399,7 +377,7 @@ class SlotWorkspace(Workspace):
     def close(self) -> None:
         try:
             if self.state.get("ActiveState") == "failed":
-                systemctl("reset-failed", self.unit)
+                self.runner.systemd.reset_failed(self.unit)
         except SystemdError as exc:
             log.warning("slot %d: %s", self.slot, exc)
         for part in ("work", "outbox"):
@@ -431,11 +409,12 @@ class SlotProcess(RunningProcess):
             self.cpu_usec = usec
 
     def _ended(self) -> bool:
-        state = unit_state(self.workspace.unit)
-        if state.get("ActiveState") not in ("inactive", "failed"):
+        systemd, unit = self.workspace.runner.systemd, self.workspace.unit
+        state = systemd.state(unit, ("ActiveState", "ControlGroup"))
+        if state["ActiveState"] not in ("inactive", "failed"):
             self._sample(state)
             return False
-        state |= recorded_end(self.workspace.slot_dir)
+        state = systemd.state(unit, STATE_PROPERTIES) | recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
@@ -444,14 +423,17 @@ class SlotProcess(RunningProcess):
         return True
 
     def wait(self, timeout: float | None) -> int | None:
+        """The job's exit code once its unit has ended, or None after `timeout`."""
+        systemd, unit = self.workspace.runner.systemd, self.workspace.unit
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.1
-        while self.code is None and not self._ended():
-            if deadline is not None and time.monotonic() >= deadline:
+        while self.code is None:
+            seen = systemd.changes(unit)  # before the look: a change after it wakes us
+            if self._ended():
+                break
+            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 return None
-            time.sleep(pause if deadline is None else
-                       max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * 2, 1.0)
+            systemd.wait_change(unit, seen, min(left, WAIT_SLICE))
         return self.code
 
     def usage(self) -> Usage:
@@ -461,7 +443,7 @@ class SlotProcess(RunningProcess):
         # SIGTERM to every process of the unit; the slot's `run` SIGKILLs what is left
         # of the job after the worker's grace, then the unit packs the results.
         try:
-            systemctl("stop", "--no-block", self.workspace.unit)
+            self.workspace.runner.systemd.stop(self.workspace.unit, wait=False)
         except SystemdError as exc:
             log.warning("slot %d: %s", self.workspace.slot, exc)
         self.wait(None)

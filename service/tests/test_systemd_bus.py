@@ -1,0 +1,183 @@
+"""The worker's systemd client over a real D-Bus daemon (a bus of the test's own), with
+a small stand-in for systemd's manager: the calls the worker makes, the signals it waits
+on, the errors it reports. systemd itself answers it on the VMs (tests/worker)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from jeepney import DBusAddress, HeaderFields, MessageType, new_error, new_method_return, new_signal
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import open_dbus_connection
+
+from jobqueue.worker.systemd_bus import MANAGER, PROPERTIES, SYSTEMD, Systemd, SystemdError
+
+pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None,
+                                reason="dbus-daemon is not installed")
+
+UNIT = "jobqueue-job@1.service"
+BROKEN = "jobqueue-job@2.service"  # its start fails, as a failing ExecStartPre makes it
+
+
+@pytest.fixture
+def bus(tmp_path):
+    daemon = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--nopidfile",
+         f"--address=unix:path={tmp_path}/bus", "--print-address=1"],
+        stdout=subprocess.PIPE, text=True)
+    address = daemon.stdout.readline().strip()
+    yield address
+    daemon.terminate()
+    daemon.wait(10)
+
+
+class Manager:
+    """Units that are active once started and inactive once stopped; a start ends with
+    JobRemoved *before* its reply when `signal_first` (systemd may do either)."""
+
+    def __init__(self, address: str):
+        self.conn = open_dbus_connection(address)
+        self.conn.send_and_get_reply(message_bus.RequestName(SYSTEMD))
+        self.active: dict[str, str] = {}
+        self.limits: dict[str, list] = {}
+        self.calls: list[str] = []
+        self.signal_first = False
+        self.jobs = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                msg = self.conn.receive()
+            except OSError:
+                return
+            if msg.header.message_type == MessageType.method_call:
+                self.answer(msg)
+
+    def unit_changed(self, unit: str, state: str) -> None:
+        self.active[unit] = state
+        self.conn.send(new_signal(DBusAddress(Systemd.unit_path(unit), interface=PROPERTIES),
+                                  "PropertiesChanged", "sa{sv}as",
+                                  (f"{SYSTEMD}.Unit", {"ActiveState": ("s", state)}, [])))
+
+    def answer(self, msg) -> None:
+        member = msg.header.fields[HeaderFields.member]
+        self.calls.append(member)
+        if member in ("StartUnit", "StopUnit"):
+            unit, _ = msg.body
+            self.jobs += 1
+            job = f"/org/freedesktop/systemd1/job/{self.jobs}"
+            result = "failed" if unit == BROKEN and member == "StartUnit" else "done"
+            ended = new_signal(MANAGER, "JobRemoved", "uoss", (self.jobs, job, unit, result))
+            state = "active" if member == "StartUnit" and result == "done" else "failed" \
+                if result == "failed" else "inactive"
+            if self.signal_first:
+                self.unit_changed(unit, state)
+                self.conn.send(ended)
+            self.conn.send(new_method_return(msg, "o", (job,)))
+            if not self.signal_first:
+                self.unit_changed(unit, state)
+                self.conn.send(ended)
+        elif member == "SetUnitProperties":
+            unit, _, properties = msg.body
+            self.limits[unit] = properties
+            self.conn.send(new_method_return(msg))
+        elif member == "Get":
+            path = msg.header.fields[HeaderFields.path]
+            state = next((s for u, s in self.active.items() if Systemd.unit_path(u) == path),
+                         "inactive")
+            value = ("s", state) if msg.body[1] == "ActiveState" else ("i", 0)
+            self.conn.send(new_method_return(msg, "v", (value,)))
+        elif member == "ResetFailedUnit" and msg.body[0] not in self.active:
+            self.conn.send(new_error(msg, "org.freedesktop.systemd1.NoSuchUnit", "s",
+                                     (f"Unit {msg.body[0]} not loaded.",)))
+        else:  # Subscribe, ResetFailedUnit
+            self.conn.send(new_method_return(msg))
+
+
+def test_unit_paths_are_systemds_escaping_of_the_names():
+    assert Systemd.unit_path("jobqueue-job@1.service") == \
+        "/org/freedesktop/systemd1/unit/jobqueue_2djob_401_2eservice"
+    assert Systemd.unit_path("1x_y.slice") == "/org/freedesktop/systemd1/unit/_31x_5fy_2eslice"
+
+
+def test_start_limit_read_and_stop_over_one_connection(bus):
+    manager = Manager(bus)
+    systemd = Systemd(10, bus=bus)
+    try:
+        systemd.set_limits(UNIT, 256 << 20, 2)
+        assert manager.limits[UNIT] == [("MemoryMax", ("t", 256 << 20)),
+                                        ("MemorySwapMax", ("t", 0)),
+                                        ("CPUQuotaPerSecUSec", ("t", 2_000_000))]
+        for signal_first in (False, True):  # the job's end before or after the reply
+            manager.signal_first = signal_first
+            systemd.start(UNIT, mode="fail")
+            assert systemd.state(UNIT, ("ActiveState", "ExecMainStatus")) == \
+                {"ActiveState": "active", "ExecMainStatus": "0"}
+            systemd.stop(UNIT)
+            assert systemd.state(UNIT, ("ActiveState",)) == {"ActiveState": "inactive"}
+        assert manager.calls.count("Subscribe") == 1
+    finally:
+        systemd.close()
+
+
+def test_a_failed_start_and_an_error_reply_say_what_failed(bus):
+    manager = Manager(bus)
+    systemd = Systemd(10, bus=bus)
+    try:
+        with pytest.raises(SystemdError, match=f"StartUnit {BROKEN}: failed"):
+            systemd.start(BROKEN)
+        with pytest.raises(SystemdError, match="NoSuchUnit: Unit nothing.service not loaded"):
+            systemd.reset_failed("nothing.service")
+        assert manager.active[BROKEN] == "failed"
+    finally:
+        systemd.close()
+
+
+def test_a_waiter_wakes_on_the_units_change_not_at_its_timeout(bus):
+    manager = Manager(bus)
+    systemd = Systemd(10, bus=bus)
+    try:
+        systemd.start(UNIT)
+        seen = systemd.changes(UNIT)
+        threading.Timer(0.3, manager.unit_changed, (UNIT, "inactive")).start()
+        began = time.monotonic()
+        systemd.wait_change(UNIT, seen, timeout=8)
+        assert time.monotonic() - began < 5
+        assert systemd.changes(UNIT) > seen
+        # Nothing changes: the wait ends at its timeout.
+        began = time.monotonic()
+        systemd.wait_change(UNIT, systemd.changes(UNIT), timeout=0.5)
+        assert time.monotonic() - began >= 0.5
+    finally:
+        systemd.close()
+
+
+def test_a_lost_bus_is_an_error_and_the_next_call_connects_again(tmp_path):
+    address = f"unix:path={tmp_path}/bus"
+    for attempt in range(2):
+        daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile",
+                                   f"--address={address}", "--print-address=1"],
+                                  stdout=subprocess.PIPE, text=True)
+        daemon.stdout.readline()
+        Manager(address)
+        if attempt == 0:
+            systemd = Systemd(5, bus=address)
+            systemd.start(UNIT)
+            daemon.terminate()
+            daemon.wait(10)
+            with pytest.raises(SystemdError, match="systemd's bus"):
+                systemd.start(UNIT)
+            (tmp_path / "bus").unlink(missing_ok=True)
+        else:
+            try:
+                systemd.start(UNIT)
+                assert systemd.state(UNIT, ("ActiveState",)) == {"ActiveState": "active"}
+            finally:
+                systemd.close()
+                daemon.terminate()
+                daemon.wait(10)
