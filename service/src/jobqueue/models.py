@@ -34,6 +34,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def to_the_second(value: dt.datetime | None) -> str | None:
+    """A time as the admin's and the cluster's views show it: ISO 8601, to the second."""
+    return value.isoformat(timespec="seconds") if value else None
+
+
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes on every database (SQLite keeps no time zone)."""
 

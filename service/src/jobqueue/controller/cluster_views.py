@@ -13,17 +13,13 @@ from jobqueue.controller import workers
 from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import bad_request
 from jobqueue.controller.views import app_state
-from jobqueue.models import Job, User, utcnow
+from jobqueue.models import Job, User, to_the_second, utcnow
 from jobqueue.states import JobState
 
 bp = Blueprint("cluster_views", __name__)
 
 QUEUE_LIMIT = 5000  # jobs one answer lists (the oldest first); `truncated` says so
 MAX_USAGE_DAYS = 3660
-
-
-def _time(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None
 
 
 @bp.get("/queue")
@@ -41,7 +37,8 @@ def queue():
              "state": job.state, "cpus": job.cpus, "memory": job.memory,
              "environment": job.environment, "worker": job.worker,
              "array": job.array_id, "waiting": job.waiting_on > 0,
-             "queued_at": _time(job.queued_at), "started_at": _time(job.started_at)}
+             "queued_at": to_the_second(job.queued_at),
+             "started_at": to_the_second(job.started_at)}
             for job, owner in rows[:QUEUE_LIMIT]]
     return jsonify(jobs=jobs, truncated=len(rows) > QUEUE_LIMIT)
 
@@ -58,11 +55,11 @@ def cluster_workers():
         select(Job.worker, func.sum(Job.cpus)).where(Job.state == JobState.RUNNING.value)
         .group_by(Job.worker)).all())
     shown = []
-    for worker in workers.overview(g.db):
+    for worker in workers.overview(g.db, seen_after=seen_after):
         used = int(in_use.get(worker["worker"]) or 0)
         if worker["drained"]:
             state = "drained"
-        elif dt.datetime.fromisoformat(worker["seen_at"]) < seen_after:
+        elif worker.pop("down"):
             state = "down"
         else:
             state = "allocated" if used >= worker["cpus"] else "mixed" if used else "idle"
@@ -101,4 +98,4 @@ def usage():
               "cpu_hours_held": round((held or 0) / 3600, 3), "peak_memory": peak}
              for name, jobs, ok, failed, timed_out, cancelled, cpu, held, peak
              in g.db.execute(query)]
-    return jsonify(since=_time(since), users=users)
+    return jsonify(since=to_the_second(since), users=users)

@@ -12,7 +12,7 @@ import secrets
 
 from sqlalchemy import or_, select
 
-from jobqueue.models import ROLES, Token, User, utcnow
+from jobqueue.models import ROLES, Token, User, to_the_second, utcnow
 
 TOKEN_PREFIX = "jq_"
 
@@ -31,11 +31,10 @@ def issue_token(session, user: User, label: str = "", days: int | None = None) -
 
 def describe(token: Token) -> dict:
     """A token as jobqueue-admin and the API show it (never its secret)."""
-    def stamp(value):
-        return value.isoformat(timespec="seconds") if value else None
-
-    return {"id": token.id, "label": token.label, "created_at": stamp(token.created_at),
-            "expires_at": stamp(token.expires_at), "revoked_at": stamp(token.revoked_at)}
+    return {"id": token.id, "label": token.label,
+            "created_at": to_the_second(token.created_at),
+            "expires_at": to_the_second(token.expires_at),
+            "revoked_at": to_the_second(token.revoked_at)}
 
 
 def live_token(session, token: str) -> Token | None:

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from jobqueue.controller.after import first_unmet
-from jobqueue.models import Job, Worker, utcnow
+from jobqueue.models import Job, Worker, to_the_second, utcnow
 from jobqueue.queue import WorkerCapacity
 from jobqueue.states import JobState
 
@@ -76,10 +76,11 @@ def set_drained(session, name: str, drained: bool) -> Worker | None:
     return worker
 
 
-def overview(session, name: str | None = None) -> list[dict]:
+def overview(session, name: str | None = None,
+             seen_after: dt.datetime | None = None) -> list[dict]:
     """Every worker (or the one named) as its last claim described it, whether it is
     drained, and how many jobs it runs now: for admins (`jobqueue-admin workers`,
-    `GET /workers`)."""
+    `GET /workers`). With `seen_after`, also whether it is down (no claim since)."""
     running = dict(session.execute(
         select(Job.worker, func.count()).where(Job.state == JobState.RUNNING.value)
         .group_by(Job.worker)).all())
@@ -90,7 +91,8 @@ def overview(session, name: str | None = None) -> list[dict]:
              "quarantined_slots": w.quarantined, "drained": w.drained,
              "environments": w.environments or [],
              "running": running.get(w.name, 0),
-             "seen_at": w.seen_at.isoformat(timespec="seconds")}
+             "seen_at": to_the_second(w.seen_at)}
+            | ({"down": w.seen_at < seen_after} if seen_after else {})
             for w in session.scalars(chosen)]
 
 

@@ -89,8 +89,8 @@ STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "
 
 
 def _count(text: str | None) -> int | None:
-    """A whole number systemd shows, or None for `[not set]`, empty or the infinity
-    it uses for unknown (2^64 - 1)."""
+    """A whole number systemd gives, or None for empty or the infinity it uses for
+    unknown (2^64 - 1)."""
     if not text or not text.isdigit() or int(text) >= (1 << 64) - 1:
         return None
     return int(text)
@@ -134,7 +134,7 @@ def job_exit_code(state: dict[str, str], reported) -> int:
 
 def recorded_end(slot_dir: Path) -> dict[str, str]:
     """How the slot's main process ended, as the unit's root step wrote it from
-    systemd's $EXIT_CODE, $EXIT_STATUS and $SERVICE_RESULT, in systemctl show's terms:
+    systemd's $EXIT_CODE, $EXIT_STATUS and $SERVICE_RESULT, named as the unit's properties:
     systemd unloads an inactive unit and forgets its own record, sometimes before the
     worker asks. Empty if there is none."""
     try:
