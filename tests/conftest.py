@@ -9,9 +9,11 @@ import os
 import tempfile
 import time
 import tomllib
+import uuid
 from pathlib import Path
 
 import pytest
+import requests
 import testinfra.utils.ansible_runner
 from jobqueue import https
 from jobqueue.states import FINISHED
@@ -81,11 +83,20 @@ def worker_names() -> set[str]:
 
 
 def submit(admin, spec, files) -> str:
-    """Submit a job through the public API as the admin; return its id."""
-    response = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps(spec)},
-                          files=[("files", (name, content)) for name, content in files],
-                          timeout=60)
-    assert response.status_code == 201, response.text
+    """Submit a job through the public API as the admin; return its id. As the client
+    does, with an idempotency key, and again once if the connection broke first (Apache
+    closes an idle keep-alive connection as requests reuses it)."""
+    key = uuid.uuid4().hex
+    for attempt in (1, 2):
+        try:
+            response = admin.post(f"{admin.base}/jobs", data={"spec": json.dumps(spec)},
+                                  files=[("files", (name, content)) for name, content in files],
+                                  headers={"Idempotency-Key": key}, timeout=60)
+            break
+        except requests.ConnectionError:
+            if attempt == 2:
+                raise
+    assert response.status_code in (200, 201), response.text  # 200: the first one's job
     return response.json()["id"]
 
 
