@@ -19,6 +19,7 @@ import pytest
 import testinfra
 import testinfra.utils.ansible_runner
 from conftest import submit, wait
+from jobqueue.states import FINISHED
 
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 
@@ -437,6 +438,51 @@ except OSError as exc:
         assert host.run("find %s -name f1", SLOTS).stdout.strip() == ""
     _, _, files, files_limit = use = slot_use_logged(host, since)
     assert made < files == files_limit <= 256 + 64 + 16, use
+
+
+def test_a_job_cannot_move_its_files_out_of_the_slots_quota(admin, host):
+    """The owner of a file may change its quota project (FS_IOC_FSSETXATTR) or a
+    directory's inheritance of it (also FS_IOC_SETFLAGS): a file moved out of the slot's
+    project would no longer count. The job tries both on a file and a directory, then
+    writes 32 MiB into them with an 8 MiB output limit; from outside, the slots' file
+    system grows by at most the limit and 1 MiB while it runs."""
+    def used_kib() -> int:
+        return int(host.check_output("df --output=used -k %s | tail -n 1", SLOTS))
+
+    before = used_kib()
+    job_id = submit(admin, {"name": "hostile", "entry": "main.py", "walltime": 120,
+                            "output_limit": 8}, [("main.py", (PROBE + """
+import fcntl, struct, subprocess, time
+def move_out(path, request):
+    fd = os.open(path, os.O_RDONLY)
+    attrs = bytearray(28)
+    fcntl.ioctl(fd, 0x801C581F, attrs)  # FS_IOC_FSGETXATTR
+    struct.pack_into("I", attrs, 0, struct.unpack_from("I", attrs)[0] & ~0x200)
+    struct.pack_into("I", attrs, 12, 0)  # project 0, no inheritance
+    flags = struct.pack("l", 0)  # FS_IOC_SETFLAGS: the inheritance flag off too
+    return attempt(path, lambda: fcntl.ioctl(fd, request, attrs if request == 0x401C5820
+                                                   else flags))
+os.mkdir("escaped")
+open("escaped-file", "w").close()
+found = {f"{path} {request:#x}": move_out(path, request) for path in ("escaped", "escaped-file")
+         for request in (0x401C5820, 0x40086602)}
+print(json.dumps(found), flush=True)
+subprocess.run(["dd", "if=/dev/zero", "of=escaped/fill", "bs=1M", "count=32"])
+subprocess.run(["dd", "if=/dev/zero", "of=escaped-file", "bs=1M", "count=32"])
+time.sleep(10)
+""").encode())])
+    grown = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        grown = max(grown, used_kib() - before)
+        if admin.get(f"{admin.base}/jobs/{job_id}", timeout=30).json()["state"] in FINISHED:
+            break
+        time.sleep(1)
+    job = wait(admin, job_id)
+    log = admin.get(f"{admin.base}/jobs/{job_id}/log", timeout=30).json()
+    assert set(probe_results(log).values()) == {"PermissionError"}, log
+    assert job["state"] == "failed" and "output limit" in job["message"], job
+    assert grown <= (9 << 10), f"the slots' file system grew by {grown} KiB"
 
 
 def test_huge_stdout_stops_at_the_output_limit(admin):

@@ -39,7 +39,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from jobqueue.worker import cgroup, limits
+from jobqueue.worker import cgroup, limits, seccomp
 
 REQUEST = "request.json"
 OUTPUT_LIMIT = "output-limit"  # the worker's: bytes, for the unit's root step to set the quota
@@ -171,12 +171,17 @@ def run(slot: Path) -> int:
     _clear(outbox)
     _clear(slot / "work", only_own=True)
     limit = request["output_limit"]
+    quota_kept = seccomp.Filter()
+
+    def confine() -> None:
+        limits.apply(request["rlimits"])
+        quota_kept.install()
+
     with _create(outbox / "stdout") as out, _create(outbox / "stderr") as err:
-        # `run` has one thread: limits can be set between fork and exec.
+        # `run` has one thread: limits and the filter can be set between fork and exec.
         job = subprocess.Popen(
             request["argv"], cwd=slot / "work", env=request["env"], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, start_new_session=True,
-            preexec_fn=lambda: limits.apply(request["rlimits"]))
+            stdout=out, stderr=err, start_new_session=True, preexec_fn=confine)
     # Stopped from outside (cancel, wall time): the job gets the signal, and what is
     # left of it after the grace gets SIGKILL. The grace is `run`'s to keep, not the
     # unit's TimeoutStopSec: that one also bounds `finish`, which needs longer.
