@@ -15,9 +15,9 @@
 # one's on PostgreSQL, and both run tests/controller), worker (the cluster scenario
 # converges the same role on two workers of a real controller and runs all of its
 # checks, the hostile-job suite included) and slurm-role (roles/slurm alone; the
-# slurm scenario runs its checks). The default scenarios run no second converge and
-# no --check (about 5 minutes each alone, which CI's time budget does not leave);
-# the on-demand scenarios run both for their role. Nor do the checks marked
+# slurm scenario runs its checks). Every scenario runs a second converge, which must
+# change nothing, and a --check run, which must not fail. The default ones do not
+# run the checks marked
 # `lengthy` (archive bombs through Apache, the Fabric tasks: about 20 minutes of the
 # cluster verify): with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Logs: build/molecule/<scenario>.log
