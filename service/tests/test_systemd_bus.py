@@ -35,6 +35,18 @@ def bus(tmp_path):
     daemon.wait(10)
 
 
+@pytest.fixture
+def manager(bus):
+    return Manager(bus)
+
+
+@pytest.fixture
+def systemd(bus):
+    client = Systemd(10, bus=bus)
+    yield client
+    client.close()
+
+
 class Manager:
     """Units that are active once started and inactive once stopped; a start ends with
     JobRemoved *before* its reply when `signal_first` (systemd may do either)."""
@@ -105,56 +117,41 @@ def test_unit_paths_are_systemds_escaping_of_the_names():
     assert Systemd.unit_path("1x_y.slice") == "/org/freedesktop/systemd1/unit/_31x_5fy_2eslice"
 
 
-def test_start_limit_read_and_stop_over_one_connection(bus):
-    manager = Manager(bus)
-    systemd = Systemd(10, bus=bus)
-    try:
-        systemd.set_limits(UNIT, 256 << 20, 2)
-        assert manager.limits[UNIT] == [("MemoryMax", ("t", 256 << 20)),
-                                        ("MemorySwapMax", ("t", 0)),
-                                        ("CPUQuotaPerSecUSec", ("t", 2_000_000))]
-        for signal_first in (False, True):  # the job's end before or after the reply
-            manager.signal_first = signal_first
-            systemd.start(UNIT, mode="fail")
-            assert systemd.state(UNIT, ("ActiveState", "ExecMainStatus")) == \
-                {"ActiveState": "active", "ExecMainStatus": "0"}
-            systemd.stop(UNIT)
-            assert systemd.state(UNIT, ("ActiveState",)) == {"ActiveState": "inactive"}
-        assert manager.calls.count("Subscribe") == 1
-    finally:
-        systemd.close()
+def test_start_limit_read_and_stop_over_one_connection(manager, systemd):
+    systemd.set_limits(UNIT, 256 << 20, 2)
+    assert manager.limits[UNIT] == [("MemoryMax", ("t", 256 << 20)),
+                                    ("MemorySwapMax", ("t", 0)),
+                                    ("CPUQuotaPerSecUSec", ("t", 2_000_000))]
+    for signal_first in (False, True):  # the job's end before or after the reply
+        manager.signal_first = signal_first
+        systemd.start(UNIT, mode="fail")
+        assert systemd.state(UNIT, ("ActiveState", "ExecMainStatus")) == \
+            {"ActiveState": "active", "ExecMainStatus": "0"}
+        systemd.stop(UNIT)
+        assert systemd.state(UNIT, ("ActiveState",)) == {"ActiveState": "inactive"}
+    assert manager.calls.count("Subscribe") == 1
 
 
-def test_a_failed_start_and_an_error_reply_say_what_failed(bus):
-    manager = Manager(bus)
-    systemd = Systemd(10, bus=bus)
-    try:
-        with pytest.raises(SystemdError, match=f"StartUnit {BROKEN}: failed"):
-            systemd.start(BROKEN)
-        with pytest.raises(SystemdError, match="NoSuchUnit: Unit nothing.service not loaded"):
-            systemd.reset_failed("nothing.service")
-        assert manager.active[BROKEN] == "failed"
-    finally:
-        systemd.close()
+def test_a_failed_start_and_an_error_reply_say_what_failed(manager, systemd):
+    with pytest.raises(SystemdError, match=f"StartUnit {BROKEN}: failed"):
+        systemd.start(BROKEN)
+    with pytest.raises(SystemdError, match="NoSuchUnit: Unit nothing.service not loaded"):
+        systemd.reset_failed("nothing.service")
+    assert manager.active[BROKEN] == "failed"
 
 
-def test_a_waiter_wakes_on_the_units_change_not_at_its_timeout(bus):
-    manager = Manager(bus)
-    systemd = Systemd(10, bus=bus)
-    try:
-        systemd.start(UNIT)
-        seen = systemd.changes(UNIT)
-        threading.Timer(0.3, manager.unit_changed, (UNIT, "inactive")).start()
-        began = time.monotonic()
-        systemd.wait_change(UNIT, seen, timeout=8)
-        assert time.monotonic() - began < 5
-        assert systemd.changes(UNIT) > seen
-        # Nothing changes: the wait ends at its timeout.
-        began = time.monotonic()
-        systemd.wait_change(UNIT, systemd.changes(UNIT), timeout=0.5)
-        assert time.monotonic() - began >= 0.5
-    finally:
-        systemd.close()
+def test_a_waiter_wakes_on_the_units_change_not_at_its_timeout(manager, systemd):
+    systemd.start(UNIT)
+    seen = systemd.changes(UNIT)
+    threading.Timer(0.3, manager.unit_changed, (UNIT, "inactive")).start()
+    began = time.monotonic()
+    systemd.wait_change(UNIT, seen, timeout=8)
+    assert time.monotonic() - began < 5
+    assert systemd.changes(UNIT) > seen
+    # Nothing changes: the wait ends at its timeout.
+    began = time.monotonic()
+    systemd.wait_change(UNIT, systemd.changes(UNIT), timeout=0.5)
+    assert time.monotonic() - began >= 0.5
 
 
 def test_a_lost_bus_is_an_error_and_the_next_call_connects_again(tmp_path):
