@@ -46,7 +46,9 @@ class Systemd:
         self._signals: Queue | None = None
         self._changed = threading.Condition()
         self._ended_jobs: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._changes: collections.Counter[str] = collections.Counter()  # unit path -> signals
+        # Signalled changes of the units someone asked `changes` about (unit path ->
+        # count): systemd signals every unit's, a new session scope's included.
+        self._changes: dict[str, int] = {}
 
     # -- the connection --------------------------------------------------------------
 
@@ -54,6 +56,7 @@ class Systemd:
         with self._lock:
             if self._router is not None:
                 return self._router
+            router = None
             try:
                 router = DBusRouter(open_dbus_connection(self.bus, auth_timeout=self.timeout))
                 signals: Queue = Queue()
@@ -70,6 +73,9 @@ class Systemd:
                 unwrap_msg(router.send_and_get_reply(new_method_call(MANAGER, "Subscribe"),
                                                      timeout=self.timeout))
             except (OSError, TimeoutError, DBusErrorResponse) as exc:
+                if router is not None:  # connected, but the matches or Subscribe failed
+                    router.close()
+                    router.conn.close()
                 raise SystemdError(f"systemd's bus: {exc}") from None
             threading.Thread(target=self._note_signals, args=(signals,), daemon=True,
                              name="systemd-signals").start()
@@ -97,8 +103,9 @@ class Systemd:
                     self._ended_jobs[job] = result
                     while len(self._ended_jobs) > JOBS_REMEMBERED:
                         self._ended_jobs.popitem(last=False)
-                elif member == "PropertiesChanged":
-                    self._changes[message.header.fields.get(HeaderFields.path, "")] += 1
+                elif member == "PropertiesChanged" and \
+                        (path := message.header.fields.get(HeaderFields.path)) in self._changes:
+                    self._changes[path] += 1
                 self._changed.notify_all()
 
     def _call(self, address: DBusAddress, method: str, signature: str | None = None,
@@ -137,13 +144,13 @@ class Systemd:
     def changes(self, unit: str) -> int:
         """How many changes systemd has signalled for the unit: give it to `wait_change`."""
         with self._changed:
-            return self._changes[self.unit_path(unit)]
+            return self._changes.setdefault(self.unit_path(unit), 0)
 
     def wait_change(self, unit: str, seen: int, timeout: float) -> None:
         """Until systemd signals a change of the unit after the `seen` ones, or `timeout`."""
         path = self.unit_path(unit)
         with self._changed:
-            self._changed.wait_for(lambda: self._changes[path] != seen, timeout)
+            self._changed.wait_for(lambda: self._changes.get(path, seen) != seen, timeout)
 
     def set_limits(self, unit: str, memory_bytes: int, cpus: float) -> None:
         """Memory (without swap) and CPU limits until the next boot (`systemctl

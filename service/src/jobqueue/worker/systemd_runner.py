@@ -414,7 +414,8 @@ class SlotProcess(RunningProcess):
         if state["ActiveState"] not in ("inactive", "failed"):
             self._sample(state)
             return False
-        state = systemd.state(unit, STATE_PROPERTIES) | recorded_end(self.workspace.slot_dir)
+        state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
+        state |= recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
