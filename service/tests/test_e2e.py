@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from conftest import Cluster
+from jobqueue.worker.attempt import Attempts
 from jobqueue.worker.daemon import Worker
 from jobqueue.worker.runner import LocalRunner
 from jobqueue.worker.settings import WorkerSettings
@@ -195,18 +196,19 @@ def test_sigterm_hands_running_jobs_back(cluster):
     assert done["state"] == "succeeded" and done["worker"] == "w2"
 
 
-class StoppedAsItClaims(Worker):
+class StoppedAsItClaims(Attempts):
     """SIGTERM lands just as a claim returns a job: the shutdown's hand-back is given up
     to 2 s to run before the job is started."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, worker: Worker):
+        super().__init__(worker.settings, worker.api, worker.runner, worker.stopping)
+        self.stop_worker = worker.stop
         self.handed_back = threading.Event()
 
-    def _start(self, job):
-        self.stop()
+    def start(self, job):
+        self.stop_worker()
         self.handed_back.wait(2)
-        super()._start(job)
+        return super().start(job)
 
     def hand_back_all(self, why, budget):
         super().hand_back_all(why, budget)
@@ -217,7 +219,8 @@ def test_a_job_claimed_as_the_worker_stops_is_handed_back(cluster):
     c = cluster()
     settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
                               work_dir=str(c.root / "work-stopping"), claim_wait_seconds=1)
-    worker = StoppedAsItClaims(settings, runner=LocalRunner(Path(settings.work_dir)))
+    worker = Worker(settings, runner=LocalRunner(Path(settings.work_dir)))
+    worker.attempts = StoppedAsItClaims(worker)
     job_id = c.submit(SLOW_JOB, args=["30"])
     thread = threading.Thread(target=worker.serve)
     thread.start()

@@ -1,9 +1,9 @@
 """`jobqueue-worker --one-job ID`: run one job that a batch scheduler (Slurm) started on
 this node, then exit. The batch script of the slurm backend runs it.
 
-It is the worker daemon without its claimer: it takes the job's lease by the
-scheduler's id for this attempt (`SLURM_JOB_ID`), then fetches, runs, heartbeats and
-uploads exactly as the daemon does, through the node's runner (the confined slots of
+It takes the job's lease by the scheduler's id for this attempt (`SLURM_JOB_ID`), then
+runs the attempt as the daemon runs the jobs it claims (`worker/attempt.py`: fetch,
+run, heartbeats, upload), through the node's runner (the confined slots of
 the systemd runner, shared by every job on the node: each takes a free slot under a
 lock). The confinement self-check runs once per boot of the node, not per job (it takes
 a slot and a Python start: seconds under emulation); a deploy removes its mark so
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import requests
 
-from jobqueue.worker.controller_api import ControllerError, LeaseLost
-from jobqueue.worker.daemon import HAND_BACK_SECONDS, Worker
+from jobqueue.worker.attempt import HAND_BACK_SECONDS, ActiveJob, Attempts, retrying
+from jobqueue.worker.controller_api import ControllerApi, ControllerError, LeaseLost
 from jobqueue.worker.runners import make_runner
 from jobqueue.worker.settings import WorkerSettings
 
@@ -47,23 +47,31 @@ def scheduler_job_id() -> str:
                        f"none of {', '.join(SCHEDULER_JOB_ID)} is set")
 
 
-class OneJob(Worker):
+class OneJob:
     def __init__(self, settings: WorkerSettings, job_id: str, external_id: str,
                  api=None, runner=None) -> None:
         # A work directory of its own: other jobs on the node run beside this one.
         self.node_dir = Path(settings.work_dir)
-        own = dataclasses.replace(settings,
-                                  work_dir=str(self.node_dir / f"scheduled-{external_id}"))
-        super().__init__(own, api, runner or make_runner(own, slot_locks=self.node_dir))
+        self.settings = dataclasses.replace(
+            settings, work_dir=str(self.node_dir / f"scheduled-{external_id}"))
+        self.work_dir = Path(self.settings.work_dir)
+        self.api = api or ControllerApi(settings.controller_url, settings.token,
+                                        settings.ca_bundle)
+        self.runner = runner or make_runner(self.settings, slot_locks=self.node_dir)
+        self.stopping = threading.Event()
+        self.attempts = Attempts(self.settings, self.api, self.runner, self.stopping)
         self.job_id = job_id
         self.external_id = external_id
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
 
     def serve(self) -> int:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._check_confinement()
-            job = self._retrying(
-                f"job {self.job_id}: start",
+            job = retrying(
+                self.api, f"job {self.job_id}: start",
                 lambda: self.api.start(self.job_id, self.settings.name, self.external_id),
                 self.settings.retry_seconds)
         except LeaseLost as exc:  # cancelled meanwhile, or not this attempt's any more
@@ -72,16 +80,13 @@ class OneJob(Worker):
         except (ControllerError, requests.RequestException) as exc:
             log.error("job %s: could not start: %s", self.job_id, exc)
             return 1
-        self._start(job)
-        active = self.active[job["id"]]
-        for loop in (self._heartbeat_loop, self._log_loop, self._fence_loop):
-            threading.Thread(target=loop, daemon=True).start()
-        runner = self.job_threads[-1]
-        while runner.is_alive():
+        active, thread = self.attempts.start(job)
+        self.attempts.start_loops()
+        while thread.is_alive():
             if self.stopping.wait(0.5):
                 self._stop_for_scheduler(active)
                 break
-        runner.join()
+        thread.join()
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return 0 if active.reported else 1
 
@@ -96,16 +101,16 @@ class OneJob(Worker):
         partial.write_text(boot)
         partial.replace(mark)  # whole or not at all: jobs start side by side
 
-    def _stop_for_scheduler(self, job) -> None:
+    def _stop_for_scheduler(self, job: ActiveJob) -> None:
         """The scheduler is ending this job: cancelled if its owner asked, else back."""
         try:
             cancel = self.api.heartbeat(job.id, job.lease)
         except (LeaseLost, ControllerError, requests.RequestException):
             cancel = False
         if cancel:
-            self._stop_job(job, "cancelled")
+            self.attempts.stop(job, "cancelled")
         else:
-            self.hand_back_all("its scheduler job is ending", HAND_BACK_SECONDS)
+            self.attempts.hand_back_all("its scheduler job is ending", HAND_BACK_SECONDS)
 
 
 def run(settings: WorkerSettings, job_id: str) -> int:
