@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv host box wheelhouse cluster lint role-vars test test-service test-molecule bench bench-cluster clean
+.PHONY: venv host box wheelhouse cluster lint role-vars settings-tables test test-service test-molecule bench bench-cluster clean
 
 venv: $(VENV)/.done
 $(VENV)/.done: requirements-dev.txt service/pyproject.toml
@@ -25,6 +25,7 @@ cluster: venv host box wheelhouse ## local cluster up, configured, and a real jo
 lint: venv
 	ruff check service tests molecule scripts plugins fabfile
 	python scripts/role-vars.py --check
+	python scripts/settings-tables.py --check
 	yamllint -s .
 	# The project's Ansible content by name: left to find it, ansible-lint walks
 	# .venv's 48,000 files, excluded or not (15 minutes here instead of 30 s).
@@ -32,6 +33,9 @@ lint: venv
 
 role-vars: venv  ## defaults/main.yml and README tables from each role's argument specs
 	python scripts/role-vars.py
+
+settings-tables: venv  ## service/README.md's settings tables from the settings dataclasses
+	python scripts/settings-tables.py
 
 test-service: venv
 	scripts/test-service.sh

@@ -109,3 +109,27 @@ def load_settings(cls: type[T], path: str | os.PathLike | None, env_prefix: str,
     values.update({k: v for k, v in overrides.items() if v is not None})
     converted = {name: _convert(name, value, hints[name]) for name, value in values.items()}
     return cls(**converted)
+
+
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *,
+            factory: Any = dataclasses.MISSING, shown: str | None = None) -> Any:
+    """A settings field with its meaning (`doc`), the one source of service/README.md's
+    settings tables (`scripts/settings-tables.py` writes them); `shown`: the table's
+    default cell (Markdown) where the value alone would not say it (a computed default)."""
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={"doc": doc, "shown": shown})
+
+
+def describe(cls: type) -> list[tuple[str, str, str]]:
+    """(key, default as a Markdown cell, meaning) of each setting of `cls`."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        shown = f.metadata.get("shown")
+        if shown is None:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            text = value if isinstance(value, str) and value else json.dumps(value)
+            shown = f"`{text}`"
+        rows.append((f.name, shown, f.metadata.get("doc", "")))
+    return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jobqueue.config import ConfigError, load_settings
+from jobqueue.config import ConfigError, load_settings, setting
 
 DEFAULT_PATH = "/etc/jobqueue/controller.toml"
 ENV_PREFIX = "JOBQUEUE_"
@@ -13,44 +13,102 @@ ENV_PREFIX = "JOBQUEUE_"
 
 @dataclasses.dataclass(frozen=True)
 class ControllerSettings:
-    database_url: str = ""
-    data_dir: str = "/var/lib/jobqueue"
-    queue_backend: str = "dispatcher"
-    lease_seconds: int = 60
-    max_attempts: int = 3
-    claim_wait_seconds: int = 30
-    max_upload_bytes: int = 1 << 30
-    max_files: int = 10000
-    # Longest one request may spend unpacking an archive (inputs or results): past it,
-    # the request is refused and its thread free again.
-    max_archive_seconds: int = 120
-    max_job_cpus: int = 64
-    default_walltime: int = 3600
-    max_walltime: int = 7 * 24 * 3600
-    default_memory: int = 1024
-    default_output_limit: int = 1024
-    # The most one job may ask for (MiB): above, refused at submit.
-    max_job_memory: int = 256 * 1024
-    max_output_limit: int = 64 * 1024
-    allow_anonymous: bool = False
-    log_tail_bytes: int = 1 << 20
-    idempotency_window_seconds: int = 24 * 3600
-    # A job asking for more CPUs than the largest worker seen within the window:
-    # "refuse" it at submit, or "hold" it queued (with that reason) for a larger one.
-    oversized_jobs: str = "refuse"
-    worker_seen_window_seconds: int = 24 * 3600
-    # Per user (admins excepted): most jobs queued at once (each task of an array counts),
-    # and most submissions within a minute; past either, a submit is a 429.
-    max_queued_per_user: int = 20000
-    max_submits_per_minute: int = 600
-    # Most tasks of one job array (its indices are 0 to this minus one, as Slurm's).
-    max_array_size: int = 10000
-    # The software environments the lab declared (workers offer them by name), and the
-    # one a job without its own runs in ("": the worker's own Python).
-    environments: list[str] = dataclasses.field(default_factory=list)
-    default_environment: str = ""
-    # Each queue backend's own settings: the table [queue.NAME] of controller.toml.
-    queue: dict[str, dict] = dataclasses.field(default_factory=dict)
+    database_url: str = setting(
+        "",
+        "SQLAlchemy URL; `postgresql+psycopg://user:pw@host/db` in production",
+        shown="`sqlite:///<data_dir>/jobqueue.db`",
+    )
+    data_dir: str = setting(
+        "/var/lib/jobqueue",
+        "job input and result files live under `<data_dir>/jobs/<id>/`",
+    )
+    queue_backend: str = setting("dispatcher", "which `QueueBackend` runs queued jobs")
+    lease_seconds: int = setting(60, "a running job's lease; a worker heartbeats to extend it")
+    max_attempts: int = setting(
+        3,
+        "a job whose lease expires is requeued until this many attempts, then `lost`",
+    )
+    claim_wait_seconds: int = setting(
+        30,
+        "longest a worker's long-poll claim waits (bounded so Apache threads are never starved)",
+    )
+    max_upload_bytes: int = setting(1 << 30, "request body cap (413 past it)")
+    max_files: int = setting(10000, "most files in one job's inputs or results")
+    max_archive_seconds: int = setting(
+        120,
+        "longest one request may spend unpacking an archive (inputs or results); past it the "
+        "request is refused (`400`). Archives are read as a stream: entry count, sizes and name "
+        "depth are checked on each header before its data, and the decompressed stream is bounded "
+        "by those caps",
+    )
+    max_job_cpus: int = setting(64, "largest `cpus` a job may ask for")
+    default_walltime: int = setting(3600, "seconds, when the spec gives none")
+    max_walltime: int = setting(7 * 24 * 3600, "seconds")
+    default_memory: int = setting(1024, "MiB, when the spec gives none")
+    default_output_limit: int = setting(1024, "MiB of results, when the spec gives none")
+    max_job_memory: int = setting(
+        256 * 1024,
+        "MiB: most a job may ask for (refused at submit above it)",
+    )
+    max_output_limit: int = setting(
+        64 * 1024,
+        "MiB: most a job may ask for (refused at submit above it)",
+    )
+    allow_anonymous: bool = setting(
+        False,
+        "when true, requests without a token act as user `anonymous`",
+    )
+    log_tail_bytes: int = setting(
+        1 << 20,
+        "most bytes of each of stdout and stderr that `GET /jobs/{id}/log` shows (its end; the "
+        "whole log is kept, up to the job's output limit)",
+    )
+    idempotency_window_seconds: int = setting(
+        24 * 3600,
+        "how long an `Idempotency-Key` of a submit is remembered",
+    )
+    oversized_jobs: str = setting(
+        "refuse",
+        "a job asking for more CPUs or memory than any worker seen (within the window below) "
+        "offers: `refuse` it at submit (`400`, naming the worker that comes closest), or `hold` it"
+        " queued with that reason until a larger worker joins",
+    )
+    worker_seen_window_seconds: int = setting(
+        24 * 3600,
+        "workers whose last claim is older than this no longer count for the check above",
+    )
+    max_queued_per_user: int = setting(
+        20000,
+        "most jobs one user (not an admin) may have queued at once, each task of an array "
+        "counting; past it a submit is a `429` with `Retry-After`",
+    )
+    max_submits_per_minute: int = setting(
+        600,
+        "most submissions one user (not an admin) may make within a minute, an array counting "
+        "once; past it a `429` with `Retry-After` (when the oldest of them leaves the minute)",
+    )
+    max_array_size: int = setting(
+        10000,
+        "most tasks of one job array; its indices run from 0 to this minus one (Slurm's "
+        "`MaxArraySize`)",
+    )
+    environments: list[str] = setting(
+        factory=list,
+        doc="names of the software environments jobs may choose (spec field `environment`, "
+            "`jobqueue submit --env NAME`); another name is a `400` listing these. Workers offer "
+            "them by name (their own `environments`); a job in one goes only to a worker that "
+            "offers it, and waits, saying so, while none does",
+    )
+    default_environment: str = setting(
+        "",
+        "the environment of a job that names none (one of `environments`; `\"\"`: the worker's own "
+        "Python)",
+    )
+    queue: dict[str, dict] = setting(
+        factory=dict,
+        doc="each backend's own settings, the table `[queue.NAME]` (in the environment, "
+            "`JOBQUEUE_QUEUE` as a JSON object); a wrong key fails at start naming the table",
+    )
 
     def __post_init__(self) -> None:
         if not self.database_url:

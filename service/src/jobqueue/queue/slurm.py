@@ -18,9 +18,10 @@ from __future__ import annotations
 import getpass
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jobqueue import slurm_command
+from jobqueue.config import setting
 from jobqueue.models import Job
 from jobqueue.queue.batch import BatchQueue, SchedulerError, SchedulerJob
 from jobqueue.scheduler_states import slurm_outcome
@@ -49,16 +50,24 @@ REFUSALS = (
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    partition: str = ""  # empty: Slurm's default partition
-    # The command the batch script runs on the node (the worker's venv there).
-    worker_command: str = "/opt/jobqueue/venv/bin/jobqueue-worker"
-    # The node's worker settings file, readable by the user the Slurm job runs as.
-    worker_config: str = "/etc/jobqueue/worker.toml"
-    # Slurm's own output of each batch script (not the job's: that reaches the
-    # controller), on the node; %j is the Slurm job id.
-    batch_output: str = "/var/log/jobqueue/slurm-%j.out"
-    sbatch_args: list[str] = field(default_factory=list)  # e.g. ["--account=lab"]
-    bin_dir: str = ""  # where sbatch, squeue, sacct and scancel are; empty: PATH
+    partition: str = setting("", "the partition to submit to (empty: Slurm's default)")
+    worker_command: str = setting(
+        "/opt/jobqueue/venv/bin/jobqueue-worker",
+        "the worker on the nodes",
+    )
+    worker_config: str = setting(
+        "/etc/jobqueue/worker.toml",
+        "the nodes' worker settings (token, controller URL, runner)",
+    )
+    batch_output: str = setting(
+        "/var/log/jobqueue/slurm-%j.out",
+        "the batch script's own output on the node (the job's output goes to the controller)",
+    )
+    sbatch_args: list[str] = setting(
+        factory=list,
+        doc="more `sbatch` options, e.g. `[\"--account=lab\"]`",
+    )
+    bin_dir: str = setting("", "where Slurm's commands are (empty: `PATH`)")
 
 
 class SlurmQueue(BatchQueue):

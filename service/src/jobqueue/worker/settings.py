@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from jobqueue.config import ConfigError, load_settings
+from jobqueue.config import ConfigError, load_settings, setting
 
 DEFAULT_PATH = "/etc/jobqueue/worker.toml"
 ENV_PREFIX = "JOBQUEUE_WORKER_"
@@ -31,42 +31,98 @@ def _clock(name: str, value: str | None) -> dt.time | None:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSettings:
-    controller_url: str = "http://127.0.0.1:8080"
-    token: str = ""
-    token_file: str = ""
-    ca_bundle: str = ""
-    name: str = ""
-    cpus: int = 0
-    # MiB of memory this worker's jobs may ask for in sum (the controller hands out only
-    # jobs that fit beside the running ones); 0: the host's memory less HOST_RESERVE_MIB.
-    memory: int = 0
-    work_dir: str = "/var/lib/jobqueue-worker"
-    max_file_size: int = 1 << 30
-    heartbeat_seconds: float = 10.0
-    log_seconds: float = 1.0  # how often running jobs' new log bytes go to the controller
-    claim_wait_seconds: float = 30.0
-    service_start: str = ""
-    service_stop: str = ""
-    service_end: str = ""
-    on_shutdown: str = "requeue"
-    python: str = ""
-    # Software environments offered to jobs: name -> a virtualenv's directory (a job
-    # in one runs its .py with DIR/bin/python, DIR/bin first on its PATH).
-    environments: dict[str, str] = dataclasses.field(default_factory=dict)
-    kill_grace_seconds: float = 5.0
-    retry_seconds: float = 300.0
-    # "local": jobs run as the worker's user, unconfined (jobqueue dev, tests).
-    # "systemd": each job runs confined in a slot unit (see jobqueue.worker.systemd_runner).
-    runner: str = "local"
-    slots: int = 0  # job slots of the systemd runner; 0: one per CPU
-    slots_dir: str = "/var/lib/jobqueue-slots"
-    slot_unit: str = "jobqueue-job@{slot}.service"
-    slot_user: str = "jq-slot{slot}"
-    # runner = "slurm" (a remote cluster's own Slurm): jobs at most at once, the
-    # partition (empty: the default one), where Slurm's commands are (empty: PATH).
-    slurm_max_jobs: int = 4
-    slurm_partition: str = ""
-    slurm_bin_dir: str = ""
+    controller_url: str = setting(
+        "http://127.0.0.1:8080",
+        "base URL of the controller (no `/api/v1`)",
+    )
+    token: str = setting("", "the worker's own bearer token (role `worker`)", shown="—")
+    token_file: str = setting("", "read the token from this file instead", shown="—")
+    ca_bundle: str = setting("", "CA file to verify the controller's certificate", shown="—")
+    name: str = setting("", "worker name shown on jobs", shown="host name")
+    cpus: int = setting(
+        0,
+        "CPUs to use: n > 0 uses n, 0 uses all, n < 0 leaves n free (as dispynode)",
+    )
+    memory: int = setting(
+        0,
+        "MiB the worker's jobs may ask for in sum: the controller hands it only jobs whose memory "
+        "fits beside those it runs, so jobs together never ask the host for more; 0 = the host's "
+        "memory less 384 MiB, as `roles/worker` leaves by default (`slurm` runner: not counted "
+        "unless set)",
+    )
+    work_dir: str = setting(
+        "/var/lib/jobqueue-worker",
+        "the worker's state; with the `local` runner each attempt runs in `<work_dir>/<job "
+        "id>-<attempt>/`",
+    )
+    max_file_size: int = setting(1 << 30, "largest single file a job may write (RLIMIT_FSIZE)")
+    heartbeat_seconds: float = setting(10.0, "how often running jobs' leases are renewed")
+    log_seconds: float = setting(
+        1.0,
+        "how often running jobs' new stdout/stderr bytes are sent to the controller (what "
+        "`jobqueue log -f` shows as they grow)",
+    )
+    claim_wait_seconds: float = setting(30.0, "long-poll wait asked of the controller")
+    service_start: str = setting(
+        "",
+        "`HH:MM`: start claiming each day (dispynode's service window)",
+        shown="—",
+    )
+    service_stop: str = setting("", "`HH:MM`: stop claiming; running jobs finish", shown="—")
+    service_end: str = setting("", "`HH:MM`: stop claiming and hand back running jobs", shown="—")
+    on_shutdown: str = setting(
+        "requeue",
+        "on SIGTERM: `requeue` kills running jobs and hands them back; `finish` lets them finish "
+        "and uploads them",
+    )
+    python: str = setting(
+        "",
+        "interpreter that runs job scripts",
+        shown="the worker's own interpreter",
+    )
+    environments: dict[str, str] = setting(
+        factory=dict,
+        doc="software environments this worker offers: a table of name = a virtualenv's directory "
+            "(roles/worker builds them from `worker_environments`). A job in one runs its `.py` "
+            "with that virtualenv's Python, its `bin/` first on `PATH` and `VIRTUAL_ENV` set; the "
+            "worker's claims list the names",
+    )
+    kill_grace_seconds: float = setting(5.0, "between SIGTERM and SIGKILL when a job is stopped")
+    retry_seconds: float = setting(
+        300.0,
+        "how long an upload, a hand-back or an input download is retried while the controller is "
+        "unreachable or answers 5xx (heartbeats retry within the lease, claims for ever, both with"
+        " a backoff of at most 10 s)",
+    )
+    runner: str = setting(
+        "local",
+        "`local`: jobs run as the worker's own user, unconfined (`jobqueue dev`, tests, hosts "
+        "without systemd); `systemd`: each job confined in a slot (below); `slurm`: each job a "
+        "Slurm job of a remote cluster this worker feeds (below)",
+    )
+    slots: int = setting(
+        0,
+        "job slots of the `systemd` runner (jobs at once at most); 0 = one per CPU",
+    )
+    slots_dir: str = setting(
+        "/var/lib/jobqueue-slots",
+        "slot N's hand-over directory is `<slots_dir>/N`",
+    )
+    slot_unit: str = setting("jobqueue-job@{slot}.service", "slot N's systemd unit (`{slot}`: N)")
+    slot_user: str = setting("jq-slot{slot}", "slot N's system user")
+    slurm_max_jobs: int = setting(
+        4,
+        "`slurm` runner: jobs the worker takes from the dispatcher at once (other clusters share "
+        "the rest)",
+    )
+    slurm_partition: str = setting(
+        "",
+        "`slurm` runner: the cluster's partition (empty: its default)",
+    )
+    slurm_bin_dir: str = setting(
+        "",
+        "`slurm` runner: where `sbatch`, `scontrol`, `scancel` are (empty: `PATH`)",
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
