@@ -16,8 +16,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "service" / "README.md"
+# The service's source, whatever version the virtualenv has installed.
 sys.path.insert(0, str(ROOT / "service" / "src"))
-from jobqueue.config import describe  # noqa: E402 - the service's source, not an install
+from jobqueue.config import describe
 
 # <!-- BEGIN SETTINGS module:Class --> ... <!-- END SETTINGS -->
 BLOCK = re.compile(r"(<!-- BEGIN SETTINGS ([\w.]+):(\w+)[^>]*-->\n).*?(<!-- END SETTINGS -->)",
