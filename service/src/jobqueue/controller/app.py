@@ -27,7 +27,7 @@ from jobqueue.controller.web_session import bp as web_session_bp
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers_admin import bp as workers_admin_bp
 from jobqueue.controller.workers import Registry
-from jobqueue.queue import PullQueue, QueueBackend, QueueEvents, make_backend
+from jobqueue.queue import LeasedQueue, QueueBackend, QueueEvents, make_backend
 from jobqueue.states import JobState
 
 API_PREFIX = "/api/v1"
@@ -113,7 +113,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     api.register_blueprint(cluster_views_bp)
     api.register_blueprint(token_api_bp)
     api.register_blueprint(web_session_bp)
-    if isinstance(backend, PullQueue):
+    if isinstance(backend, LeasedQueue):
         api.register_blueprint(worker_bp)
 
     @api.get("/openapi.json")

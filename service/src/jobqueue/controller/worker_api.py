@@ -15,7 +15,7 @@ from jobqueue.controller.errors import ApiError, bad_request, not_found
 from jobqueue.controller.storage import LOGS, LogGap
 from jobqueue.models import Job
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
-from jobqueue.queue import LeaseLost, WorkerCapacity
+from jobqueue.queue import LeaseLost, PullQueue, WorkerCapacity
 from jobqueue.queue.batch import BatchQueue
 from jobqueue.states import FINISHED, LIMITS, REPORTABLE, JobState
 
@@ -45,7 +45,7 @@ def _lease_from(body: dict) -> str:
 def claim():
     body = json_body()
     state = app_state()
-    if not state.backend.takes_claims:
+    if not isinstance(state.backend, PullQueue):
         raise ApiError(409, "no_claims", f"this controller's queue is {state.backend.name}: "
                        "its jobs start through the scheduler, not by claims")
     worker = _worker_name(body)

@@ -16,7 +16,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from jobqueue.config import ConfigError, settings_from_table
-from jobqueue.queue.base import LeaseLost, PullQueue, QueueBackend, QueueEvents, WorkerCapacity
+from jobqueue.queue.base import (
+    LeasedQueue,
+    LeaseLost,
+    PullQueue,
+    QueueBackend,
+    QueueEvents,
+    WorkerCapacity,
+)
 
 ENTRY_POINTS = "jobqueue.queue_backends"
 
@@ -56,5 +63,5 @@ def make_backend(name: str, session_factory, settings,
     return cls(session_factory, settings, events or QueueEvents(), own)
 
 
-__all__ = ["LeaseLost", "PullQueue", "QueueBackend", "QueueEvents", "WorkerCapacity",
+__all__ = ["LeasedQueue", "LeaseLost", "PullQueue", "QueueBackend", "QueueEvents", "WorkerCapacity",
            "backend_class", "backends", "make_backend"]

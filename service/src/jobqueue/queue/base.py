@@ -69,21 +69,9 @@ class WorkerCapacity:
     environments: tuple[str, ...] = ()
 
 
-class PullQueue(QueueBackend):
-    """A backend from which worker daemons pull jobs (the worker API is served for it)."""
-
-    # False for backends whose jobs reach their workers another way (a batch scheduler
-    # starts them): the worker API then refuses claims instead of holding them.
-    takes_claims = True
-
-    @abc.abstractmethod
-    def claim(self, worker: str, free_cpus: int, wait: float,
-              claim_id: str | None = None, capacity: WorkerCapacity | None = None
-              ) -> Claim | None:
-        """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds.
-        A claim retried with the same `claim_id` gets the job it already claimed. With
-        `capacity`, what fits is what the worker has left beside its running jobs at the
-        moment a job is handed out, not `free_cpus` as it was when the claim was sent."""
+class LeasedQueue(QueueBackend):
+    """A backend whose jobs run on the service's workers, each attempt under a lease the
+    worker renews (the worker API is served for it; `jobqueue.queue.leases` keeps them)."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
@@ -101,3 +89,16 @@ class PullQueue(QueueBackend):
         """Put a running job back in the queue. Without `error` (the worker is stopping)
         that uses up no attempt; with it (the attempt failed on the worker) it does, and
         the job fails after its last attempt. Raise LeaseLost."""
+
+
+class PullQueue(LeasedQueue):
+    """A backend from which worker daemons pull jobs by claims."""
+
+    @abc.abstractmethod
+    def claim(self, worker: str, free_cpus: int, wait: float,
+              claim_id: str | None = None, capacity: WorkerCapacity | None = None
+              ) -> Claim | None:
+        """Hand the oldest queued job that fits to `worker`, waiting up to `wait` seconds.
+        A claim retried with the same `claim_id` gets the job it already claimed. With
+        `capacity`, what fits is what the worker has left beside its running jobs at the
+        moment a job is handed out, not `free_cpus` as it was when the claim was sent."""

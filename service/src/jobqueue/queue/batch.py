@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from jobqueue.models import Job, JobArray, new_lease, utcnow
-from jobqueue.queue import dependencies
-from jobqueue.queue.base import Claim, LeaseLost
-from jobqueue.queue.dispatcher import Dispatcher
+from jobqueue.queue.base import Claim, LeasedQueue, LeaseLost, QueueEvents
+from jobqueue.queue.leases import Leases
 from jobqueue.scheduler_states import ENDED, Outcome
 from jobqueue.states import FINISHED, JobState, check_transition
 
@@ -62,15 +61,15 @@ class SchedulerError(RuntimeError):
         self.refused = refused
 
 
-class BatchQueue(Dispatcher, abc.ABC):
+class BatchQueue(LeasedQueue):
     """Jobs run where an external batch scheduler puts them; see the module's docstring.
-    Pull workers get nothing here: `takes_claims` is False and the worker API refuses
-    their claims."""
-
-    takes_claims = False
+    Not a pull queue: the worker API refuses claims here."""
 
     def __init__(self, session_factory, settings, events=None, own_settings=None) -> None:
-        super().__init__(session_factory, settings, events)
+        self.session_factory = session_factory
+        # No claims wait here for a running job to end: nothing to wake.
+        self.leases = Leases(session_factory, settings)
+        self.events = events or QueueEvents()
         self.own = own_settings
         self._missing: dict[str, int] = {}  # external id -> passes it has been missing
         self._reconcile_lock = threading.Lock()
@@ -97,14 +96,28 @@ class BatchQueue(Dispatcher, abc.ABC):
 
     def cancel(self, session, job: Job) -> None:
         if job.job_state is JobState.QUEUED and job.external_id is None:
-            super().cancel(session, job)  # not handed over yet: cancelled at once
+            # Not handed over yet: cancelled at once.
+            self.leases.end(session, job, JobState.CANCELLED, "cancelled before it started")
         elif job.job_state in (JobState.QUEUED, JobState.RUNNING):
             job.cancel_requested = True  # the reconcile pass or the node carries it out
         else:
             check_transition(job.state, JobState.CANCELLED)  # raises: already finished
 
-    def claim(self, worker, free_cpus, wait, claim_id=None, capacity=None) -> Claim | None:
-        return None
+    def sync(self) -> None:
+        """Leases that ran out; the scheduler's view comes with `reconcile`, in the
+        scheduler's own process."""
+        self.leases.expire()
+
+    def heartbeat(self, job_id: str, lease: str, worker: str | None = None):
+        return self.leases.heartbeat(job_id, lease, worker)
+
+    def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
+               message: str, limit: str | None = None) -> None:
+        self.leases.finish(session, job, lease, state, exit_code, message, limit)
+
+    def release(self, job_id: str, lease: str, error: str | None = None,
+                worker: str | None = None) -> None:
+        self.leases.release(job_id, lease, error, worker)
 
     # -- the node's side ----------------------------------------------------------------
 
@@ -117,7 +130,7 @@ class BatchQueue(Dispatcher, abc.ABC):
             if job is None or job.external_id != external_id:
                 raise LeaseLost("this scheduler job is not the job's current attempt")
             if job.job_state is JobState.RUNNING and job.worker == worker:
-                job.lease_expires_at = utcnow() + self.lease
+                job.lease_expires_at = utcnow() + self.leases.lease
                 return Claim(job.id, job.lease)
             if job.job_state is not JobState.QUEUED or job.cancel_requested:
                 raise LeaseLost(f"the job is {job.state}; it will not start")
@@ -126,7 +139,7 @@ class BatchQueue(Dispatcher, abc.ABC):
             job.attempts += 1
             job.worker = worker
             job.lease = new_lease()
-            job.lease_expires_at = now + self.lease
+            job.lease_expires_at = now + self.leases.lease
             job.started_at = now
             job.message = f"running as {self.name} job {external_id} on {worker}"
             waited = (now - job.queued_at).total_seconds()
@@ -134,17 +147,12 @@ class BatchQueue(Dispatcher, abc.ABC):
         self.events.claimed(waited)
         return claim
 
-    def _requeue(self, job: Job, message: str) -> None:
-        # A new scheduler job; the old one, if it still runs, is killed by the next pass.
-        super()._requeue(job, message)
-        job.external_id = None
-
     # -- the reconcile pass -------------------------------------------------------------
 
     def reconcile(self) -> None:
         """One pass: expire leases, submit new jobs, then act on the scheduler's view."""
         with self._reconcile_lock:
-            self.sync(force=True)
+            self.leases.expire()
             self._submit_new()
             self._apply_view()
 
@@ -168,7 +176,7 @@ class BatchQueue(Dispatcher, abc.ABC):
                     job.external_id = self.submit(job)
                 except SchedulerError as exc:
                     if exc.refused:  # as asked, it can never run here: say so, now
-                        self._end(session, job, JobState.FAILED,
+                        self.leases.end(session, job, JobState.FAILED,
                                   f"{self.name} refused the job: {exc}")
                         continue
                     # Left queued with the reason: the next pass tries again.
@@ -245,7 +253,7 @@ class BatchQueue(Dispatcher, abc.ABC):
             return False
         self._missing.pop(eid, None)
         if job.cancel_requested and job.job_state is JobState.QUEUED:
-            self._end(session, job, JobState.CANCELLED, "cancelled before it started")
+            self.leases.end(session, job, JobState.CANCELLED, "cancelled before it started")
             return seen.outcome not in ENDED
         if seen.outcome is Outcome.WAITING:
             if job.job_state is JobState.QUEUED:
@@ -259,12 +267,12 @@ class BatchQueue(Dispatcher, abc.ABC):
         if seen.outcome is Outcome.CANCELLED:
             why = "cancelled by its owner" if job.cancel_requested else \
                 f"cancelled in {self.name}{where}" + (f" by {seen.by}" if seen.by else "")
-            self._end(session, job, JobState.CANCELLED, why)
+            self.leases.end(session, job, JobState.CANCELLED, why)
         elif seen.outcome is Outcome.TIMED_OUT:
-            self._end(session, job, JobState.TIMED_OUT,
+            self.leases.end(session, job, JobState.TIMED_OUT,
                       f"killed: {self.name}'s time limit{where}", limit="walltime")
         elif seen.outcome is Outcome.OUT_OF_MEMORY:
-            self._end(session, job, JobState.FAILED,
+            self.leases.end(session, job, JobState.FAILED,
                       f"killed: memory limit exceeded ({self.name}{where})", limit="memory")
         else:  # DONE without results, or FAILED: the attempt failed
             self._attempt_failed(session, job,
@@ -272,27 +280,16 @@ class BatchQueue(Dispatcher, abc.ABC):
                                  "without results")
         return False
 
-    def _end(self, session, job: Job, state: JobState, message: str,
-             limit: str | None = None) -> None:
-        job.state = check_transition(job.state, state).value
-        job.message = message
-        job.limit_hit = limit
-        job.finished_at = utcnow()
-        job.lease = job.lease_expires_at = job.claim_id = None
-        log.info("job %s: %s", job.id, message)
-        dependencies.settle(session, job)
-        self._wake_on_commit(session)
-
     def _attempt_failed(self, session, job: Job, why: str) -> None:
         """Requeue for a new scheduler job, or give up after the last attempt."""
         if job.job_state is JobState.QUEUED:
             job.attempts += 1  # it never reached our side, but it did use an attempt
-        if job.attempts >= self.max_attempts:
+        if job.attempts >= self.leases.max_attempts:
             target = JobState.LOST if job.job_state is JobState.RUNNING else JobState.FAILED
-            self._end(session, job, target, f"{why}; gave up after {job.attempts} attempts")
+            self.leases.end(session, job, target, f"{why}; gave up after {job.attempts} attempts")
             return
         if job.job_state is JobState.RUNNING:
-            self._requeue(job, f"{why}; requeued")
+            self.leases.requeue(job, f"{why}; requeued")
         else:  # its scheduler job never started ours
             job.message = f"{why}; requeued"
             job.external_id = None

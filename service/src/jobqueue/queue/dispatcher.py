@@ -21,7 +21,8 @@ from sqlalchemy.orm import aliased
 
 from jobqueue.models import Job, JobArray, new_lease, utcnow
 from jobqueue.queue import dependencies
-from jobqueue.queue.base import Claim, LeaseLost, PullQueue, QueueEvents, WorkerCapacity
+from jobqueue.queue.base import Claim, PullQueue, QueueEvents, WorkerCapacity
+from jobqueue.queue.leases import Leases
 from jobqueue.states import JobState, check_transition
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,7 @@ class Dispatcher(PullQueue):
     def __init__(self, session_factory, settings, events: QueueEvents | None = None,
                  own_settings: None = None) -> None:
         self.session_factory = session_factory
-        self.lease = dt.timedelta(seconds=settings.lease_seconds)
-        self.max_attempts = settings.max_attempts
+        self.leases = Leases(session_factory, settings, wake=self._wake_on_commit)
         self.events = events or QueueEvents()
         self.wakeup = Wakeup()
         self._last_sync = 0.0
@@ -90,39 +90,7 @@ class Dispatcher(PullQueue):
             if not force and time.monotonic() - self._last_sync < RECHECK_SECONDS:
                 return
             self._last_sync = time.monotonic()
-        now = utcnow()
-        with self.session_factory.begin() as session:
-            expired = session.scalars(
-                select(Job).where(Job.state == JobState.RUNNING.value,
-                                  Job.lease_expires_at < now)
-                .with_for_update(skip_locked=True)).all()
-            for job in expired:
-                self._expire(session, job, now)
-
-    def _expire(self, session, job: Job, now: dt.datetime) -> None:
-        if job.cancel_requested:
-            target, message = JobState.CANCELLED, "cancelled; its worker stopped answering"
-        elif job.attempts < self.max_attempts:
-            target, message = JobState.QUEUED, f"lease expired on {job.worker}; requeued"
-        else:
-            target, message = JobState.LOST, f"lease expired on {job.attempts} attempts"
-        log.warning("job %s: %s", job.id, message)
-        if target is JobState.QUEUED:
-            self._requeue(job, message)
-        else:
-            job.state = check_transition(job.state, target).value
-            job.message = message
-            job.lease = job.lease_expires_at = job.claim_id = None
-            job.finished_at = now
-            dependencies.settle(session, job)
-        self._wake_on_commit(session)
-
-    def _requeue(self, job: Job, message: str) -> None:
-        """Back in the queue for a new attempt: nothing of the last one stays."""
-        job.state = check_transition(job.state, JobState.QUEUED).value
-        job.message = message
-        job.worker = job.started_at = None
-        job.lease = job.lease_expires_at = job.claim_id = None
+        self.leases.expire()
 
     def close(self) -> None:
         """Stop the listener and answer every waiting claim now (the server is stopping)."""
@@ -157,7 +125,7 @@ class Dispatcher(PullQueue):
                 .with_for_update()).first()
             if job is None:
                 return None
-            job.lease_expires_at = utcnow() + self.lease
+            job.lease_expires_at = utcnow() + self.leases.lease
             log.info("job %s: claim %s repeated; handed out again", job.id, claim_id)
             return Claim(job.id, job.lease)
 
@@ -179,7 +147,7 @@ class Dispatcher(PullQueue):
             job.worker = worker
             job.claim_id = claim_id
             job.lease = new_lease()
-            job.lease_expires_at = now + self.lease
+            job.lease_expires_at = now + self.leases.lease
             job.started_at = now
             waited = (now - job.queued_at).total_seconds()
             claim = Claim(job.id, job.lease)
@@ -264,56 +232,18 @@ class Dispatcher(PullQueue):
 
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
                   ) -> tuple[dt.datetime, bool]:
-        with self.session_factory.begin() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            now = utcnow()
-            self._check_lease(job, lease, now, worker)
-            job.lease_expires_at = now + self.lease
-            return job.lease_expires_at, job.cancel_requested
+        return self.leases.heartbeat(job_id, lease, worker)
 
     def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
                message: str, limit: str | None = None) -> None:
-        now = utcnow()
-        self._check_lease(job, lease, now)
-        job.state = check_transition(job.state, state).value
-        job.exit_code = exit_code
-        job.limit_hit = limit
-        job.message = message
-        job.finished_at = now
-        job.lease_expires_at = None
-        dependencies.settle(session, job)
-        self._wake_on_commit(session)  # its worker's waiting claim has CPUs again
+        # Its worker's waiting claim has CPUs again (the leases wake it).
+        self.leases.finish(session, job, lease, state, exit_code, message, limit)
 
     def release(self, job_id: str, lease: str, error: str | None = None,
                 worker: str | None = None) -> None:
-        with self.session_factory.begin() as session:
-            now = utcnow()
-            job = session.get(Job, job_id, with_for_update=True)
-            self._check_lease(job, lease, now, worker)
-            if error is not None and job.attempts >= self.max_attempts:
-                job.state = check_transition(job.state, JobState.FAILED).value
-                job.message = f"failed on its worker on {job.attempts} attempts: {error}"
-                job.lease = job.lease_expires_at = job.claim_id = None
-                job.finished_at = now
-                dependencies.settle(session, job)
-                self._wake_on_commit(session)
-                return
-            if error is None:
-                job.attempts -= 1  # handed back on purpose: not a failed attempt
-            self._requeue(job, "handed back by its worker; requeued" if error is None else
-                          f"attempt {job.attempts} failed on its worker: {error}; requeued")
-            self._wake_on_commit(session)
+        self.leases.release(job_id, lease, error, worker)
 
     # -- helpers ----------------------------------------------------------------------
-
-    @staticmethod
-    def _check_lease(job: Job | None, lease: str, now: dt.datetime,
-                     worker: str | None = None) -> None:
-        if job is None or job.job_state is not JobState.RUNNING or job.lease != lease \
-                or (worker is not None and job.worker != worker):
-            raise LeaseLost("this worker no longer holds the job")
-        if job.lease_expires_at is None or job.lease_expires_at < now:
-            raise LeaseLost("the job's lease has expired")
 
     def _wake_on_commit(self, session) -> None:
         session.info["wake_queue"] = True
