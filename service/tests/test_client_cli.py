@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobqueue.client import cli, display
+from jobqueue.client import arg_types, cli, display, exit_status
 from jobqueue.client.api import Client, _api_error
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
@@ -668,7 +668,7 @@ def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     ("text", "seconds"), [("90", 90), ("90m", 5400), ("2h", 7200), ("1d", 86400), ("1:05", 65)]
 )
 def test_durations(text: str, seconds: int) -> None:
-    assert cli._duration(text) == seconds
+    assert arg_types.duration(text) == seconds
 
 
 def test_wait_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
@@ -701,7 +701,7 @@ def test_wait_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     ("failed", None, cli.EXIT_JOB_NOT_SUCCEEDED), ("lost", None, cli.EXIT_JOB_NOT_SUCCEEDED),
     ("timed_out", -15, cli.EXIT_JOB_TIMED_OUT), ("cancelled", None, cli.EXIT_JOB_CANCELLED)])
 def test_the_exit_status_says_how_the_job_ended(state: str, exit_code, status: int) -> None:
-    assert cli.job_exit_status({"state": state, "exit_code": exit_code}) == status
+    assert exit_status.job_exit_status({"state": state, "exit_code": exit_code}) == status
 
 
 def test_wait_timeout_exit_code(
@@ -883,4 +883,4 @@ def test_a_wait_ends_on_an_outage_past_its_bound_or_on_a_4xx(
     ("afternotok:3fa9, afterok:81bd", ["afternotok:3fa9", "afterok:81bd"]),
 ])
 def test_after_reads_as_slurms_dependency(given: str, entries: list[str]) -> None:
-    assert cli._dependency_entries(given) == entries
+    assert arg_types.dependency_entries(given) == entries

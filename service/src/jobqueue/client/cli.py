@@ -5,40 +5,45 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import getpass
-import itertools
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Self, TextIO
+from typing import Any, NoReturn
 
 from jobqueue import __version__
-from jobqueue.client import cluster_commands, completion, display, token_commands
+from jobqueue.client import (
+    arg_types,
+    cluster_commands,
+    completion,
+    display,
+    progress,
+    token_commands,
+)
 from jobqueue.client.api import TERMINAL_STATES, Client
 from jobqueue.client.config import config_path, write_private
 from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
+from jobqueue.client.exit_status import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_JOB_CANCELLED,
+    EXIT_JOB_NOT_SUCCEEDED,
+    EXIT_JOB_TIMED_OUT,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_WAIT_TIMEOUT,
+    job_exit_status,
+)
 from jobqueue.extras import needs_server, server_missing
 from jobqueue.states import JobState
 
 PROG = "jobqueue"
 STATES = tuple(state.value for state in JobState)
 LIST_DEFAULT_LIMIT = 50
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_JOB_NOT_SUCCEEDED = 3
-EXIT_WAIT_TIMEOUT = 4
-EXIT_JOB_CANCELLED = 5
-EXIT_JOB_TIMED_OUT = 124  # as timeout(1)
-EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
 The controller is found through JOBQUEUE_URL, JOBQUEUE_TOKEN and JOBQUEUE_CA_BUNDLE, else
@@ -53,27 +58,7 @@ ran out of
 time, {EXIT_JOB_CANCELLED} if it was cancelled, {EXIT_JOB_NOT_SUCCEEDED} if it has none \
 (lost, or an array's task failed)."""
 
-STATUS_FIELDS = (
-    "id",
-    "name",
-    "owner",
-    "state",
-    "entry",
-    "args",
-    "cpus",
-    "walltime",
-    "memory",
-    "output_limit",
-    "attempts",
-    "worker",
-    "exit_code",
-    "limit",
-    "message",
-    "cancel_requested",
-    "created_at",
-    "started_at",
-    "finished_at",
-)
+
 
 
 class UsageError(Exception):
@@ -188,16 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="argument for the script (repeat for several); or give them all after --: "
         "jobqueue submit run.py --cpus 2 -- -n 5 --fast",
     )
-    p.add_argument("--cpus", type=_positive_int, metavar="N", help="CPUs for the job")
+    p.add_argument("--cpus", type=arg_types.positive_int, metavar="N", help="CPUs for the job")
     p.add_argument(
         "--walltime",
-        type=_duration,
+        type=arg_types.duration,
         metavar="S",
         help="time limit in seconds (or 90m, 2h, 1d, HH:MM:SS)",
     )
-    p.add_argument("--memory", type=_mebibytes, metavar="MiB",
+    p.add_argument("--memory", type=arg_types.mebibytes, metavar="MiB",
                    help="memory limit in MiB (or 512M, 4G, 1T)")
-    p.add_argument("--output-limit", type=_mebibytes, metavar="MiB",
+    p.add_argument("--output-limit", type=arg_types.mebibytes, metavar="MiB",
                    help="most MiB of results kept (or 512M, 4G, 1T)")
     p.add_argument("--name", metavar="N", help="job name (default: the file or folder name)")
     p.add_argument(
@@ -222,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the software environment to run in, one the service offers "
                    "(`jobqueue workers` lists them; default: the service's)")
     p.add_argument("--export", metavar="NAME[=VALUE]", action="append", default=[],
-                   type=_export,
+                   type=arg_types.export,
                    help="an environment variable for the job; NAME alone passes on this "
                    "shell's value (repeatable)")
     p.add_argument("--inputs-from", metavar="ID[,ID]", action="append", default=[],
@@ -230,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder ID/ (ARRAY_ID/INDEX/); waits for them to succeed unless --after "
                    "gives another condition (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    p.add_argument("--timeout", type=_duration, metavar="S", help="with --wait: give up after S")
+    p.add_argument("--timeout", type=arg_types.duration, metavar="S",
+                   help="with --wait: give up after S")
 
     p = command("list", cmd_list, "list your jobs, newest first")
     p.add_argument("--state", choices=STATES, help="only jobs in this state")
@@ -247,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("wait", cmd_wait, "wait for jobs (or every task of arrays) to finish; exit 0 "
                 "only if all succeeded")
     p.add_argument("ids", nargs="+", metavar="ID")
-    p.add_argument("--timeout", type=_duration, metavar="S", help="give up after S seconds")
+    p.add_argument("--timeout", type=arg_types.duration, metavar="S",
+                   help="give up after S seconds")
 
     p = command("log", cmd_log, "print a job's whole stdout (to stdout) and stderr (to stderr)")
     p.add_argument("id", metavar="ID")
@@ -318,32 +305,9 @@ def _selection(p: argparse.ArgumentParser, states: tuple[str, ...]) -> None:
 # -- commands ---------------------------------------------------------------------------
 
 
-def _export(item: str) -> tuple[str, str]:
-    """--export NAME=VALUE, or NAME for this shell's value (as Slurm's --export)."""
-    name, equals, value = item.partition("=")
-    if equals:
-        return name, value
-    if name not in os.environ:
-        raise argparse.ArgumentTypeError(f"{name!r} has no value here: give NAME=VALUE")
-    return name, os.environ[name]
-
-
-def _dependency_entries(text: str) -> list[str]:
-    """--after's value as the API's entries: "afterany:A:B,C" is afterany:A, afterany:B
-    and C (afterok), as Slurm's --dependency reads it."""
-    entries = []
-    for item in filter(None, (i.strip() for i in text.split(","))):
-        condition, colon, ids = item.partition(":")
-        if colon and condition.startswith("after"):
-            entries += [f"{condition}:{i}" for i in ids.split(":")]
-        else:
-            entries.append(item)
-    return entries
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     array_args = _args_from(args.args_from) if args.args_from else None
-    after = [entry for text in args.after for entry in _dependency_entries(text)]
+    after = [entry for text in args.after for entry in arg_types.dependency_entries(text)]
     inputs_from = [i.strip() for text in args.inputs_from for i in text.split(",") if i.strip()]
     client = _client()
     job = client.submit_path(
@@ -374,8 +338,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.json:
         print(ident, flush=True)
     if "jobs" in job:
-        return _wait_for_array(client, ident, args.timeout, args.json)
-    return _wait_and_report(client, ident, args.timeout, args.json)
+        return progress.wait_for_array(client, ident, args.timeout, args.json)
+    return progress.wait_and_report(client, ident, args.timeout, args.json)
 
 
 def _args_from(path: Path) -> list[list[str]]:
@@ -421,13 +385,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [
         (
             str(job.get("id", "")),
-            str(job.get("name") or "") + _task_suffix(job),
+            str(job.get("name") or "") + display.task_suffix(job),
             str(job.get("state", "")),
             str(job.get("cpus", "")),
             display.local_time(job.get("created_at")),
             display.runtime(job),
             str(job.get("worker") or ""),
-            _reason(job),
+            display.reason(job),
         )
         for job in jobs
     ]
@@ -436,17 +400,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.all and len(jobs) == LIST_DEFAULT_LIMIT:
         print(f"(the {LIST_DEFAULT_LIMIT} newest jobs; --all shows every job)", file=sys.stderr)
     return EXIT_OK
-
-
-def _reason(job: dict[str, Any], width: int = 60) -> str:
-    """Why a queued job waits, or how a finished one ended (first line, cut to `width`)."""
-    text = job.get("pending_reason") if job.get("state") == "queued" else job.get("message")
-    line = str(text or "").strip().split("\n", 1)[0]
-    return line if len(line) <= width else line[:width - 3] + "..."
-
-
-def _task_suffix(job: dict[str, Any]) -> str:
-    return f"[{job['array']['index']}]" if job.get("array") else ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -460,63 +413,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if n:
             print()
         if kind == "array":
-            _print_array(value)
+            display.print_array(value)
         else:
-            _print_status(value)
+            display.print_status(value)
     return EXIT_OK
-
-
-def _print_array(array: dict[str, Any]) -> None:
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(array.get("counts", {}).items()))
-    limit = array.get("max_running")
-    rows = [("array:", array.get("id")), ("name:", array.get("name")),
-            ("owner:", array.get("owner")), ("size:", array.get("size")),
-            ("max_running:", "no limit" if limit is None else limit), ("tasks:", counts),
-            ("created_at:", display.local_time(array.get("created_at")))]
-    for key, value in rows:
-        print(f"{key:<13} {'' if value is None else value}")
-
-
-def _print_status(job: dict[str, Any]) -> None:
-    keys = [k for k in STATUS_FIELDS if k in job] + sorted(
-        k for k in job if k not in STATUS_FIELDS and k not in ("links", "accounting")
-    )
-    usage = _accounting_lines(job.get("accounting"))
-    width = max(len(k) for k in [*keys, *usage, "runtime"]) if keys else 0
-    for key in keys:
-        value = job[key]
-        if isinstance(value, list | dict):
-            value = json.dumps(value)
-        elif key.endswith("_at") and value:
-            value = display.local_time(value)
-        print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
-    for key, value in usage.items():
-        print(f"{key + ':':<{width + 1}} {value}")
-    runtime = display.runtime(job)
-    if runtime:
-        print(f"{'runtime:':<{width + 1}} {runtime}")
-
-
-def _accounting_lines(accounting: Any) -> dict[str, str]:
-    """What the job's last attempt used, as `status` shows it (empty: not measured)."""
-    if not isinstance(accounting, dict):
-        return {}
-    cpu, wall = accounting.get("cpu_seconds"), accounting.get("wall_seconds")
-    peak, signum = accounting.get("peak_memory"), accounting.get("signal")
-    return {
-        "cpu_time": f"{cpu:.2f} s" if isinstance(cpu, int | float) else "",
-        "peak_memory": display.size(peak),
-        "wall_time": (f"{display.clock(wall)} ({wall:.2f} s)"
-                      if isinstance(wall, int | float) else ""),
-        "signal": _signal_name(signum) if isinstance(signum, int) else "",
-    }
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return f"{signum} ({signal.Signals(signum).name})"
-    except ValueError:
-        return str(signum)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -527,12 +427,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
         # To a tenth of a second: what is left of `--timeout 5` is said as 5, not 4.99999.
         left = None if deadline is None else max(1.0, round(deadline - time.monotonic(), 1))
         try:
-            codes.append(_wait_and_report(client, ident, left, args.json))
+            codes.append(progress.wait_and_report(client, ident, left, args.json))
         except ApiError as exc:  # no such job: the ID may be an array's
             if exc.status != 404:
                 raise
             _job_or_array(client, ident)  # no such array either: say so
-            codes.append(_wait_for_array(client, ident, left, args.json))
+            codes.append(progress.wait_for_array(client, ident, left, args.json))
     return max(codes)
 
 
@@ -747,124 +647,6 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- waiting with progress --------------------------------------------------------------
-
-
-class Progress:
-    """Shows a job's state changes and elapsed time on ``stream`` while waiting.
-
-    Every state change is a line of its own. On a terminal a spinner line also shows the
-    current state and the time waited; it is redrawn in place and erased at the end.
-    """
-
-    FRAMES = "|/-\\"
-
-    def __init__(self, job_id: Any, stream: TextIO | None = None) -> None:
-        self.job_id = job_id
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = _isatty(self.stream)
-        self.started = time.monotonic()
-        self.state: str | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Self:
-        if self.tty:
-            self._thread = threading.Thread(target=self._spin, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        with self._lock:
-            self._clear()
-
-    def update(self, job: dict[str, Any]) -> None:
-        state = str(job.get("state"))
-        if state == self.state:
-            return
-        self.state = state
-        details = []
-        if job.get("worker") and state == "running":
-            details.append(f"on {job['worker']}")
-        if job.get("attempts") and int(job["attempts"]) > 1 and state in ("queued", "running"):
-            details.append(f"attempt {job['attempts']}")
-        if state in TERMINAL_STATES:
-            if job.get("exit_code") is not None:
-                details.append(f"exit code {job['exit_code']}")
-            if job.get("message"):
-                details.append(str(job["message"]))
-        suffix = f" ({'; '.join(details)})" if details else ""
-        with self._lock:
-            self._clear()
-            self.stream.write(f"[{self.elapsed()}] job {self.job_id}: {state}{suffix}\n")
-            self.stream.flush()
-
-    def elapsed(self) -> str:
-        return display.clock(time.monotonic() - self.started)
-
-    def _spin(self) -> None:
-        for frame in itertools.cycle(self.FRAMES):
-            if self._stop.wait(0.1):
-                return
-            with self._lock:
-                line = f"{frame} job {self.job_id} {self.state or 'waiting'}  {self.elapsed()}"
-                self.stream.write("\r" + line + "\033[K")
-                self.stream.flush()
-
-    def _clear(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _wait_for_array(client: Client, array_id: str, timeout: float | None, as_json: bool) -> int:
-    """Wait until no task of the array is queued or running; exit 0 only if all succeeded."""
-    shown: list[dict] = []
-
-    def update(summary: dict[str, Any]) -> None:
-        if not as_json and (not shown or shown[-1] != summary.get("counts")):
-            shown.append(summary.get("counts"))
-            counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
-            print(f"array {array_id}: {counts}", file=sys.stderr, flush=True)
-
-    summary = client.wait_array(array_id, timeout=timeout, on_update=update)
-    counts = summary.get("counts", {})
-    if as_json:
-        display.print_json(summary)
-    else:
-        print(f"array {array_id} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return EXIT_OK if set(counts) <= {"succeeded"} else EXIT_JOB_NOT_SUCCEEDED
-
-
-def _wait_and_report(client: Client, job_id: Any, timeout: float | None, as_json: bool) -> int:
-    with Progress(job_id) as progress:
-        job = client.wait(job_id, timeout=timeout, on_update=progress.update)
-    if as_json:
-        display.print_json(job)
-    else:
-        print(f"job {job_id} {job.get('state')}")
-    return job_exit_status(job)
-
-
-def job_exit_status(job: dict[str, Any]) -> int:
-    """What the CLI exits with for a finished job: 0 if it succeeded; else per state,
-    or the job's own exit status as a shell gives it (128 + N for signal N)."""
-    state, code = job.get("state"), job.get("exit_code")
-    if state == "succeeded":
-        return EXIT_OK
-    if state == "timed_out":
-        return EXIT_JOB_TIMED_OUT
-    if state == "cancelled":
-        return EXIT_JOB_CANCELLED
-    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
-        return code if 0 < code < 256 else min(128 - code, 255) if code < 0 else 255
-    return EXIT_JOB_NOT_SUCCEEDED
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
@@ -892,64 +674,6 @@ def _fail(message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZES = {"m": 1, "g": 1024, "t": 1024 * 1024}  # in MiB
-
-
-def _mebibytes(text: str) -> int:
-    """MiB from ``512``, ``512M``, ``4G``, ``1.5G`` or ``1T`` (binary units, as Slurm's
-    ``--mem``); an optional ``B`` or ``iB`` after the unit."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mgt]?)(?:i?b)?", text.strip().lower())
-    if not match or (not match.group(2) and "." in match.group(1)):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size (use MiB, or 512M, 4G, 1T)")
-    mebibytes = int(float(match.group(1)) * _SIZES[match.group(2) or "m"])
-    if mebibytes < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 MiB")
-    return mebibytes
-
-
-def _duration(text: str) -> int:
-    """Seconds from ``3600``, ``90m``, ``2h``, ``1d`` or ``[HH:]MM:SS``."""
-    value = text.strip().lower()
-    match = re.fullmatch(r"(\d+)([smhd]?)", value)
-    if match:
-        seconds = int(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
-    elif re.fullmatch(r"\d+(:\d{1,2}){1,2}", value):
-        seconds = 0
-        for part in value.split(":"):
-            seconds = seconds * 60 + int(part)
-    else:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration (use seconds, 90m, 2h, 1d or HH:MM:SS)"
-        )
-    if seconds < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least one second")
-    return seconds
-
-
-
-
-
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 if __name__ == "__main__":
