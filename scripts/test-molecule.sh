@@ -11,8 +11,8 @@
 # through real jobs; its aa-exec checks of each rule run on demand), install (every
 # scenario converges roles/jobqueue_install on every host; its own scenario installs
 # from scratch, without the box's pre-filled virtualenv, which costs an emulated VM
-# 4 minutes), controller (the cluster scenario's controller is on SQLite, the slurm
-# one's on PostgreSQL, and both run tests/controller), worker (the cluster scenario
+# 4 minutes), controller (the cluster scenario's controller is on PostgreSQL, the slurm
+# one's on SQLite, and both run tests/controller), worker (the cluster scenario
 # converges the same role on two workers of a real controller and runs all of its
 # checks, the hostile-job suite included) and slurm-role (roles/slurm alone; the
 # slurm scenario runs its checks). Every scenario runs a second converge, which must

@@ -39,9 +39,22 @@ def address(host) -> str:
     return variables.get("jobqueue_address") or variables["inventory_hostname"]
 
 
+def worker_state_dir(host) -> str:
+    """A worker's own state directory (roles/worker's worker_work_dir)."""
+    return host.ansible.get_variables().get("worker_work_dir", "/var/lib/jobqueue-worker")
+
+
 @pytest.fixture()
 def ca_file(host):
-    """The deploy's CA, read from the controller, as a local file."""
+    """The CA the admin's client verifies the controller against (the deploy's own or
+    the lab's), else the one the deploy made on the controller, as a local file."""
+    client = build_dir() / "admin-client.toml"
+    if client.exists():
+        with open(client, "rb") as f:
+            bundle = tomllib.load(f).get("ca_bundle")
+        if bundle:
+            yield bundle
+            return
     content = host.file(CA_PATH).content
     with tempfile.NamedTemporaryFile(suffix=".crt", delete=False) as out:
         out.write(content)

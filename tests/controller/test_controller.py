@@ -76,13 +76,18 @@ def test_security_headers(base_url, ca_file):
     assert "Apache/" not in headers.get("Server", "")
 
 
-def test_tls_1_2_is_refused(host, ca_file):
+def test_tls_1_2_only_where_the_inventory_admits_it(host, ca_file):
+    # The default is TLS 1.3 only; a lab with older clients adds +TLSv1.2.
+    protocols = host.ansible.get_variables().get("controller_tls_protocols", "-all +TLSv1.3")
     context = ssl.create_default_context(cafile=ca_file)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with (socket.create_connection((address(host), 443), timeout=30) as sock,
-          pytest.raises(ssl.SSLError),
-          context.wrap_socket(sock, server_hostname=address(host))):
-        pass
+    with socket.create_connection((address(host), 443), timeout=30) as sock:
+        if "+TLSv1.2" in protocols.split():
+            with context.wrap_socket(sock, server_hostname=address(host)) as tls:
+                assert tls.version() == "TLSv1.2"
+        else:
+            with pytest.raises(ssl.SSLError):
+                context.wrap_socket(sock, server_hostname=address(host))
 
 
 def test_database_backend_and_schema_current(host):

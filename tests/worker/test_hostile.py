@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import testinfra
 import testinfra.utils.ansible_runner
-from conftest import submit, wait
+from conftest import submit, wait, worker_state_dir
 from jobqueue.states import FINISHED
 
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
@@ -118,15 +118,18 @@ def test_the_profiles_are_enforced_and_the_units_hardened(host):
 
 
 def test_a_job_cannot_read_the_workers_secrets_or_state(admin, host):
+    state = worker_state_dir(host)
+    secrets = [TOKEN, "/etc/jobqueue/worker.toml", "/etc/jobqueue/ca.crt", f"{state}/claim-id",
+               "/etc/ssh/ssh_host_ed25519_key", "/etc/shadow"]
+    with host.sudo():  # there to be read: a refusal is the confinement, not a missing file
+        assert all(host.file(path).is_file for path in secrets), secrets
     job, log = run_job(admin, PROBE + f"""
 found = {{}}
 others = [f"{SLOTS}/{{n}}/request.json" for n in (1, 2)
           if not os.getcwd().startswith(f"{SLOTS}/{{n}}/")]
-for path in ["{TOKEN}", "/etc/jobqueue/worker.toml", "/etc/jobqueue/ca.crt",
-             "/var/lib/jobqueue-worker/claim-id", "/etc/ssh/ssh_host_ed25519_key",
-             "/etc/shadow", *others]:
+for path in [*{secrets!r}, *others]:
     found[path] = attempt(path, lambda: open(path).read())
-found["list worker state"] = attempt("ls", lambda: os.listdir("/var/lib/jobqueue-worker"))
+found["list worker state"] = attempt("ls", lambda: os.listdir({state!r}))
 print(json.dumps(found))
 """)
     assert job["state"] == "succeeded", job
@@ -185,7 +188,7 @@ print(json.dumps(found))
 
 
 def test_a_job_cannot_write_outside_its_directory(admin, host):
-    targets = ["/var/lib/jobqueue-worker", "/etc/jobqueue", "/var/tmp", "/opt/jobqueue/venv",
+    targets = [worker_state_dir(host), "/etc/jobqueue", "/var/tmp", "/opt/jobqueue/venv",
                SLOTS, f"{SLOTS}/1", f"{SLOTS}/2/work"]
     job, log = run_job(admin, PROBE + f"""
 found = {{}}
@@ -534,6 +537,7 @@ def test_a_slot_comes_back_clean_whatever_the_job_left(admin, host, worker_pid):
     directory, a file in /dev/shm: the slot is empty once the job has ended, nothing
     outside it was touched, and the next ten jobs run normally."""
     tag = uuid.uuid4().hex
+    state = worker_state_dir(host)
     since = host.check_output("date +%s")
     job, _ = run_job(admin, f"""
 import os
@@ -557,7 +561,7 @@ os.chmod("locked-{tag}", 0)
 os.mkfifo("fifo-{tag}")
 open("file-{tag}", "w").write("x")
 os.link("file-{tag}", "hard-{tag}")
-os.symlink("/var/lib/jobqueue-worker", "worker-{tag}")
+os.symlink("{state}", "worker-{tag}")
 os.symlink("/etc/jobqueue", "../outbox/config-{tag}")
 os.makedirs("../outbox/status.json/{tag}/deeper")
 os.chmod("../outbox/status.json/{tag}", 0)
@@ -576,7 +580,7 @@ print("planted")
         # The links led nowhere: the worker's state and config are whole.
         assert host.file(TOKEN).size > 0
         assert host.file("/etc/jobqueue/worker.toml").size > 0
-        assert host.file("/var/lib/jobqueue-worker").is_directory
+        assert host.file(state).is_directory
         failed = host.run("journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*'",
                           since.strip())
     assert "not clean" not in failed.stdout, failed.stdout

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import submit, wait
+from conftest import submit, wait, worker_state_dir
 
 testinfra_hosts = ["ansible://workers"]
 
@@ -28,12 +28,13 @@ def test_worker_runs_as_its_own_user(host):
 
 
 def test_worker_unit_is_hardened(host):
+    state = worker_state_dir(host)
     props = host.run(
         "systemctl show jobqueue-worker -p NoNewPrivileges -p ProtectSystem -p ProtectHome"
         " -p PrivateTmp -p KillMode -p Restart -p User -p ReadWritePaths").stdout
     for expected in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                      "PrivateTmp=yes", "KillMode=mixed", "Restart=on-failure",
-                     "User=jobqueue-worker", "ReadWritePaths=/var/lib/jobqueue-worker"):
+                     "User=jobqueue-worker", f"ReadWritePaths={state} "):
         assert expected in props
 
 
