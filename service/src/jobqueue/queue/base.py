@@ -5,8 +5,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jobqueue.models import Job
+
+if TYPE_CHECKING:
+    from jobqueue.queue.leases import Leases
 
 
 class LeaseLost(Exception):
@@ -71,24 +75,27 @@ class WorkerCapacity:
 
 class LeasedQueue(QueueBackend):
     """A backend whose jobs run on the service's workers, each attempt under a lease the
-    worker renews (the worker API is served for it; `jobqueue.queue.leases` keeps them)."""
+    worker renews (the worker API is served for it). Its `leases`
+    (`jobqueue.queue.leases.Leases`) keep them; the worker API's calls go to them."""
 
-    @abc.abstractmethod
+    leases: Leases
+
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
                   ) -> tuple[object, bool]:
         """Extend the lease; return (new expiry, cancel requested). Raise LeaseLost."""
+        return self.leases.heartbeat(job_id, lease, worker)
 
-    @abc.abstractmethod
     def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
                message: str, limit: str | None = None) -> None:
         """Record the attempt's outcome in `session` if `lease` still holds. Raise LeaseLost."""
+        self.leases.finish(session, job, lease, state, exit_code, message, limit)
 
-    @abc.abstractmethod
     def release(self, job_id: str, lease: str, error: str | None = None,
                 worker: str | None = None) -> None:
         """Put a running job back in the queue. Without `error` (the worker is stopping)
         that uses up no attempt; with it (the attempt failed on the worker) it does, and
         the job fails after its last attempt. Raise LeaseLost."""
+        self.leases.release(job_id, lease, error, worker)
 
 
 class PullQueue(LeasedQueue):

@@ -108,17 +108,6 @@ class BatchQueue(LeasedQueue):
         scheduler's own process."""
         self.leases.expire()
 
-    def heartbeat(self, job_id: str, lease: str, worker: str | None = None):
-        return self.leases.heartbeat(job_id, lease, worker)
-
-    def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
-               message: str, limit: str | None = None) -> None:
-        self.leases.finish(session, job, lease, state, exit_code, message, limit)
-
-    def release(self, job_id: str, lease: str, error: str | None = None,
-                worker: str | None = None) -> None:
-        self.leases.release(job_id, lease, error, worker)
-
     # -- the node's side ----------------------------------------------------------------
 
     def start(self, job_id: str, worker: str, external_id: str) -> Claim:

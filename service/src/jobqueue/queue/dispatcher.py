@@ -10,7 +10,6 @@ re-check once a second.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -229,19 +228,6 @@ class Dispatcher(PullQueue):
             return 0, None
         return (capacity.cpus - cpus,
                 None if capacity.memory is None else capacity.memory - memory)
-
-    def heartbeat(self, job_id: str, lease: str, worker: str | None = None
-                  ) -> tuple[dt.datetime, bool]:
-        return self.leases.heartbeat(job_id, lease, worker)
-
-    def finish(self, session, job: Job, lease: str, state: str, exit_code: int | None,
-               message: str, limit: str | None = None) -> None:
-        # Its worker's waiting claim has CPUs again (the leases wake it).
-        self.leases.finish(session, job, lease, state, exit_code, message, limit)
-
-    def release(self, job_id: str, lease: str, error: str | None = None,
-                worker: str | None = None) -> None:
-        self.leases.release(job_id, lease, error, worker)
 
     # -- helpers ----------------------------------------------------------------------
 
