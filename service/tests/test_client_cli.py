@@ -21,7 +21,7 @@ import requests
 
 from jobqueue.client import arg_types, cli, display, exit_status
 from jobqueue.client.api import Client, _api_error
-from jobqueue.client.config import load_config
+from jobqueue.client.config import load_config, write_config
 from jobqueue.client.errors import (
     ApiError,
     ClientError,
@@ -884,3 +884,15 @@ def test_a_wait_ends_on_an_outage_past_its_bound_or_on_a_4xx(
 ])
 def test_after_reads_as_slurms_dependency(given: str, entries: list[str]) -> None:
     assert arg_types.dependency_entries(given) == entries
+
+
+@pytest.mark.parametrize("value", ["plain", 'a "quoted" \\ path', "tab\tnew\nline\x01\x7f",
+                                   "ünïcode 😀"])
+def test_a_written_client_file_reads_back_whatever_its_values_hold(tmp_path, value):
+    path, ca_bundle = tmp_path / "client.toml", tmp_path / value
+    ca_bundle.write_text("a CA\n")  # the client checks that its CA bundle is there
+    write_config(path, "https://jobs.example.org", value, str(ca_bundle))
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded = load_config({"JOBQUEUE_CLIENT_CONFIG": str(path)})
+    assert (loaded.url, loaded.token, loaded.ca_bundle) == (
+        "https://jobs.example.org", value, str(ca_bundle))

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobqueue.client.config import write_private
+from jobqueue.client.config import write_config, write_private
 from jobqueue.controller.tokens import get_or_create_user, issue_token
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.controller.settings import ControllerSettings
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = LocalCluster(data_dir, settings, port=args.port)
         cluster.start_worker("dev-worker", worker_token, cpus=args.cpus, work_dir=work_dir)
         client_config = data_dir / "client.toml"
-        write_private(client_config, f'url = "{cluster.url}"\ntoken = "{user_token}"\n')
+        write_config(client_config, cluster.url, user_token)
         print(f"jobqueue dev: controller {cluster.url}, one worker; Ctrl-C stops both.\n"
               "  Jobs run as you, unconfined (runner = local): for trusted code only.\n"
               f"  web page: {cluster.url}/ (sign in with the token in {data_dir}/dev.token)\n"

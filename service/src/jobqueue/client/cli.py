@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import getpass
-import json
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from jobqueue.client import (
     token_commands,
 )
 from jobqueue.client.api import TERMINAL_STATES, Client
-from jobqueue.client.config import config_path, write_private
+from jobqueue.client.config import config_path, write_config
 from jobqueue.client.errors import ApiError, ClientError, WaitTimeout
 from jobqueue.client.exit_status import (
     EXIT_ERROR,
@@ -626,10 +625,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         me = client.me()  # a wrong URL, CA or token fails here, before anything is written
     path = Path(args.config) if args.config else config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"url = {json.dumps(args.url)}", f"token = {json.dumps(token)}"]
-    if ca_bundle:
-        lines.append(f"ca_bundle = {json.dumps(ca_bundle)}")
-    write_private(path, "\n".join(lines) + "\n")
+    write_config(path, args.url, token, ca_bundle)
     if args.json:
         display.print_json(me | {"config": str(path)})
     else:

@@ -40,6 +40,21 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+def write_config(path: Path, url: str, token: str, ca_bundle: str | None = None) -> None:
+    """A client file (only its owner can read it) that `load_config` reads back."""
+    values = {"url": url, "token": token} | ({"ca_bundle": ca_bundle} if ca_bundle else {})
+    write_private(path, "".join(f"{key} = {_toml_string(value)}\n"
+                                for key, value in values.items()))
+
+
+def _toml_string(value: str) -> str:
+    """`value` as a TOML basic string: quotes, backslashes and control characters escaped."""
+    escaped = "".join(
+        f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\" + c if c in '"\\' else c
+        for c in value)
+    return f'"{escaped}"'
+
+
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     """The client file in use: $JOBQUEUE_CLIENT_CONFIG, else the default one."""
     env = os.environ if env is None else env
