@@ -166,7 +166,7 @@ class BatchQueue(LeasedQueue):
                 except SchedulerError as exc:
                     if exc.refused:  # as asked, it can never run here: say so, now
                         self.leases.end(session, job, JobState.FAILED,
-                                  f"{self.name} refused the job: {exc}")
+                                        f"{self.name} refused the job: {exc}")
                         continue
                     # Left queued with the reason: the next pass tries again.
                     log.warning("job %s: %s submission failed: %s", job.id, self.name, exc)
@@ -259,10 +259,11 @@ class BatchQueue(LeasedQueue):
             self.leases.end(session, job, JobState.CANCELLED, why)
         elif seen.outcome is Outcome.TIMED_OUT:
             self.leases.end(session, job, JobState.TIMED_OUT,
-                      f"killed: {self.name}'s time limit{where}", limit="walltime")
+                            f"killed: {self.name}'s time limit{where}", limit="walltime")
         elif seen.outcome is Outcome.OUT_OF_MEMORY:
             self.leases.end(session, job, JobState.FAILED,
-                      f"killed: memory limit exceeded ({self.name}{where})", limit="memory")
+                            f"killed: memory limit exceeded ({self.name}{where})",
+                            limit="memory")
         else:  # DONE without results, or FAILED: the attempt failed
             self._attempt_failed(session, job,
                                  f"{self.name} job {eid} ended {seen.state}{where} "

@@ -192,7 +192,7 @@ class Attempts:
         budget = self.settings.retry_seconds if budget is None else budget
         try:
             retrying(self.api, f"job {job_id}: hand-back",
-                           lambda: self.api.release(job_id, lease, error), budget)
+                     lambda: self.api.release(job_id, lease, error), budget)
         except LeaseLost:
             pass  # already finished, requeued or handed back by an earlier try
         except (ControllerError, requests.RequestException) as exc:
@@ -350,7 +350,7 @@ class Attempts:
                 self.api.download_input(job.id, job.lease, archive)
 
             retrying(self.api, f"job {job.id}: input download", download,
-                           self.settings.retry_seconds)
+                     self.settings.retry_seconds)
             archive.seek(0)
             # One pass: a refused archive fails the attempt, whose directory goes.
             safe_extract(archive, job_dir, MAX_INPUT_BYTES, MAX_INPUT_FILES,
@@ -462,8 +462,7 @@ class Attempts:
             for name in ("stdout", "stderr"):
                 (empty / name).write_bytes(b"")
             retrying(self.api, f"job {job.id}: upload",
-                           lambda: upload("failed", reason, None, empty),
-                           self.settings.retry_seconds)
+                     lambda: upload("failed", reason, None, empty), self.settings.retry_seconds)
         job.reported = True
 
 
