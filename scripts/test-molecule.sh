@@ -17,8 +17,7 @@
 # checks, the hostile-job suite included) and slurm-role (roles/slurm alone; the
 # slurm scenario runs its checks). Every scenario runs a second converge, which must
 # change nothing, and a --check run, which must not fail. The default ones do not
-# run the checks marked
-# `lengthy` (archive bombs through Apache, the Fabric tasks: about 20 minutes of the
+# run the checks marked `lengthy` (archive bombs through Apache: minutes of the
 # cluster verify): with JOBQUEUE_LENGTHY_CHECKS=1 in the environment they run too.
 # Logs: build/molecule/<scenario>.log
 set -uo pipefail
@@ -106,6 +105,7 @@ cpu_shares() {  # cpu_shares NAME SHARES: for every running VM of that scenario
 }
 start=$SECONDS
 pids=()
+rm -f build/molecule/ops-timings.txt
 for name in "${NAMES[@]}"; do
     rm -f "build/molecule/$name.log"
     run_scenario "$name" &
@@ -129,5 +129,9 @@ echo "== molecule summary (wall time of each scenario, then per step; $((SECONDS
 for name in "${NAMES[@]}"; do
     cat "build/molecule/$name.summary" 2>/dev/null || echo "$name: no summary"
 done
+if [ -s build/molecule/ops-timings.txt ]; then
+    echo "the admin's Fabric tasks in the cluster verify:"
+    sed 's/^/  /' build/molecule/ops-timings.txt
+fi
 echo "leftover VMs:"; vagrant global-status --prune 2>/dev/null | grep -E 'running|shutoff' || echo "  none"
 exit $rc

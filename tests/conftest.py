@@ -25,6 +25,9 @@ LENGTHY = "JOBQUEUE_LENGTHY_CHECKS"
 
 
 def pytest_collection_modifyitems(config, items):
+    # The admin's tasks last: they drain, stop, upgrade and restore the cluster that
+    # the other checks need as it was deployed.
+    items.sort(key=lambda item: "ops" in item.keywords)
     if os.environ.get(LENGTHY) == "1":
         return
     skip = pytest.mark.skip(reason=f"lengthy under emulation: {LENGTHY}=1 runs it")

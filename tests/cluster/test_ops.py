@@ -17,26 +17,29 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import testinfra.utils.ansible_runner
 from conftest import build_dir, submit, wait
 
-# Lengthy: each task crosses every emulated VM over SSH.
-pytestmark = pytest.mark.lengthy
+# Run last (tests/conftest.py): they drain, stop, upgrade and restore the cluster.
+pytestmark = pytest.mark.ops
 testinfra_hosts = ["ansible://controllers"]
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "/etc/jobqueue/worker.token"  # roles/worker's worker_token_path
+TIMINGS = ROOT / "build" / "molecule" / "ops-timings.txt"
 SLEEP = b"import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
 
 
 def fab(*args: str, timeout: float = 900) -> str:
-    """`fab ARGS` as the README says; how long it took lands in build/ops-timings.txt
-    (the figures of the README's "Operating the cluster")."""
+    """`fab ARGS` as the README says; how long it took lands in
+    build/molecule/ops-timings.txt (the figures of the README's "Operating the cluster")."""
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "fabric", *args], check=False, cwd=ROOT, capture_output=True,
         text=True,
         timeout=timeout, env=os.environ | {"JOBQUEUE_INVENTORY":
                                             os.environ["MOLECULE_INVENTORY_FILE"]})
-    with open(build_dir() / "ops-timings.txt", "a") as timings:
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    with open(TIMINGS, "a") as timings:
         timings.write(f"fab {args[0]}: {time.monotonic() - started:.0f} s\n")
     assert result.returncode == 0, f"fab {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -72,6 +75,20 @@ def test_status_shows_every_host_and_worker(worker_names):
     assert report["queue"] == "dispatcher" and "queued" in report["jobs"]
     table = fab("status")
     assert "DRAINED" in table and all(w in table for w in worker_names)
+
+
+def test_collect_logs_brings_every_hosts_journal_and_service_logs(worker_names, tmp_path):
+    fab("collect-logs", "--dest", str(tmp_path))
+    controllers = set(testinfra.utils.ansible_runner.AnsibleRunner(
+        os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("controllers"))
+    assert {p.name for p in tmp_path.iterdir()} == controllers | set(worker_names)
+    for name in controllers:
+        assert list((tmp_path / name / "apache2").glob("access.log*")), name
+    for name in controllers | set(worker_names):
+        journal = (tmp_path / name / "journal.txt").read_text()
+        # Each host's own journal of this boot: the services this deploy runs there.
+        unit = "apache2" if name in controllers else "jobqueue-worker"
+        assert unit in journal, f"{name}: no {unit} in its journal"
 
 
 def test_a_drained_worker_finishes_its_job_and_takes_no_new_one(admin, worker_names):
