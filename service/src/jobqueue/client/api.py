@@ -23,7 +23,6 @@ from jobqueue.backoff import Backoff, retry_after
 from jobqueue.client.config import load_config
 from jobqueue.client.errors import (
     ApiError,
-    ClientError,
     ConfigError,
     TransportError,
     UnsafeArchiveError,
@@ -34,16 +33,7 @@ from jobqueue.client import polling
 from jobqueue.client.packing import check_relpath, pack_path
 from jobqueue.states import FINISHED
 
-__all__ = [
-    "TERMINAL_STATES",
-    "ApiError",
-    "Client",
-    "ClientError",
-    "ConfigError",
-    "TransportError",
-    "UnsafeArchiveError",
-    "WaitTimeout",
-]
+__all__ = ["TERMINAL_STATES", "Client"]  # the errors: jobqueue.client.errors
 
 TERMINAL_STATES = frozenset(state.value for state in FINISHED)
 API_PREFIX = "/api/v1"
