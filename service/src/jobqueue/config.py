@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tomllib
 import types
 import typing
@@ -133,3 +134,13 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
             shown = f"`{text}`"
         rows.append((f.name, shown, f.metadata.get("doc", "")))
     return rows
+
+
+def load_or_report(load: Any, path: str | None, program: str) -> Any:
+    """`load(path)`, or None once `program`'s refusal of the settings is on stderr (its
+    caller then exits 2)."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return None

@@ -17,7 +17,7 @@ import threading
 from werkzeug.serving import make_server
 from werkzeug.wsgi import ClosingIterator
 
-from jobqueue.config import ConfigError
+from jobqueue.config import load_or_report
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller.app import create_app
 from jobqueue.controller.db import make_engine, migrate
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    try:
-        settings = settings_module.load(args.config)
-    except ConfigError as exc:
-        print(f"jobqueue: error: {exc}", file=sys.stderr)
+    settings = load_or_report(settings_module.load, args.config, "jobqueue")
+    if settings is None:
         return 2
     if args.migrate:
         engine = make_engine(settings.database_url)

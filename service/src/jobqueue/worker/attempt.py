@@ -33,14 +33,7 @@ from jobqueue.worker.controller_api import (
     ControllerError,
     LeaseLost,
 )
-from jobqueue.worker.runner import (
-    Limits,
-    Runner,
-    RunningProcess,
-    RunRequest,
-    Usage,
-    Workspace,
-)
+from jobqueue.worker.runner import Limits, Runner, RunningProcess, RunRequest, Usage, Workspace
 from jobqueue.worker.settings import WorkerSettings
 
 log = logging.getLogger("jobqueue.worker")

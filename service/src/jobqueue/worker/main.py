@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from jobqueue.config import ConfigError
+from jobqueue.config import load_or_report
 from jobqueue.worker import settings as settings_module
 from jobqueue.worker.daemon import Worker
 
@@ -28,10 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    try:
-        settings = settings_module.load(args.config)
-    except ConfigError as exc:
-        print(f"jobqueue-worker: error: {exc}", file=sys.stderr)
+    settings = load_or_report(settings_module.load, args.config, "jobqueue-worker")
+    if settings is None:
         return 2
     if args.one_job:
         from jobqueue.worker import one_job
