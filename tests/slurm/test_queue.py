@@ -33,6 +33,18 @@ def node(name: str):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
 
 
+def sudo_on(node_host, command: str, attempts: int = 4) -> None:
+    """`command` as root on a node. An emulated node busy with a job can be slow to
+    answer SSH (its banner exchange times out, ssh exits 255): that is tried again; a
+    command that fails is not."""
+    for attempt in range(1, attempts + 1):
+        result = node_host.run(f"sudo {command}")
+        if result.rc != 255 or attempt == attempts:
+            break
+        time.sleep(10)
+    assert result.rc == 0, f"{command}: {result.stderr}"
+
+
 def node_names() -> list[str]:
     runner = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
     return sorted(runner.get_hosts("workers"))
@@ -136,11 +148,11 @@ def test_a_node_lost_mid_job_requeues_it_elsewhere_never_a_false_success(host, a
                             "name": "survivor"}, [("s.py", SLEEP)])
     first = wait_until(admin, job_id, lambda j: j["state"] == "running")
     lost = node(first["worker"])
-    lost.check_output("sudo systemctl stop slurmd")
+    sudo_on(lost, "systemctl stop slurmd")
     try:
         final = wait(admin, job_id, 600)
     finally:
-        lost.check_output("sudo systemctl start slurmd")
+        sudo_on(lost, "systemctl start slurmd")
         # Back in service before the next test, which needs both nodes.
         node_idle(host, first["worker"])
     # Whether the lost node's worker was killed or cut off, the job ends done once,
