@@ -19,6 +19,7 @@ from jobqueue import https
 from jobqueue.states import FINISHED
 
 CA_PATH = "/etc/jobqueue/tls/ca.crt"
+ADMIN_CLIENT = "admin-client.toml"  # in build/: playbooks/users.yml writes it
 # Checks marked `lengthy` run only with this set to 1 (scripts/test-molecule.sh says
 # which and why): under emulation CI's time limit cannot hold them.
 LENGTHY = "JOBQUEUE_LENGTHY_CHECKS"
@@ -51,13 +52,11 @@ def worker_state_dir(host) -> str:
 def ca_file(host):
     """The CA the admin's client verifies the controller against (the deploy's own or
     the lab's), else the one the deploy made on the controller, as a local file."""
-    client = build_dir() / "admin-client.toml"
-    if client.exists():
-        with open(client, "rb") as f:
-            bundle = tomllib.load(f).get("ca_bundle")
-        if bundle:
-            yield bundle
-            return
+    client = build_dir() / ADMIN_CLIENT
+    bundle = admin_client().get("ca_bundle") if client.exists() else None
+    if bundle:
+        yield bundle
+        return
     content = host.file(CA_PATH).content
     with tempfile.NamedTemporaryFile(suffix=".crt", delete=False) as out:
         out.write(content)
@@ -78,12 +77,16 @@ def build_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "build"
 
 
+def admin_client() -> dict:
+    """The admin's client settings the deploy wrote (url, token, ca_bundle)."""
+    with open(build_dir() / ADMIN_CLIENT, "rb") as f:
+        return tomllib.load(f)
+
+
 @pytest.fixture(scope="session")
 def admin():
     """requests session with the admin's token and CA, from build/admin-client.toml."""
-    path = build_dir() / "admin-client.toml"
-    with open(path, "rb") as f:
-        conf = tomllib.load(f)
+    conf = admin_client()
     session = https.session(conf["ca_bundle"], user_agent="jobqueue-tests")
     session.headers["Authorization"] = f"Bearer {conf['token']}"
     session.base = conf["url"].rstrip("/") + "/api/v1"
