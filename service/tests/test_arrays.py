@@ -82,7 +82,7 @@ def test_an_array_submit_makes_one_job_per_task(stack):
                           headers=stack.headers("alice")).get_json() == array
     for index, job_id in zip((0, 5, 10, 15, 20), ids, strict=True):
         job = stack.job(job_id)
-        assert job["array"] == {"id": array["id"], "index": index, "size": 5}
+        assert job["array"] == {"id": array["id"], "index": index, "size": 5, "task_count": 5}
         assert job["after"] == [] and job["args"] == ["common"] and job["name"] == "sweep"
     listed = stack.http.get(f"/api/v1/jobs?array={array['id'][:8]}",
                             headers=stack.headers("alice")).get_json()["jobs"]

@@ -360,6 +360,29 @@ def test_a_long_job_is_cancelled_from_its_page_after_a_confirmation(page):
     assert page.cluster.client.wait(waiting, timeout=30)["state"] == "succeeded"
 
 
+def test_a_failed_tasks_page_runs_its_arrays_failed_tasks_again(page):
+    made = page.cluster.client.submit(
+        {"main.py": b"import os, sys\nsys.exit(int(os.environ['JOBQUEUE_ARRAY_TASK_ID']))\n"},
+        {"entry": "main.py", "array": "0-1", "name": "half fails"})
+    ok, failed = made["jobs"]
+    page.cluster.client.wait_array(made["array"]["id"], timeout=60)
+    page.open(f"#/jobs/{ok}")
+    page.wait(lambda: page.find("#job-title .state").text == "succeeded", what="not succeeded")
+    assert not page.find("#rerun-array").is_displayed()
+    page.open(f"#/jobs/{failed}")
+    page.wait(lambda: page.find("#rerun-array").is_displayed(), what="no rerun button")
+    page.find("#rerun-array").click()
+    alert = page.driver.switch_to.alert
+    assert "half fails" in alert.text
+    alert.accept()
+    page.wait(lambda: "#/?array=" in page.driver.current_url, what="not on the new array")
+    rerun_id = page.driver.current_url.rsplit("=", 1)[1]
+    assert page.cluster.client.array(rerun_id)["rerun_of"] == made["array"]["id"]
+    task = page.cluster.client.array_tasks(rerun_id)[0]
+    assert task["array"]["index"] == 1
+    page.wait(lambda: page.row(task["id"]).is_displayed(), what="the new task is not listed")
+
+
 def test_the_list_and_a_job_fit_the_window_from_390_to_1440_pixels(page):
     """No page-wide horizontal scroll bar, from a phone to a wide screen: what is too
     wide scrolls on its own (screenshots in build/browser/)."""

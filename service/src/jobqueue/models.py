@@ -178,6 +178,11 @@ class JobArray(Base):
     # At most this many tasks run at once (`%N`); None: no limit.
     max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The array whose tasks this one runs again (`POST /arrays/{id}/rerun`), if any, and
+    # the size of the array first submitted, which its tasks are told as before (None:
+    # not a rerun; its own size).
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    first_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     owner: Mapped[User] = relationship()
 

@@ -264,6 +264,14 @@ class Client:
         """Cancel every unfinished task of the array; returns its summary."""
         return self._json("POST", f"/arrays/{_seg(array_id)}/cancel")
 
+    def rerun_array(self, array_id: JobId,
+                    states: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run the array's failed, timed-out and lost tasks (or those in ``states``) again
+        as a new array, each with its index, arguments and inputs; returns ``{"array":
+        summary, "jobs": ids}``. The array keeps its tasks as they ended."""
+        body = {} if states is None else {"states": list(states)}
+        return self._json("POST", f"/arrays/{_seg(array_id)}/rerun", json=body, expect=(201,))
+
     def wait_array(self, array_id: JobId, timeout: float | None = None,
                    on_update: Callable[[dict[str, Any]], None] | None = None,
                    interval: float | None = None) -> dict[str, Any]:

@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "tasks), by ID or by --state/--name")
     _selection(p, ("queued", "running"))
 
+    p = command("rerun", cmd_rerun, "run an array's failed, timed-out and lost tasks again, "
+                "as a new array: each with its index, arguments and inputs")
+    p.add_argument("array", metavar="ARRAY_ID", help="the array (a unique start of its ID)")
+    p.add_argument("--state", dest="states", choices=sorted(TERMINAL_STATES), action="append",
+                   help="rerun the tasks that ended so instead (repeatable)")
+
     p = command("hold", cmd_hold, "keep queued jobs from starting until released (as "
                 "scontrol hold), by ID or by --name")
     _selection(p, ("queued",))
@@ -592,6 +598,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return job | {"said": said}
 
     return _each(args, cancel)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    made = _client().rerun_array(args.array, args.states)
+    if args.json:
+        display.print_json(made)
+    else:
+        array = made["array"]
+        print(array["id"])
+        print(f"array {array['id']}: {array['size']} task(s) of array {array['rerun_of']} "
+              "again", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_hold(args: argparse.Namespace) -> int:

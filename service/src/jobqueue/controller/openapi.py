@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobqueue import __version__
-from jobqueue.states import LIMITS, JobState
+from jobqueue.states import FINISHED, LIMITS, JobState
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ARRAY_ID = {"name": "array_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -143,6 +143,16 @@ def document() -> dict:
             "/arrays/{array_id}/cancel": {"post": _op(
                 "Cancel every unfinished task of the array", ARRAY_OK, 404, 409,
                 params=[ARRAY_ID])},
+            "/arrays/{array_id}/rerun": {"post": _op(
+                "Run the array's failed, timed-out and lost tasks (or those in 'states') "
+                "again, as a new array (rerun_of: this one) with the same indices, "
+                "arguments, inputs and dependencies",
+                {"201": _json("The new array and its tasks' ids", "Submitted")},
+                400, 404, 409, 429, params=[ARRAY_ID], body={
+                    "required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"states": {
+                            "type": "array", "minItems": 1, "items": {"enum": sorted(
+                                s.value for s in FINISHED)}}}}}}})},
             "/workers": {"get": _op(
                 "Every worker: what it offers, slots set aside, drained, jobs running (admin)",
                 {"200": _json("The workers", schema={
@@ -324,7 +334,10 @@ def document() -> dict:
                     "owner": {"type": "string"}, "size": {"type": "integer"},
                     "max_running": {"type": ["integer", "null"]},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "created_at": {"type": "string"}, "links": {"type": "object"}}},
+                    "created_at": {"type": "string"},
+                    "rerun_of": {"type": ["string", "null"],
+                                 "description": "the array whose tasks this one runs again"},
+                    "links": {"type": "object"}}},
                 "Submitted": {"type": "object", "properties": {
                     "array": {"$ref": "#/components/schemas/Array"},
                     "jobs": {"type": "array", "items": {"type": "string"},
@@ -342,7 +355,10 @@ def document() -> dict:
                     "accounting": {"$ref": "#/components/schemas/Accounting"},
                     "array": {"type": ["object", "null"], "properties": {
                         "id": {"type": "string"}, "index": {"type": "integer"},
-                        "size": {"type": "integer"}}},
+                        "size": {"type": "integer"},
+                        "task_count": {"type": "integer", "description": (
+                            "what JOBQUEUE_ARRAY_TASK_COUNT tells it: the size, or a rerun's "
+                            "first array's")}}},
                     "after": {"type": "array", "items": {"type": "string"},
                               "description": "the jobs it runs after: ids (afterok) or "
                                              "CONDITION:ID"},

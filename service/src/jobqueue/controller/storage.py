@@ -188,6 +188,22 @@ class JobFiles:
             self.job_dir(job_id).mkdir()
         _fsync_path(self.root, directory=True)
 
+    def share_inputs(self, from_id: str, to_id: str) -> None:
+        """`to_id` gets `from_id`'s inputs: hard links, as saved inputs never change (a
+        copy where the file system refuses a link). FileNotFoundError if there are none."""
+        source, dest = self.job_dir(from_id) / "input", self.job_dir(to_id) / "input"
+        if not source.is_dir():
+            raise FileNotFoundError(source)
+        dest.parent.mkdir()
+        try:
+            shutil.copytree(source, dest, symlinks=True, copy_function=_link_or_copy)
+            fsync_tree(dest)
+            _fsync_path(dest.parent, directory=True)
+            _fsync_path(self.root, directory=True)
+        except BaseException:
+            self.delete(to_id)
+            raise
+
     def input_archive(self, job_id: str, input_id: str | None = None,
                       results_of: Iterable[tuple[str, str]] = ()) -> IO[bytes]:
         """The job's inputs; with `results_of` ((folder, job id) pairs), also those jobs'
@@ -442,6 +458,13 @@ class JobFiles:
         pack_dir(directory, spool)  # a missing directory packs as an empty archive
         spool.seek(0)
         return spool
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
 
 
 def _save_log(stream: IO[bytes] | None, dest: Path, budget: int, name: str) -> int:

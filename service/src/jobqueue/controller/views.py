@@ -99,7 +99,9 @@ def job_json(job: Job, parents: Parents | None = None) -> dict:
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
         "array": None if job.array_id is None else {
-            "id": job.array_id, "index": job.array_index, "size": job.array.size},
+            "id": job.array_id, "index": job.array_index, "size": job.array.size,
+            # What JOBQUEUE_ARRAY_TASK_COUNT says: a rerun's tasks see the first array's.
+            "task_count": job.array.first_size or job.array.size},
         **parents.as_json(),
         "links": {
             "self": url_for("v1.api.get_job", job_id=job.id),

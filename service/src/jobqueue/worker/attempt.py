@@ -364,10 +364,11 @@ class Attempts:
             "JOBQUEUE_JOB_ID": job.id,
             "JOBQUEUE_CPUS": str(job.cpus),
         }
-        if spec.get("array"):  # a task of a job array: which one, as Slurm's SLURM_ARRAY_*
-            env["JOBQUEUE_ARRAY_ID"] = str(spec["array"]["id"])
-            env["JOBQUEUE_ARRAY_TASK_ID"] = str(spec["array"]["index"])
-            env["JOBQUEUE_ARRAY_TASK_COUNT"] = str(spec["array"]["size"])
+        if array := spec.get("array"):  # a task of an array: which one, as SLURM_ARRAY_*
+            env["JOBQUEUE_ARRAY_ID"] = str(array["id"])
+            env["JOBQUEUE_ARRAY_TASK_ID"] = str(array["index"])
+            # A controller before reruns sends no task_count: its arrays' size.
+            env["JOBQUEUE_ARRAY_TASK_COUNT"] = str(array.get("task_count", array["size"]))
         limits = Limits(walltime=spec["walltime"],
                         cpu_seconds=spec["walltime"] * job.cpus + 5,
                         memory_bytes=spec["memory"] << 20,

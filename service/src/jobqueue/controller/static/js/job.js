@@ -1,4 +1,5 @@
-// One job: every field, its live logs, its files, and cancel / delete / download.
+// One job: every field, its live logs, its files, and cancel / rerun (a task of an
+// array) / delete / download.
 
 import { ApiError, api, apiJson, download, jobPath } from "./api.js";
 import { FINISHED, el, stateBadge } from "./dom.js";
@@ -8,6 +9,8 @@ import { LogFollower } from "./logs.js";
 
 const POLL_MS = 1500;
 const FILES_EVERY_MS = 10_000; // a running job's file list, less often than its log
+// The tasks a rerun takes by default (the API's arrays.RERUN_STATES).
+const RERUN_STATES = new Set(["failed", "timed_out", "lost"]);
 
 const mib = (n) => (typeof n === "number" ? bytes(n * 1024 * 1024) : "");
 // "1 min 05 s (65 s)"; measured times to the millisecond, not to the float's last digit.
@@ -93,6 +96,8 @@ export function jobPage(container, id, { report, notify }) {
   const summary = el("p", { id: "job-summary" });
   const fields = el("tbody");
   const cancel = el("button", { type: "button", id: "cancel-job", hidden: true }, "Cancel job");
+  const rerun = el("button", { type: "button", id: "rerun-array", hidden: true },
+    "Run the array's failed tasks again");
   const remove = el("button", { type: "button", id: "delete-job", hidden: true, class: "danger" },
     "Delete job");
   const results = el("button", { type: "button", id: "download-results" },
@@ -110,6 +115,7 @@ export function jobPage(container, id, { report, notify }) {
     cancel.hidden = finished;
     cancel.disabled = Boolean(job.cancel_requested);
     remove.hidden = !finished;
+    rerun.hidden = !(job.array && RERUN_STATES.has(job.state));
   }
 
   let filesLoaded = 0;
@@ -159,6 +165,17 @@ export function jobPage(container, id, { report, notify }) {
       report(exc);
     }
   });
+  rerun.addEventListener("click", async () => {
+    if (!window.confirm(`Run the failed tasks of the array “${job.name}” again, as a new array?`)) return;
+    try {
+      const made = await apiJson(`/arrays/${encodeURIComponent(job.array.id)}/rerun`,
+        { method: "POST" });
+      notify(`${made.jobs.length} task(s) run again as array ${made.array.id}.`);
+      location.hash = `#/?array=${encodeURIComponent(made.array.id)}`;
+    } catch (exc) {
+      report(exc);
+    }
+  });
   remove.addEventListener("click", async () => {
     if (!window.confirm(`Delete the job “${job.name}” and all its files? This cannot be undone.`)) return;
     try {
@@ -179,7 +196,7 @@ export function jobPage(container, id, { report, notify }) {
   container.replaceChildren(
     el("p", {}, el("a", { href: "#/" }, "← All jobs")),
     title, summary,
-    el("p", { class: "actions" }, cancel, " ", remove, " ", results, " ", outputs),
+    el("p", { class: "actions" }, cancel, " ", rerun, " ", remove, " ", results, " ", outputs),
     el("table", { class: "fields", id: "job-fields" }, fields),
     el("h3", {}, "Log"), el("div", { class: "logs" }, logs.map((l) => l.node)),
     el("h3", {}, "Files"), browser.node);
