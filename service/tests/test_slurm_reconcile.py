@@ -295,6 +295,24 @@ def test_the_old_slurm_job_of_a_requeued_attempt_is_killed(slurm):
     assert len(scripted.jobs) == 2  # and a new one for the job
 
 
+def test_a_job_requeued_by_its_owner_gets_a_new_slurm_job_and_the_old_is_killed(slurm):
+    stack, scripted = slurm
+    job = stack.submit_ok()
+    stack.backend.reconcile()
+    eid = next(iter(scripted.jobs))
+    scripted.set(eid, "RUNNING")
+    lease = start(stack, job["id"], eid).get_json()["lease"]
+    response = stack.http.post(f"/api/v1/jobs/{job['id']}/requeue", headers=stack.headers("alice"))
+    assert response.status_code == 200 and response.get_json()["state"] == "queued"
+    assert stack.heartbeat(job["id"], lease).status_code == 409  # the node stops it
+    stack.backend.reconcile()
+    assert ("scancel", (eid,)) in scripted.calls
+    (new_eid, sent), = ((e, j) for e, j in scripted.jobs.items() if e != eid)
+    assert sent["name"] == f"jq-{job['id']}"
+    assert start(stack, job["id"], eid).status_code == 409  # the old one never starts again
+    assert start(stack, job["id"], new_eid).status_code == 200
+
+
 def test_claims_are_refused_with_a_reason(slurm):
     stack, _ = slurm
     response = stack.claim()

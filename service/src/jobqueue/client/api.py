@@ -399,6 +399,11 @@ class Client:
         """Keep a queued job from starting until :meth:`release`."""
         return self._json("POST", f"/jobs/{_seg(job_id)}/hold")
 
+    def requeue(self, job_id: JobId, hold: bool = False) -> dict[str, Any]:
+        """Put a running job back in the queue (its attempt is stopped and counts as no
+        failure); with ``hold``, it then waits for :meth:`release`."""
+        return self._json("POST", f"/jobs/{_seg(job_id)}/requeue", json={"hold": hold})
+
     def release(self, job_id: JobId) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{_seg(job_id)}/release")
 

@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(p, ("queued",))
     p = command("release", cmd_release, "let held jobs start, by ID or by --name")
     _selection(p, ("queued",))
+    p = command("requeue", cmd_requeue, "put running jobs back in the queue (as scontrol "
+                "requeue): each stops and starts again, by ID or by --name")
+    _selection(p, ("running",))
+    p.add_argument("--hold", action="store_true", help="and hold them until released")
 
     p = command("delete", cmd_delete, "delete finished jobs and their files, by ID or filter")
     _selection(p, tuple(sorted(TERMINAL_STATES)))
@@ -620,6 +624,12 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     return _each(args, lambda client, job_id: (job := client.release(job_id)) | {
         "said": f"job {job['id']} released"})
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    held = " and held" if args.hold else ""
+    return _each(args, lambda client, job_id: (job := client.requeue(job_id, args.hold)) | {
+        "said": f"job {job['id']} requeued{held}"})
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

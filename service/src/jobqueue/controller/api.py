@@ -20,7 +20,7 @@ from jobqueue.controller.errors import ApiError, bad_request, conflict, not_foun
 from jobqueue.controller.jobspec import parse_spec
 from jobqueue.controller.storage import LOGS
 from jobqueue.models import Dependency, Job, new_job_id, utcnow
-from jobqueue.controller.views import app_state, job_json, visible_job
+from jobqueue.controller.views import app_state, job_json, json_body, visible_job
 from jobqueue.states import IllegalTransition, JobState
 
 bp = Blueprint("api", __name__)
@@ -330,6 +330,27 @@ def release_job(job_id: str):
             app_state().backend.enqueued(g.db, job)  # a waiting claim may take it now
 
     return _change(job_id, release)
+
+
+@bp.post("/jobs/<job_id>/requeue")
+@require("user", "admin")
+def requeue_job(job_id: str):
+    """Put a running job back in the queue (as Slurm's scontrol requeue; with `{"hold":
+    true}`, requeuehold): its worker stops the attempt, which counts as no failure."""
+    hold = (json_body() if request.content_length else {}).get("hold", False)
+    if not isinstance(hold, bool):
+        raise bad_request("'hold' must be true or false")
+
+    def requeue(job: Job) -> None:
+        if job.job_state is not JobState.RUNNING:
+            raise conflict(f"the job is {job.state}: only a running job can be requeued")
+        if job.cancel_requested:
+            raise conflict("the job is being cancelled")
+        app_state().backend.requeue(g.db, job, f"requeued by {current_user().name}"
+                                    + (" and held" if hold else ""))
+        job.held = hold
+
+    return _change(job_id, requeue)
 
 
 def _change(job_id: str, change: Callable[[Job], None]):

@@ -135,6 +135,12 @@ def document() -> dict:
             "/jobs/{job_id}/hold": {"post": _op(
                 "Hold a queued job: it starts only once released", JOB_OK, 404, 409,
                 params=jid)},
+            "/jobs/{job_id}/requeue": {"post": _op(
+                "Put a running job back in the queue, as scontrol requeue: its worker stops "
+                "the attempt, which counts as no failure ('hold': true keeps it held)",
+                JOB_OK, 400, 404, 409, params=jid, body={
+                    "required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"hold": {"type": "boolean"}}}}}})},
             "/jobs/{job_id}/release": {"post": _op(
                 "Release a held job (a job not held is left as it is)", JOB_OK, 404,
                 params=jid)},

@@ -98,6 +98,12 @@ class LeasedQueue(QueueBackend):
         self.leases.release(job_id, lease, error, worker)
 
 
+    def requeue(self, session, job: Job, message: str) -> None:
+        """Put a running job back in the queue in `session`, as Slurm's scontrol requeue:
+        its attempt loses its lease, and a scheduler's job of it is killed as a stray."""
+        self.leases.take_back(session, job, message)
+
+
 class PullQueue(LeasedQueue):
     """A backend from which worker daemons pull jobs by claims."""
 

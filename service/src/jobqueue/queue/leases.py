@@ -72,6 +72,14 @@ class Leases:
                          f"attempt {job.attempts} failed on its worker: {error}; requeued")
             self.wake(session)
 
+    def take_back(self, session, job: Job, message: str) -> None:
+        """A running job back in the queue at its owner's or an admin's word: its lease
+        ends here (its worker stops the attempt at its next heartbeat), which uses up
+        no attempt."""
+        job.attempts -= 1
+        self.requeue(job, message)
+        self.wake(session)
+
     def expire(self) -> None:
         """Requeue (or end) the running jobs whose lease ran out."""
         now = utcnow()

@@ -120,7 +120,8 @@ def _pause(api: ControllerApi, delay: float) -> None:
 
 
 class Attempts:
-    """The attempts running on this worker (`active`, by job id, guarded by `cond`)."""
+    """The attempts running on this worker (`active`, by job id and attempt, guarded by
+    `cond`)."""
 
     def __init__(self, settings: WorkerSettings, api: ControllerApi, runner: Runner,
                  stopping: threading.Event):
@@ -129,7 +130,7 @@ class Attempts:
         self.runner = runner
         self.work_dir = Path(settings.work_dir)
         self.stopping = stopping  # set: the loops end once no attempt is left
-        self.active: dict[str, ActiveJob] = {}
+        self.active: dict[tuple[str, str], ActiveJob] = {}
         self.cond = threading.Condition()
         self.threads: list[threading.Thread] = []
         self.heartbeat_interval = settings.heartbeat_seconds
@@ -153,7 +154,12 @@ class Attempts:
         active.meta_dir.mkdir(mode=0o700)
         (active.meta_dir / LEASE_FILE).write_text(active.lease)
         with self.cond:
-            self.active[active.id] = active
+            # An earlier attempt of the job still here lost its lease when the controller
+            # gave the job out again (its owner requeued it): it stops now.
+            earlier = [j for j in self.active.values() if j.id == active.id]
+            self.active[active.id, active.attempt] = active
+        for job in earlier:
+            threading.Thread(target=self.stop, args=(job, "lease_lost"), daemon=True).start()
         thread = threading.Thread(target=self._run, args=(active,), name=f"job-{active.id}")
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
@@ -327,8 +333,7 @@ class Attempts:
                 workspace.close()
             shutil.rmtree(meta_dir, ignore_errors=True)
             with self.cond:
-                if self.active.get(job.id) is job:
-                    del self.active[job.id]
+                del self.active[job.id, job.attempt]
                 self.cond.notify_all()
         if hand_back_error is not None:
             # A failed attempt: the same error every time must not loop for ever.
