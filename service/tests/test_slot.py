@@ -53,13 +53,14 @@ def as_slot_user(slot: Path, step: str, timeout: float = 60) -> subprocess.Compl
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
 
 
-def request(slot: Path, code: str, output_limit: int = 1 << 20, kill_grace: float = 5) -> None:
+def request(slot: Path, code: str, output_limit: int = 1 << 20, kill_grace: float = 5,
+            **more) -> None:
     (slot / "work" / "job.py").write_text(code)
     (slot / "work" / "job.py").chmod(0o644)
     (slot / slot_files.REQUEST).write_text(json.dumps({
         "argv": [PYTHON, "job.py"], "env": {"PATH": "/usr/bin:/bin"},
         "rlimits": {"cpu_seconds": 60}, "output_limit": output_limit,
-        "kill_grace": kill_grace}))
+        "kill_grace": kill_grace} | more))
 
 
 def start_run(slot: Path) -> subprocess.Popen:
@@ -293,3 +294,16 @@ def test_a_job_that_kills_run_and_plants_success_is_a_failure(slot):
 ])
 def test_the_exit_code_comes_from_systemds_record(state, reported, code):
     assert job_exit_code(state, reported) == code
+
+
+def test_a_job_its_environments_profile_cannot_confine_never_starts(slot):
+    """The profile to stack is one no kernel has loaded (on the VMs: one a lab removed),
+    or the kernel has no AppArmor: the job does not run unconfined, and says why."""
+    request(slot, "open('ran', 'w').write('unconfined')\n",
+            apparmor_stack="jobqueue-env-never-loaded")
+    assert as_slot_user(slot, "run").returncode == slot_files.CANNOT_START
+    assert status(slot)["exit_code"] == slot_files.CANNOT_START
+    assert not (slot / "work" / "ran").exists()
+    stderr = (slot / "outbox" / "stderr").read_text()
+    assert "cannot confine the job by jobqueue-env-never-loaded" in stderr
+    assert "the job could not start" in stderr

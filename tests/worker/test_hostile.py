@@ -159,6 +159,58 @@ done
     assert log["stdout"].splitlines() == ["own-cat ran"], log
 
 
+# The cluster inventory's environment `analysis` lets its jobs alone read this
+# (molecule/cluster/group_vars/all/this-lab.yml: read_paths).
+ANALYSIS_DATA = "/opt/lab-analysis"
+STACK_PROBE = PROBE + """
+found = {"label": open("/proc/self/attr/current").read().split()[0].split("//&")}
+found["lab data"] = attempt("read", lambda: open(sys.argv[1]).read())
+found["analysis env"] = attempt("list", lambda: os.listdir("/opt/jobqueue/envs/analysis"))
+def stack(profile):
+    with open("/proc/self/attr/apparmor/exec", "w") as fh:
+        fh.write("stack " + profile)
+    os.execv("/usr/bin/cat", ["cat", sys.argv[1]])
+for profile in ("jobqueue-env-analysis", "jobqueue-job-2"):
+    found["stack " + profile] = attempt("stack", lambda: stack(profile))
+print(json.dumps(found))
+"""
+
+
+def test_a_job_reads_only_its_own_environments_paths_and_cannot_leave_them(admin, host):
+    """A job runs under its slot's profile with its environment's stacked on it: the
+    environment's paths are for its jobs alone, and a job cannot stack another."""
+    data = f"{ANALYSIS_DATA}/reference-{NONCE}.txt"
+    with host.sudo():
+        profiles = host.file("/etc/apparmor.d/jobqueue-jobs").content_string
+        host.check_output(f"install -d -m 0755 {ANALYSIS_DATA} && echo {NONCE} > {data} "
+                          f"&& chmod 0644 {data}")
+        since = host.check_output("date +%s")
+    assert f"{ANALYSIS_DATA}/** mr," in profiles  # the inventory's path reached the profile
+    outcomes = {}
+    for environment in (None, "analysis"):
+        job, log = run_job(admin, STACK_PROBE, args=[data],
+                           **({"environment": environment} if environment else {}))
+        assert job["state"] == "succeeded", (job, log)
+        outcomes[environment] = found = probe_results(log)
+        assert NONCE not in log["stdout"].replace(data, ""), log  # nothing read by a stack
+    plain, analysis = outcomes[None], outcomes["analysis"]
+    assert sorted(p.rstrip("0123456789") for p in plain["label"]) == [
+        "jobqueue-env", "jobqueue-job-"], plain
+    assert sorted(p.rstrip("0123456789") for p in analysis["label"]) == [
+        "jobqueue-env-analysis", "jobqueue-job-"], analysis
+    assert plain["lab data"] == plain["analysis env"] == "PermissionError", plain
+    assert analysis["lab data"] == analysis["analysis env"] == "ok", analysis
+    for found in (plain, analysis):
+        assert found["stack jobqueue-env-analysis"] != "ok"
+        assert found["stack jobqueue-job-2"] != "ok"
+    with host.sudo():
+        kernel = host.run("journalctl -k --no-pager -o cat --since @%s", since.strip()).stdout
+        host.check_output(f"rm -f {data}")
+    denied = [line for line in kernel.splitlines() if 'apparmor="DENIED"' in line
+              and f'name="{data}"' in line]
+    assert denied and all('profile="jobqueue-env"' in line for line in denied), kernel[-3000:]
+
+
 def test_a_job_has_no_network(admin, host):
     controller = controller_host()
     with host.sudo():  # the address the worker itself reaches the controller at

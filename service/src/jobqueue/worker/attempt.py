@@ -382,7 +382,8 @@ class Attempts:
         argv = [*self._command(job_dir, spec["entry"], python), *spec["args"]]
         return RunRequest(job.id, job_dir, argv,
                           limits, meta_dir / "stdout", meta_dir / "stderr", env,
-                          output_limit=spec["output_limit"] << 20, cpus=job.cpus)
+                          output_limit=spec["output_limit"] << 20, cpus=job.cpus,
+                          environment=spec.get("environment"))
 
     def _environment(self, name: str | None) -> str | None:
         """The directory of the software environment `name` (None: the worker's own)."""

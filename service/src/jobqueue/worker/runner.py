@@ -53,6 +53,7 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     output_limit: int = 1 << 30  # bytes: all files the job makes plus its logs
     cpus: int = 1
+    environment: str | None = None  # the software environment's name (None: the worker's own)
 
 
 @dataclass(frozen=True)

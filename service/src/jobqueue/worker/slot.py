@@ -39,7 +39,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from jobqueue.worker import cgroup, limits, seccomp
+from jobqueue.worker import apparmor, cgroup, limits, seccomp
 
 REQUEST = "request.json"
 OUTPUT_LIMIT = "output-limit"  # the worker's: bytes, for the unit's root step to set the quota
@@ -47,6 +47,7 @@ OUTPUT_LIMIT_REACHED = "output-limit-reached"  # root's: the kernel refused the 
 EXIT = "exit"  # root's: how the unit's main process ended, as systemd told ExecStopPost
 STATUS = "status.json"
 RESULTS = "results.tar.gz"
+CANNOT_START = 126  # as a shell's exit status for a command found but not executable
 POLL_SECONDS = 0.25
 USAGE_EVERY = 4  # polls between two measurements of the job's disk use
 
@@ -173,15 +174,30 @@ def run(slot: Path) -> int:
     limit = request["output_limit"]
     quota_kept = seccomp.Filter()
 
+    stack = request.get("apparmor_stack")
+
     def confine() -> None:
+        if stack:
+            try:
+                apparmor.stack_onexec(stack)
+            except OSError as exc:  # fd 2 is the job's stderr by now
+                os.write(2, f"jobqueue slot: cannot confine the job by {stack}: {exc}\n".encode())
+                raise
         limits.apply(request["rlimits"])
         quota_kept.install()
 
     with _create(outbox / "stdout") as out, _create(outbox / "stderr") as err:
-        # `run` has one thread: limits and the filter can be set between fork and exec.
-        job = subprocess.Popen(
-            request["argv"], cwd=slot / "work", env=request["env"], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, start_new_session=True, preexec_fn=confine)
+        # `run` has one thread: the profile, limits and filter can be set between fork
+        # and exec.
+        try:
+            job = subprocess.Popen(
+                request["argv"], cwd=slot / "work", env=request["env"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=confine)
+        except (OSError, subprocess.SubprocessError) as exc:
+            err.write(f"jobqueue slot: the job could not start: {exc}\n".encode())
+            _write_json(outbox / STATUS, {"exit_code": CANNOT_START, "limit": None})
+            return CANNOT_START
     # Stopped from outside (cancel, wall time): the job gets the signal, and what is
     # left of it after the grace gets SIGKILL. The grace is `run`'s to keep, not the
     # unit's TimeoutStopSec: that one also bounds `finish`, which needs longer.

@@ -3,11 +3,12 @@
 A worker has a fixed pool of slots, one per job it may run at once. Slot N is a user of
 its own (`jq-slotN`), a directory (`slots_dir/N`, see `jobqueue.worker.slot`) and a
 systemd unit (`jobqueue-job@N.service`) that runs the job as that user, under its
-AppArmor profile, without network, in a cgroup with the job's memory, CPU and task
-limits. The worker itself stays unprivileged: it starts, stops and sets limits on
-those units through systemd's D-Bus API, which a polkit rule allows for the worker's
-user and these unit names only (the roles install both). A slot's user cannot read
-the worker's token or config, other slots, or anything its profile does not list.
+AppArmor profile with the job's environment's stacked on it (`jobqueue.worker.apparmor`),
+without network, in a cgroup with the job's memory, CPU and task limits. The worker
+itself stays unprivileged: it starts, stops and sets limits on those units through
+systemd's D-Bus API, which a polkit rule allows for the worker's user and these unit
+names only (the roles install both). A slot's user cannot read the worker's token or
+config, other slots, or anything its profiles do not list.
 
 The worker writes the inputs, `request.json` and `output-limit` into the slot, sets the
 limits (as `systemctl set-property --runtime` would), starts the unit and waits for
@@ -52,6 +53,9 @@ from jobqueue.worker.systemd_bus import Systemd, SystemdError
 
 log = logging.getLogger("jobqueue.worker")
 
+# The AppArmor profile stacked on a slot's for a job of the worker's own Python; for
+# one of an environment, this, a dash and its name (roles/apparmor generates them).
+ENV_PROFILE = "jobqueue-env"
 SYSTEMD_TIMEOUT = 120.0  # a stop waits for the unit's clean-up, slow under emulation
 # A change systemd did not signal (its bus reconnected) is seen within this.
 WAIT_SLICE = 5.0
@@ -86,6 +90,10 @@ class SlotBroken(SystemdError):
 STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
                     "CPUUsageNSec", "ExecMainStartTimestampMonotonic",
                     "ExecMainExitTimestampMonotonic")
+
+
+def environment_profile(environment: str | None) -> str:
+    return ENV_PROFILE if environment is None else f"{ENV_PROFILE}-{environment}"
 
 
 def _count(text: str | None) -> int | None:
@@ -324,7 +332,8 @@ class SlotWorkspace(Workspace):
         (self.slot_dir / slot_files.REQUEST).write_text(json.dumps({
             "argv": request.argv, "env": request.env, "rlimits": rlimits,
             "output_limit": request.output_limit,
-            "kill_grace": self.runner.settings.kill_grace_seconds}))
+            "kill_grace": self.runner.settings.kill_grace_seconds,
+            "apparmor_stack": environment_profile(request.environment)}))
         memory = request.limits.memory_bytes
         systemd = self.runner.systemd
         systemd.set_limits(self.unit, memory, request.cpus)
