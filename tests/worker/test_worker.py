@@ -1,15 +1,19 @@
 """A deployed worker: running, hardened, and doing real work through the public
 API (a mapper job finishes on a worker with the expected output) while leaving
-alone a job it cannot take."""
+alone a job it cannot take, and stopping a job its owner requeues."""
 
 import io
 import json
+import os
 import re
 import tarfile
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
+import testinfra
+import testinfra.utils.ansible_runner
 from conftest import submit, wait, worker_state_dir
 
 testinfra_hosts = ["ansible://workers"]
@@ -112,6 +116,42 @@ def test_a_job_no_worker_can_take_is_refused_naming_the_largest(admin):
     assert body["error"] == "too_big" and ") has 2" in body["message"], body
     queued = admin.get(f"{admin.base}/jobs", params={"state": "queued"}, timeout=30).json()
     assert all(job["name"] != "verify-too-big" for job in queued["jobs"])
+
+
+def running_slots() -> dict[str, list[str]]:
+    """Each worker's active slot units."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    names = testinfra.utils.ansible_runner.AnsibleRunner(inventory).get_hosts("workers")
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}").run(
+                "systemctl list-units --plain --no-legend --state=active 'jobqueue-job@*'"
+            ).stdout.split() for name in names}
+
+
+def test_a_requeued_job_stops_in_its_slot_and_runs_again(admin):
+    job_id = submit(admin, {"name": "verify-requeue", "entry": "run.py", "args": [],
+                            "walltime": 600},
+                    [("run.py", b"import time\nprint('started', flush=True)\ntime.sleep(600)\n")])
+    deadline = time.monotonic() + 300
+
+    def running() -> dict:
+        while time.monotonic() < deadline:
+            job = admin.get(f"{admin.base}/jobs/{job_id}", timeout=30).json()
+            if job["state"] == "running":
+                return job
+            time.sleep(2)
+        pytest.fail(f"job {job_id} never ran: {job}")
+
+    first = running()
+    response = admin.post(f"{admin.base}/jobs/{job_id}/requeue", json={}, timeout=30)
+    assert response.status_code == 200 and response.json()["state"] == "queued", response.text
+    second = running()
+    assert second["attempts"] == first["attempts"] == 1
+    # One slot runs it: the first attempt's stopped on its worker.
+    while sum(len(units) for units in running_slots().values()) != 1:
+        assert time.monotonic() < deadline, running_slots()
+        time.sleep(3)
+    admin.post(f"{admin.base}/jobs/{job_id}/cancel", timeout=30)
+    assert wait(admin, job_id)["state"] == "cancelled"
 
 
 def test_nothing_left_running(admin):
