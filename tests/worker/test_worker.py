@@ -124,7 +124,7 @@ def running_slots() -> dict[str, list[str]]:
     names = testinfra.utils.ansible_runner.AnsibleRunner(inventory).get_hosts("workers")
     return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}").run(
                 "systemctl list-units --plain --no-legend --state=active 'jobqueue-job@*'"
-            ).stdout.split() for name in names}
+            ).stdout.splitlines() for name in names}
 
 
 def test_a_requeued_job_stops_in_its_slot_and_runs_again(admin):
