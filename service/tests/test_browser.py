@@ -383,7 +383,7 @@ def test_a_failed_tasks_page_runs_its_arrays_failed_tasks_again(page):
     page.wait(lambda: page.row(task["id"]).is_displayed(), what="the new task is not listed")
 
 
-def test_the_list_and_a_job_fit_the_window_from_390_to_1440_pixels(page):
+def test_the_list_and_a_job_fit_the_window_from_360_to_1440_pixels(page):
     """No page-wide horizontal scroll bar, from a phone to a wide screen: what is too
     wide scrolls on its own (screenshots in build/browser/)."""
     page.sign_in(page.cluster.tokens["alice"])
@@ -391,15 +391,17 @@ def test_the_list_and_a_job_fit_the_window_from_390_to_1440_pixels(page):
                                  args=["--some-option=" + "x" * 60])
     size = page.driver.get_window_size()
     try:
-        for width in (390, 900, 1440):
+        for width in (360, 390, 900, 1440):
             page.driver.set_window_size(width, size["height"])
             for view, ready in (("#/", lambda: page.row(job_id)),
                                 (f"#/jobs/{job_id}", lambda: page.find("#job-fields"))):
                 page.open(view)
                 ready()
                 page.screenshot(f"{'list' if view == '#/' else 'job'}-{width}px.png")
-                overflow = page.driver.execute_script(
-                    "return document.documentElement.scrollWidth - window.innerWidth")
+                inner, overflow = page.driver.execute_script(
+                    "return [window.innerWidth, "
+                    "document.documentElement.scrollWidth - window.innerWidth]")
+                assert inner == width, f"the window is {inner} px wide, not {width}"
                 assert overflow <= 0, f"{view}: {overflow} px wider than a {width} px window"
     finally:
         page.driver.set_window_size(size["width"], size["height"])
