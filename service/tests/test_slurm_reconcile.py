@@ -279,13 +279,18 @@ def test_cancel_of_a_pending_job_is_carried_out_in_slurm(slurm):
     assert start(stack, job["id"], eid).status_code == 409  # it never starts
 
 
-def test_the_old_slurm_job_of_a_requeued_attempt_is_killed(slurm):
-    stack, scripted = slurm
+def running_in_slurm(stack, scripted) -> tuple[dict, str, str]:
+    """A job handed to Slurm and started on its node: the job, its Slurm id, its lease."""
     job = stack.submit_ok()
     stack.backend.reconcile()
     eid = next(iter(scripted.jobs))
     scripted.set(eid, "RUNNING")
-    lease = start(stack, job["id"], eid).get_json()["lease"]
+    return job, eid, start(stack, job["id"], eid).get_json()["lease"]
+
+
+def test_the_old_slurm_job_of_a_requeued_attempt_is_killed(slurm):
+    stack, scripted = slurm
+    job, eid, lease = running_in_slurm(stack, scripted)
     # Its node's process hands it back (shutting down) while Slurm still runs it.
     response = stack.http.post(f"/api/v1/worker/jobs/{job['id']}/release",
                                json={"lease": lease}, headers=stack.headers("w1"))
@@ -297,11 +302,7 @@ def test_the_old_slurm_job_of_a_requeued_attempt_is_killed(slurm):
 
 def test_a_job_requeued_by_its_owner_gets_a_new_slurm_job_and_the_old_is_killed(slurm):
     stack, scripted = slurm
-    job = stack.submit_ok()
-    stack.backend.reconcile()
-    eid = next(iter(scripted.jobs))
-    scripted.set(eid, "RUNNING")
-    lease = start(stack, job["id"], eid).get_json()["lease"]
+    job, eid, lease = running_in_slurm(stack, scripted)
     response = stack.http.post(f"/api/v1/jobs/{job['id']}/requeue", headers=stack.headers("alice"))
     assert response.status_code == 200 and response.get_json()["state"] == "queued"
     assert stack.heartbeat(job["id"], lease).status_code == 409  # the node stops it
