@@ -97,7 +97,6 @@ class LeasedQueue(QueueBackend):
         the job fails after its last attempt. Raise LeaseLost."""
         self.leases.release(job_id, lease, error, worker)
 
-
     def requeue(self, session, job: Job, message: str) -> None:
         """Put a running job back in the queue in `session`, as Slurm's scontrol requeue:
         its attempt loses its lease, and a scheduler's job of it is killed as a stray."""
