@@ -192,7 +192,7 @@ def test_a_job_reads_only_its_own_environments_paths_and_cannot_leave_them(admin
                            **({"environment": environment} if environment else {}))
         assert job["state"] == "succeeded", (job, log)
         outcomes[environment] = found = probe_results(log)
-        assert NONCE not in log["stdout"].replace(data, ""), log  # nothing read by a stack
+        assert NONCE not in log["stdout"], log  # nothing read by a stack
     plain, analysis = outcomes[None], outcomes["analysis"]
     assert sorted(p.rstrip("0123456789") for p in plain["label"]) == [
         "jobqueue-env", "jobqueue-job-"], plain

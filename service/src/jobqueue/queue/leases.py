@@ -66,16 +66,16 @@ class Leases:
                 self.end(session, job, JobState.FAILED,
                          f"failed on its worker on {job.attempts} attempts: {error}")
                 return
-            if error is None:
-                job.attempts -= 1  # handed back on purpose: not a failed attempt
-            self.requeue(job, "handed back by its worker; requeued" if error is None else
-                         f"attempt {job.attempts} failed on its worker: {error}; requeued")
+            if error is None:  # handed back on purpose: not a failed attempt
+                self.take_back(session, job, "handed back by its worker; requeued")
+                return
+            self.requeue(job, f"attempt {job.attempts} failed on its worker: {error}; requeued")
             self.wake(session)
 
     def take_back(self, session, job: Job, message: str) -> None:
-        """A running job back in the queue at its owner's or an admin's word: its lease
-        ends here (its worker stops the attempt at its next heartbeat), which uses up
-        no attempt."""
+        """A running job back in the queue, handed back by its worker or at its owner's
+        or an admin's word (then its worker stops the attempt at its next heartbeat):
+        the attempt uses up none of the job's."""
         job.attempts -= 1
         self.requeue(job, message)
         self.wake(session)
