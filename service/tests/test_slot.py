@@ -87,7 +87,7 @@ def result_names(slot: Path) -> list[str]:
         return tar.getnames()
 
 
-def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
+def test_run_packs_only_the_jobs_own_regular_files_and_finish_packs_the_same(slot):
     request(slot, "import os\n"
                   "open('out.txt', 'w').write('result')\n"
                   "os.makedirs('sub/deeper')\n"
@@ -98,17 +98,33 @@ def test_run_then_finish_packs_only_the_jobs_own_regular_files(slot):
                   "os.chmod('locked.txt', 0)\n"
                   "print('hello')\n")
     assert as_slot_user(slot, "run").returncode == 0
-    assert status(slot)["exit_code"] == 0
-    assert as_slot_user(slot, "finish").returncode == 0
-    # Not the worker's input, not the links; a file the job locked is still its result.
-    assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
+    for step in ("run", "finish"):  # the unit's root step runs `finish` after a killed `run`
+        if step == "finish":
+            assert as_slot_user(slot, "finish").returncode == 0
+        # Not the worker's input, not the links; a file the job locked is still its result.
+        assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"], step
+        assert status(slot)["exit_code"] == 0
+        assert status(slot)["packed"] is True
+        assert status(slot)["results_bytes"] == len("mine") + len("x")
+        # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
+        peak = status(slot)["memory_peak"]
+        assert peak is None or (isinstance(peak, int) and peak > 0)
     assert (slot / "outbox" / "stdout").read_text() == "hello\n"
-    assert status(slot)["results_bytes"] == len("mine") + len("x")
-    # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
-    peak = status(slot)["memory_peak"]
-    assert peak is None or (isinstance(peak, int) and peak > 0)
-    # The job's files are gone: only the worker's own, which the worker removes.
+    # `finish` removes the job's files: only the worker's own are left, for the worker.
     assert sorted(p.name for p in (slot / "work").iterdir()) == ["input.txt", "job.py"]
+
+
+def test_run_that_cannot_pack_leaves_it_to_finish(slot):
+    """Results that do not fit (on the VMs: the job's quota is full; here, a directory
+    the job made where the archive goes): `run` reports the job's exit but marks nothing
+    packed, so the unit's root step runs `finish`."""
+    request(slot, "import os\nos.mkdir('../outbox/results.tar.gz')\n"
+                  "open('out.txt', 'w').write('result')\n")
+    assert as_slot_user(slot, "run").returncode == 0
+    assert status(slot) == {"exit_code": 0, "limit": None}
+    (slot / "outbox" / slot_files.RESULTS).rmdir()  # the root step lifts the quota
+    assert as_slot_user(slot, "finish").returncode == 0
+    assert result_names(slot) == ["out.txt"] and status(slot)["packed"] is True
 
 
 def test_a_daemonised_child_does_not_outlive_its_job(slot):
@@ -153,12 +169,12 @@ def test_finish_keeps_nothing_a_job_planted_but_its_exit_code(slot):
     assert found["memory_peak"] != 1
 
 
-def test_finish_drops_results_over_the_limit(slot):
+def test_run_and_finish_drop_results_over_the_limit(slot):
     request(slot, "open('big', 'wb').write(b'x' * 3000)\n", output_limit=2000)
-    as_slot_user(slot, "run")
-    as_slot_user(slot, "finish")
-    assert status(slot)["limit"] == "output"
-    assert not (slot / "outbox" / slot_files.RESULTS).exists()
+    for step in ("run", "finish"):
+        as_slot_user(slot, step)
+        assert status(slot)["limit"] == "output", step
+        assert not (slot / "outbox" / slot_files.RESULTS).exists()
 
 
 def test_the_worker_reads_only_regular_files_of_the_slots_user(slot):
@@ -211,16 +227,17 @@ def test_the_worker_reads_a_running_jobs_log_from_the_slot_as_it_grows(slot):
 
 def test_a_stopped_job_gets_sigterm_and_its_grace(slot):
     """Stopping a slot's unit sends SIGTERM: a job that handles it ends as it likes,
-    within the grace; `run` itself then packs nothing yet and reports its exit."""
+    within the grace; `run` then packs what it made and reports its exit."""
     request(slot, "import signal, sys, time\n"
                   "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
-                  "open('ready', 'w').close()\n"
+                  "open('ready', 'w').write('made')\n"
                   "time.sleep(60)\n", kill_grace=20)
     run = start_run(slot)
     wait_for_file(slot / "work" / "ready", run)
     run.terminate()
     assert run.wait(30) == 7
     assert status(slot)["exit_code"] == 7
+    assert result_names(slot) == ["ready"] and status(slot)["packed"] is True
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(slot):

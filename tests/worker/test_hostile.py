@@ -329,15 +329,19 @@ print(json.dumps(found))
 def test_a_job_that_kills_what_it_can_and_plants_success_ends_failed(admin):
     """The outcome comes from systemd's record of the slot, not from a file the job can
     write: a job that writes a successful status.json, then kills every process of its
-    user (the slot's `run` among them, if it can reach it), ends failed."""
+    user (the slot's `run` among them, if it can reach it), ends failed. What it made is
+    still packed: by `finish`, which the unit's root step runs for a killed `run`, whatever
+    the planted status.json says."""
     job, _ = run_job(admin, """
 import json, os, signal
+open("made.txt", "w").write("before the kill")
 with open("../outbox/status.json", "w") as out:
-    json.dump({"exit_code": 0, "limit": None, "results_bytes": 0}, out)
+    json.dump({"exit_code": 0, "limit": None, "results_bytes": 0, "packed": True}, out)
 os.kill(os.getppid(), signal.SIGKILL)
 os.kill(-1, signal.SIGKILL)
 """)
     assert job["state"] == "failed" and job["exit_code"] != 0, job
+    assert results_archive(admin, job["id"]) == {"made.txt": b"before the kill"}
 
 
 def test_a_running_job_cannot_reach_another_running_job(admin, host):

@@ -14,14 +14,15 @@ A slot directory holds what the worker hands over and what it takes back:
 
 `run` is the unit's main process. It starts the job, keeps its files under the output
 limit while it runs, and when the job's first process ends, kills every process the
-slot's user still has (a daemonised child does not outlive its job); stopped, it gives
-the job SIGTERM and, after the grace, SIGKILL. `finish` is the
-unit's ExecStopPost: it runs after systemd has stopped everything else in the unit,
-packs the files the job made (regular files owned by the slot's user only: no links,
-nothing of the worker's) and clears what it can of the work directory. Both run with
-the job's own identity and confinement, so nothing they read can be more than the job
+slot's user still has (a daemonised child does not outlive its job), then packs the
+files the job made (regular files owned by the slot's user only: no links, nothing of
+the worker's) and writes the job's status; stopped, it gives the job SIGTERM and,
+after the grace, SIGKILL. `finish` does that packing for a `run` that could not: one
+killed (the unit's memory limit, its stop timeout), or one whose results did not fit
+in the job's disk quota, which the unit's root step lifts first. Both run with the
+job's own identity and confinement, so nothing they read can be more than the job
 could read. The unit wipes the slot as root around them (the worker role's
-jobqueue-slot-wipe: before a start, and after `finish`), whatever the job left.
+jobqueue-slot-wipe: before a start, and after a stop).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import errno
 import json
 import math
 import os
+import select
 import signal
 import stat
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 from jobqueue.worker import apparmor, cgroup, limits, seccomp
@@ -48,8 +49,7 @@ EXIT = "exit"  # root's: how the unit's main process ended, as systemd told Exec
 STATUS = "status.json"
 RESULTS = "results.tar.gz"
 CANNOT_START = 126  # as a shell's exit status for a command found but not executable
-POLL_SECONDS = 0.25
-USAGE_EVERY = 4  # polls between two measurements of the job's disk use
+USAGE_SECONDS = 1.0  # between two measurements of the job's disk use
 
 
 class OutputLimit(Exception):
@@ -168,9 +168,6 @@ def run(slot: Path) -> int:
         return 2
     request = json.loads((slot / REQUEST).read_text())
     outbox = slot / "outbox"
-    # Whatever an earlier job of this slot left that the worker could not remove.
-    _clear(outbox)
-    _clear(slot / "work", only_own=True)
     limit = request["output_limit"]
     quota_kept = seccomp.Filter()
 
@@ -214,15 +211,21 @@ def run(slot: Path) -> int:
 
     signal.signal(signal.SIGALRM, lambda *_: _kill_the_rest())
     signal.signal(signal.SIGTERM, stop)
-    exceeded, polls = None, 0
+    # Woken by the job's end (its pidfd turns readable), or each second to measure.
+    ended = select.poll()
+    ended.register(os.pidfd_open(job.pid), select.POLLIN)
+    exceeded = None
     while job.poll() is None:
-        time.sleep(POLL_SECONDS)
-        polls += 1
-        if polls % USAGE_EVERY == 0 and disk_use(slot) >= limit:
+        if not ended.poll(USAGE_SECONDS * 1000) and disk_use(slot) >= limit:
             exceeded = "output"
             _kill_the_rest()
     _kill_the_rest()
     _write_json(outbox / STATUS, {"exit_code": job.returncode, "limit": exceeded})
+    # No process of the job is left (kill(-1) spares none of this user's): what is
+    # packed and measured now is final. Results that do not fit in the job's quota
+    # are packed by `finish` once the unit's root step has lifted it.
+    with contextlib.suppress(OSError):
+        settle(slot, job.returncode)
     return exit_status(job.returncode)
 
 
@@ -270,26 +273,30 @@ def memory_peak() -> int | None:
     return cgroup.memory_peak(directory) if directory is not None else None
 
 
-def finish(slot: Path) -> int:
-    """Write status.json anew from what is measured now that every process of the job
-    is gone: the job could write the one `run` left (or plant one after killing `run`),
-    so only its exit code is kept, which tells signal N from exit status 128 + N and
-    nothing more (systemd's record of `run` decides)."""
-    status_path = slot / "outbox" / STATUS
-    try:
-        reported = json.loads(status_path.read_text()).get("exit_code")
-    except (OSError, ValueError, AttributeError):
-        reported = None  # `run` was stopped before it ended
-    status = {"exit_code": reported if type(reported) is int else None, "limit": None,
+def settle(slot: Path, exit_code) -> None:
+    """Pack the job's results and write its final status.json, marked packed for the
+    unit's root step. The files' own sizes decide the output limit, as `run` checked
+    them while the job ran: a job it stopped there is over it here too."""
+    status = {"exit_code": exit_code if type(exit_code) is int else None, "limit": None,
               "memory_peak": memory_peak()}
-    # The files' own sizes decide the output limit, as `run` checked them while the job
-    # ran: a job it stopped there is over it here too.
     try:
         status["results_bytes"] = pack(slot)
     except OutputLimit:
         (slot / "outbox" / RESULTS).unlink(missing_ok=True)
         status["limit"] = "output"
-    _write_json(status_path, status)
+    _write_json(slot / "outbox" / STATUS, status | {"packed": True})
+
+
+def finish(slot: Path) -> int:
+    """Pack for a `run` that did not, now that every process of the job is gone. The
+    job could write the status.json `run` left (or plant one after killing `run`), so
+    only its exit code is kept, which tells signal N from exit status 128 + N and
+    nothing more (systemd's record of `run` decides)."""
+    try:
+        reported = json.loads((slot / "outbox" / STATUS).read_text()).get("exit_code")
+    except (OSError, ValueError, AttributeError):
+        reported = None  # `run` was stopped before it ended
+    settle(slot, reported)
     _clear(slot / "work", only_own=True)  # the worker removes its own inputs
     return 0
 

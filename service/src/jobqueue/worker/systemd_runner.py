@@ -107,9 +107,9 @@ def _count(text: str | None) -> int | None:
 def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec: int | None,
                reported_peak, memory_limit: int) -> Usage:
     """An ended slot unit's usage. CPU and wall time from systemd. Peak memory: the
-    highest the worker read from the unit's cgroup while it ran, or what the unit's
-    `finish` read last in it (the job's processes are gone by then; capped at the job's
-    memory limit, which the cgroup cannot pass), whichever is higher."""
+    highest the worker read from the unit's cgroup while it ran, or what the slot's
+    `run` (or `finish`) read last in it (the job's processes are gone by then; capped
+    at the job's memory limit, which the cgroup cannot pass), whichever is higher."""
     nsec = _count(state.get("CPUUsageNSec"))
     cpu = nsec / 1e9 if nsec is not None else \
         (sampled_cpu_usec / 1e6 if sampled_cpu_usec is not None else None)
@@ -408,7 +408,7 @@ class SlotProcess(RunningProcess):
         self._usage = Usage()
 
     def _sample(self, state: dict[str, str]) -> None:
-        """Read the unit's cgroup while it exists (running, or `finish` packing)."""
+        """Read the unit's cgroup while it exists (running, or packing its results)."""
         directory = cgroup.path_of(state.get("ControlGroup", ""))
         if directory is None:
             return
