@@ -7,6 +7,8 @@ Starts a real controller process and worker processes on this machine, then prin
   timestamps, one job at a time;
 - where each job's time goes: waiting in the queue versus on the worker, and how much
   of the worker's share is the job process itself (limits shim, then the job);
+- beside the throughput, its reference from the same run: how many `python -c pass`
+  this machine starts per second, two at a time as the two workers run jobs;
 - the array path: N tiny tasks submitted as one job array next to N single
   submissions (`--array-tasks`, default 1000; 0 leaves it out), each from the first
   submit until every result is stored.
@@ -21,6 +23,7 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +112,18 @@ def runner_overhead(tmp: str) -> float:
     return statistics.median(runs)
 
 
+def python_start_rate(count: int) -> float:
+    """`python -c pass` per second, `count` of them, two at a time: the most trivial jobs
+    could reach on this machine with two workers of one CPU each."""
+    def start(_) -> None:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    begin = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(start, range(count)))
+    return count / (time.perf_counter() - begin)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -151,11 +166,15 @@ def main() -> int:
             client.close()
             cluster.stop()
         run_alone = runner_overhead(tmp)
+    reference = python_start_rate(args.jobs)
 
     backend = "PostgreSQL" if args.database_url.startswith("postgresql") else "SQLite"
     print(f"database: {backend}; workers: 2 x 1 CPU; machine CPUs: {len(os.sched_getaffinity(0))}")
     print(f"throughput: {args.jobs} trivial jobs in {elapsed:.2f} s = "
           f"{args.jobs / elapsed:.1f} jobs/s (submitting alone took {submitted:.2f} s)")
+    print(f"reference: this machine starts `python -c pass` two at a time at "
+          f"{reference:.1f} per second; trivial jobs ran at {args.jobs / elapsed / reference:.0%} "
+          f"of that rate")
     print(f"submit->running latency, idle queue ({len(latencies)} jobs): "
           f"p50 {percentile(latencies, 50) * 1000:.1f} ms, "
           f"p95 {percentile(latencies, 95) * 1000:.1f} ms")
