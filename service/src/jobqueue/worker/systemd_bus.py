@@ -63,10 +63,14 @@ class Systemd:
                 # Every signal systemd sends this connection goes to one queue: filters
                 # added and removed per call would race the router's receiving thread.
                 router.filter(MatchRule(type="signal"), queue=signals)
+                # A unit's state is in its Unit interface's properties: the changes of
+                # its Service interface (large, and several per start) are never sent
+                # here, to be parsed for nothing.
+                unit_changes = MatchRule(type="signal", sender=SYSTEMD, interface=PROPERTIES,
+                                         member="PropertiesChanged", path_namespace=UNITS_PATH)
+                unit_changes.add_arg_condition(0, INTERFACE_OF["ActiveState"])
                 for rule in (MatchRule(type="signal", sender=SYSTEMD, interface=MANAGER.interface,
-                                       member="JobRemoved"),
-                             MatchRule(type="signal", sender=SYSTEMD, interface=PROPERTIES,
-                                       member="PropertiesChanged", path_namespace=UNITS_PATH)):
+                                       member="JobRemoved"), unit_changes):
                     unwrap_msg(router.send_and_get_reply(message_bus.AddMatch(rule),
                                                          timeout=self.timeout))
                 # systemd sends its signals only once a client subscribed.
