@@ -87,6 +87,17 @@ def result_names(slot: Path) -> list[str]:
         return tar.getnames()
 
 
+def assert_packed_own_files(slot: Path) -> None:
+    # Not the worker's input, not the links; a file the job locked is still its result.
+    assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"]
+    assert status(slot)["exit_code"] == 0
+    assert status(slot)["packed"] is True
+    assert status(slot)["results_bytes"] == len("mine") + len("x")
+    # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
+    peak = status(slot)["memory_peak"]
+    assert peak is None or (isinstance(peak, int) and peak > 0)
+
+
 def test_run_packs_only_the_jobs_own_regular_files_and_finish_packs_the_same(slot):
     request(slot, "import os\n"
                   "open('out.txt', 'w').write('result')\n"
@@ -98,17 +109,10 @@ def test_run_packs_only_the_jobs_own_regular_files_and_finish_packs_the_same(slo
                   "os.chmod('locked.txt', 0)\n"
                   "print('hello')\n")
     assert as_slot_user(slot, "run").returncode == 0
-    for step in ("run", "finish"):  # the unit's root step runs `finish` after a killed `run`
-        if step == "finish":
-            assert as_slot_user(slot, "finish").returncode == 0
-        # Not the worker's input, not the links; a file the job locked is still its result.
-        assert sorted(result_names(slot)) == ["locked.txt", "sub/deeper/x.txt"], step
-        assert status(slot)["exit_code"] == 0
-        assert status(slot)["packed"] is True
-        assert status(slot)["results_bytes"] == len("mine") + len("x")
-        # Its cgroup's peak memory where there is a cgroup v2 of its own (a slot unit's).
-        peak = status(slot)["memory_peak"]
-        assert peak is None or (isinstance(peak, int) and peak > 0)
+    assert_packed_own_files(slot)
+    # The unit's root step runs `finish` after a killed `run`: it packs the same.
+    assert as_slot_user(slot, "finish").returncode == 0
+    assert_packed_own_files(slot)
     assert (slot / "outbox" / "stdout").read_text() == "hello\n"
     # `finish` removes the job's files: only the worker's own are left, for the worker.
     assert sorted(p.name for p in (slot / "work").iterdir()) == ["input.txt", "job.py"]

@@ -109,15 +109,15 @@ def _kill_the_rest() -> None:
         os.kill(-1, signal.SIGKILL)
 
 
-def _clear(directory: Path, only_own: bool = False) -> None:
-    """Remove what this user can below `directory` (its own dirs made writable first);
-    with `only_own`, only what this user owns (not the worker's fresh inputs). Best
-    effort: the slot's unit wipes the slot as root before a start and after a stop."""
+def _clear_own(directory: Path) -> None:
+    """Remove what this user owns below `directory` (not the worker's inputs), its own
+    dirs made writable first. Best effort: the slot's unit wipes the slot as root after
+    a stop."""
     with contextlib.suppress(RecursionError):  # os.walk on a tree nested too deep
-        _clear_walk(directory, only_own)
+        _clear_own_walk(directory)
 
 
-def _clear_walk(directory: Path, only_own: bool) -> None:
+def _clear_own_walk(directory: Path) -> None:
     uid = os.getuid()
     for dirpath, dirnames, _ in os.walk(directory, followlinks=False):
         for name in dirnames:
@@ -129,7 +129,7 @@ def _clear_walk(directory: Path, only_own: bool) -> None:
         for name in filenames + dirnames:
             path = Path(dirpath, name)
             with contextlib.suppress(OSError):
-                if only_own and path.lstat().st_uid != uid:
+                if path.lstat().st_uid != uid:
                     continue
                 if path.is_dir() and not path.is_symlink():
                     path.rmdir()
@@ -297,7 +297,7 @@ def finish(slot: Path) -> int:
     except (OSError, ValueError, AttributeError):
         reported = None  # `run` was stopped before it ended
     settle(slot, reported)
-    _clear(slot / "work", only_own=True)  # the worker removes its own inputs
+    _clear_own(slot / "work")  # the worker removes its own inputs
     return 0
 
 
