@@ -23,11 +23,13 @@ from jobqueue.controller.openapi import document
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.token_api import bp as token_api_bp, token_json
+from jobqueue.controller.wait_tickets import RoomClient
 from jobqueue.controller.web_session import bp as web_session_bp
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers_admin import bp as workers_admin_bp
 from jobqueue.controller.workers import Registry
 from jobqueue.queue import LeasedQueue, QueueBackend, QueueEvents, make_backend
+from jobqueue.queue.dispatcher import Dispatcher
 from jobqueue.states import JobState
 
 API_PREFIX = "/api/v1"
@@ -47,6 +49,7 @@ class AppState:
     files: JobFiles
     metrics: Metrics
     workers: Registry
+    waiting_room: RoomClient | None = None  # where idle workers wait, when one is set up
 
 
 def _recover_uploads(files: JobFiles, session_factory) -> None:
@@ -85,8 +88,12 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes,
                      settings.max_archive_seconds)
     _recover_uploads(files, session_factory)
+    room = None
+    if settings.waiting_room_dir and isinstance(backend, Dispatcher):
+        room = RoomClient(settings.waiting_room_dir)
+        backend.relay = room.wake
     app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics,
-                                          Registry(session_factory))
+                                          Registry(session_factory), room)
 
     @app.before_request
     def _open_session():

@@ -194,15 +194,23 @@ def document() -> dict:
                 "Resume a drained worker (admin)", {"200": _json("The worker", "Worker")},
                 404, params=[WORKER_NAME])},
             "/worker/claim": {"post": _op(
-                "Claim the next job (long poll)", {
+                "Claim the next job (a long poll, or one look when the controller has a "
+                "waiting room)", {
                     "200": _json("A job and its lease", "Job"),
-                    "204": {"description": "Nothing to do within 'wait'"}}, 400, body={
+                    "204": {"description": "Nothing to do within 'wait'. With a waiting room, "
+                            "at once, with the header Jobqueue-Wait-Ticket: wait with it at "
+                            "GET /worker/wait (served by the waiting room, not this app), "
+                            "then claim again, sending 'woken' if the wait was woken"}},
+                400, body={
                     "required": True, "content": {"application/json": {"schema": {
                         "type": "object", "properties": {
                             "worker": {"type": "string"},
                             "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                             "wait": {"type": "number", "minimum": 0},
                             "claim_id": {"type": "string"},
+                            "woken": {"type": "object", "required": ["ticket", "at"],
+                                      "properties": {"ticket": {"type": "string"},
+                                                     "at": {"type": "number"}}},
                             "capacity": {"type": "object", "properties": {
                                 "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                                 "jobs": {"type": "integer", "minimum": 1,

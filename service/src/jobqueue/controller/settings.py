@@ -32,6 +32,12 @@ class ControllerSettings:
         30,
         "longest a worker's long-poll claim waits (bounded so Apache threads are never starved)",
     )
+    waiting_room_dir: str = setting(
+        "",
+        "directory of the waiting room's sockets (`jobqueue-waiting-room`): idle workers then "
+        "wait there, not in a WSGI thread each, and a claim answers at once. `\"\"`: claims "
+        "long-poll (`jobqueue dev`, a single process)",
+    )
     max_upload_bytes: int = setting(1 << 30, "request body cap (413 past it)")
     max_files: int = setting(10000, "most files in one job's inputs or results")
     max_archive_seconds: int = setting(

@@ -6,6 +6,10 @@ milliseconds, and a worker that says what it has in all (its capacity) gets one 
 soon as its running jobs leave room. Across processes the signal travels by
 PostgreSQL LISTEN/NOTIFY; on SQLite, where there is no such channel, waiters also
 re-check once a second.
+
+Behind Apache, idle workers wait in the waiting room instead (controller.waiting_room):
+claims then answer at once, and `relay` tells the room how many jobs each commit made
+claimable.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, exists, func, select, text
 from sqlalchemy.orm import aliased
 
 from jobqueue.models import Job, JobArray, new_lease, utcnow
@@ -61,11 +65,16 @@ class Dispatcher(PullQueue):
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self._is_postgres = session_factory.kw["bind"].dialect.name == "postgresql"
+        # relay(count, before): count jobs may have become claimable by a commit made
+        # before `before` (time.time()).
+        self.relay: Callable[[int, float], None] | None = None
 
         @event.listens_for(session_factory, "after_commit")
         def _wake_after_commit(session):
-            if session.info.pop("wake_queue", False):
+            if count := session.info.pop("wake_queue", 0):
                 self.wakeup.notify()
+                if self.relay is not None:
+                    self.relay(count, time.time())
 
     # -- QueueBackend ---------------------------------------------------------------
 
@@ -103,7 +112,8 @@ class Dispatcher(PullQueue):
               ) -> Claim | None:
         if claim_id is not None and (claim := self._claimed_before(worker, claim_id)):
             return claim
-        self._start_listener()
+        if wait > 0:
+            self._start_listener()
         deadline = time.monotonic() + wait
         while not self._closed.is_set():
             seen = self.wakeup.generation
@@ -114,6 +124,14 @@ class Dispatcher(PullQueue):
                 return claim
             self.wakeup.wait(seen, min(remaining, RECHECK_SECONDS))
         return None
+
+    def has_claimable(self) -> bool:
+        """Whether a job waits for a worker (ready and not held): a woken worker that
+        could not take it passes the wake-up on."""
+        with self.session_factory() as session:
+            return session.scalar(select(exists().where(
+                Job.state == JobState.QUEUED.value, Job.waiting_on == 0,
+                Job.held.is_(False))))
 
     def _claimed_before(self, worker: str, claim_id: str) -> Claim | None:
         """The job a claim with this id already took, if its answer never reached the worker."""
@@ -232,7 +250,7 @@ class Dispatcher(PullQueue):
     # -- helpers ----------------------------------------------------------------------
 
     def _wake_on_commit(self, session) -> None:
-        session.info["wake_queue"] = True
+        session.info["wake_queue"] = session.info.get("wake_queue", 0) + 1
         if self._is_postgres:
             session.execute(text(f"NOTIFY {CHANNEL}"))  # delivered at commit
 

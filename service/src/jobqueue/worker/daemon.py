@@ -1,9 +1,10 @@
 """The worker daemon: claim jobs from the controller and run each through a Runner
 (`jobqueue-worker`, started by `jobqueue.worker.main`).
 
-Threads: one claimer (a single long-poll connection, whatever the number of slots),
-and those of the running attempts (`worker/attempt.py`: one per job, and one each for
-heartbeats, live logs and the lease fence, shared by all jobs). The main thread only
+Threads: one claimer (a single long-poll connection, or one wait in the controller's
+waiting room, whatever the number of slots), and those of the running attempts
+(`worker/attempt.py`: one per job, and one each for heartbeats, live logs and the lease
+fence, shared by all jobs). The main thread only
 waits for SIGTERM/SIGINT and then hands back or finishes running jobs, so no job is
 ever dropped silently.
 
@@ -129,6 +130,7 @@ class Worker:
 
     def _claim_loop(self) -> None:
         backoff = Backoff(first=1.0, cap=CLAIM_BACKOFF_CAP)
+        woken = None  # what woke the last wait in the controller's waiting room
         while not self.stopping.is_set():
             now = dt.datetime.now().time()
             if self.window.must_end(now) and self.attempts.active:
@@ -145,7 +147,10 @@ class Worker:
                 break
             try:
                 job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds,
-                                     self.claim_id, self.capacity)
+                                     self.claim_id, self.capacity, woken)
+                woken = None
+                if job is None and self.api.wait_ticket:
+                    woken = self.api.wait(self.api.wait_ticket, self.settings.claim_wait_seconds)
             except (requests.RequestException, ControllerError) as exc:
                 # Retried with the same claim id: if this claim took a job, it comes back.
                 delay = backoff.delay(getattr(exc, "retry_after", None))

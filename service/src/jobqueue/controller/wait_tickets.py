@@ -1,0 +1,116 @@
+"""What the WSGI processes and the waiting room share: signed wait tickets and wake-ups.
+
+An idle worker's claim answers at once; when it took nothing, its 204 carries a ticket
+(the worker's name and the time its claim looked at the queue, signed). The worker
+then waits in the waiting room, a separate process, instead of in a WSGI thread. The
+WSGI processes tell the room of every change a waiting worker could act on with a
+datagram on its Unix socket:
+- `wake N T`: wake up to N waiters (oldest first) whose claim looked before time T;
+- `pass A T`: a woken worker could not take what woke it: wake the next one whose claim
+  looked after A and before T (each link of such a chain is younger, so it ends).
+
+The room makes a new key each time it starts; a ticket signed with an older one is
+refused (401) and the worker simply claims again."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+KEY_NAME = "key"
+HTTP_SOCKET = "http.sock"
+WAKE_SOCKET = "wake.sock"
+TICKET_HEADER = "Jobqueue-Wait-Ticket"
+MAX_TICKET = 512
+
+
+@dataclass(frozen=True)
+class Ticket:
+    worker: str
+    looked_at: float
+
+
+def _mac(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(key: bytes, worker: str, looked_at: float) -> str:
+    name = base64.urlsafe_b64encode(worker.encode()).decode()
+    payload = f"{looked_at:.6f}.{name}"
+    return f"{payload}.{_mac(key, payload)}"
+
+
+def verify(key: bytes, text: str) -> Ticket | None:
+    """The ticket `text` holds, or None if it is malformed or not signed with `key`."""
+    if not isinstance(text, str) or len(text) > MAX_TICKET:
+        return None
+    payload, _, mac = text.rpartition(".")
+    if not payload or not hmac.compare_digest(mac.encode(), _mac(key, payload).encode()):
+        return None
+    looked_at, _, name = payload.rpartition(".")
+    try:
+        return Ticket(base64.urlsafe_b64decode(name).decode(), float(looked_at))
+    except (ValueError, binascii.Error):
+        return None
+
+
+def make_key(directory: str) -> bytes:
+    """A new key, written where only the room's user (the controller's) can read it."""
+    key = secrets.token_bytes(32)
+    path = os.path.join(directory, KEY_NAME)
+    temporary = f"{path}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    os.replace(temporary, path)
+    return key
+
+
+class RoomClient:
+    """The WSGI side: signs tickets with the room's current key and sends it wake-ups."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._key: tuple[tuple[int, int], bytes] | None = None
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+
+    def key(self) -> bytes | None:
+        """The room's key, read again when the room made a new one (it restarted)."""
+        path = os.path.join(self.directory, KEY_NAME)
+        try:
+            stat = os.stat(path)
+            if self._key is None or self._key[0] != (stat.st_ino, stat.st_mtime_ns):
+                with open(path, "rb") as source:
+                    self._key = ((stat.st_ino, stat.st_mtime_ns), source.read())
+        except OSError:
+            return None  # the room is not running: workers wait by claiming again
+        return self._key[1]
+
+    def ticket(self, worker: str, looked_at: float) -> str | None:
+        key = self.key()
+        return None if key is None else sign(key, worker, looked_at)
+
+    def verify(self, text: str) -> Ticket | None:
+        key = self.key()
+        return None if key is None else verify(key, text)
+
+    def wake(self, count: int, before: float) -> None:
+        self._send(f"wake {count} {before:.6f}")
+
+    def pass_on(self, after: float, before: float) -> None:
+        self._send(f"pass {after:.6f} {before:.6f}")
+
+    def _send(self, message: str) -> None:
+        # Never blocks a request: a room that is down or behind loses the wake-up, and
+        # its waiters claim again when their wait ends.
+        try:
+            self._socket.sendto(message.encode(), os.path.join(self.directory, WAKE_SOCKET))
+        except OSError:
+            pass

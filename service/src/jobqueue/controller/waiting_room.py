@@ -1,0 +1,229 @@
+"""The waiting room: idle workers wait here for work, not in the controller's WSGI threads.
+
+`python -m jobqueue.controller.waiting_room` (the controller's settings; on the
+controller host, `jobqueue-waiting-room.service`). One asyncio process holds every
+parked wait for a few KiB each; Apache proxies `GET /api/v1/worker/wait` to its HTTP
+socket, and the WSGI processes send it wake-ups on its datagram socket
+(`wait_tickets` says what they mean).
+
+A wait answers 200 `{"woken_at": T}` when woken (the worker claims at once, and sends
+back the ticket and T so the controller can pass a job it could not take on), 204
+when `claim_wait_seconds` passed, 409 when the same worker waits again (the newer wait
+replaces it), 401 for a ticket not signed with this room's key, 503 when full."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import OrderedDict
+
+from jobqueue.config import load_or_report
+from jobqueue.controller import settings as settings_module
+from jobqueue.controller import wait_tickets
+from jobqueue.controller.wait_tickets import Ticket
+
+log = logging.getLogger("jobqueue.waiting_room")
+
+PROGRAM = "jobqueue-waiting-room"
+WAIT_PATH = "/api/v1/worker/wait"
+HEAD_BYTES = 16384  # request line and headers; the wait has no body
+HEAD_SECONDS = 10.0  # to send them
+MAX_WAITERS = 20000
+REPLACED = "replaced"
+STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+               404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+               503: "Service Unavailable"}
+
+
+class Room:
+    """Parked waits by worker name, oldest first."""
+
+    def __init__(self, max_waiters: int = MAX_WAITERS) -> None:
+        self.max_waiters = max_waiters
+        self.waiters: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+        # The latest wake-up that found fewer waiters than it asked for: a worker whose
+        # claim looked before it, and that parks only now, is answered at once.
+        self.unserved_before = 0.0
+
+    def park(self, ticket: Ticket) -> asyncio.Future | None:
+        """The future a wait awaits; None when the room is full."""
+        future = asyncio.get_running_loop().create_future()
+        if ticket.looked_at < self.unserved_before:
+            future.set_result(self.unserved_before)
+            return future
+        if (old := self.waiters.pop(ticket.worker, None)) is not None:
+            _answer(old[1], REPLACED)
+        if len(self.waiters) >= self.max_waiters:
+            return None
+        self.waiters[ticket.worker] = (ticket.looked_at, future)
+        return future
+
+    def leave(self, worker: str, future: asyncio.Future) -> None:
+        if self.waiters.get(worker, (0, None))[1] is future:
+            del self.waiters[worker]
+
+    def wake(self, count: int, before: float) -> int:
+        woken = self._wake_where(count, lambda looked_at: looked_at < before, before)
+        if woken < count:
+            self.unserved_before = max(self.unserved_before, before)
+        return woken
+
+    def pass_on(self, after: float, before: float) -> int:
+        return self._wake_where(1, lambda looked_at: after < looked_at < before, before)
+
+    def _wake_where(self, count: int, eligible, woken_at: float) -> int:
+        chosen = [name for name, (looked_at, _) in self.waiters.items()
+                  if eligible(looked_at)][:count]
+        for name in chosen:
+            _answer(self.waiters.pop(name)[1], woken_at)
+        return len(chosen)
+
+
+def _answer(future: asyncio.Future, result) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+class WakeProtocol(asyncio.DatagramProtocol):
+    def __init__(self, room: Room) -> None:
+        self.room = room
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            kind, first, second = data.decode().split()
+            if kind == "wake":
+                self.room.wake(max(0, min(int(first), MAX_WAITERS)), float(second))
+            elif kind == "pass":
+                self.room.pass_on(float(first), float(second))
+            else:
+                raise ValueError(kind)
+        except ValueError:
+            log.warning("ignored a malformed wake-up: %r", data[:100])
+
+
+class Server:
+    def __init__(self, room: Room, key: bytes, wait_seconds: float) -> None:
+        self.room = room
+        self.key = key
+        self.wait_seconds = wait_seconds
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body = await self._answer(reader)
+            writer.write(_response(status, body))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError):
+            pass  # the caller left or sent too much or too slowly: nothing to answer
+        finally:
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict | None]:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_SECONDS)
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = request_line.split(" ")
+        if len(parts) != 3:
+            return 400, _error("bad_request", "malformed request line")
+        method, target, _ = parts
+        if target.partition("?")[0] != WAIT_PATH:
+            return 404, _error("not_found", "the waiting room serves only " + WAIT_PATH)
+        if method != "GET":
+            return 405, _error("method_not_allowed", "the wait is a GET")
+        headers = {name.strip().lower(): value.strip() for name, _, value in
+                   (line.partition(":") for line in header_lines if line)}
+        ticket = wait_tickets.verify(self.key, headers.get(wait_tickets.TICKET_HEADER.lower(), ""))
+        if ticket is None:
+            return 401, _error("unauthorized", "a wait needs the ticket of a claim made since "
+                               "the waiting room started: claim again")
+        future = self.room.park(ticket)
+        if future is None:
+            return 503, _error("full", "the waiting room is full: claim again later")
+        try:
+            woken_at = await asyncio.wait_for(asyncio.shield(future), self.wait_seconds)
+        except TimeoutError:
+            return 204, None
+        finally:
+            self.room.leave(ticket.worker, future)
+        if woken_at == REPLACED:
+            return 409, _error("replaced", "a newer wait of the same worker replaced this one")
+        return 200, {"woken_at": woken_at}
+
+
+def _error(error: str, message: str) -> dict:
+    return {"error": error, "message": message}
+
+
+def _response(status: int, body: dict | None) -> bytes:
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = [f"HTTP/1.1 {status} {STATUS_TEXT[status]}", "Cache-Control: no-store",
+            "Connection: close"]
+    if status != 204:
+        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+def _bind_datagram(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)  # only the controller's processes may wake workers
+    return sock
+
+
+async def serve(directory: str, wait_seconds: float, room: Room | None = None,
+                started: asyncio.Event | None = None) -> None:
+    """Serve until cancelled. The HTTP socket is open to every local user (Apache must
+    reach it); a wait without a ticket signed with this start's key is refused."""
+    loop = asyncio.get_running_loop()
+    for name in (wait_tickets.HTTP_SOCKET, wait_tickets.WAKE_SOCKET):
+        if os.path.exists(path := os.path.join(directory, name)):
+            os.unlink(path)
+    room = room or Room()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: WakeProtocol(room),
+        sock=_bind_datagram(os.path.join(directory, wait_tickets.WAKE_SOCKET)))
+    key = wait_tickets.make_key(directory)
+    http_path = os.path.join(directory, wait_tickets.HTTP_SOCKET)
+    server = await asyncio.start_unix_server(Server(room, key, wait_seconds).handle,
+                                             http_path, limit=HEAD_BYTES)
+    os.chmod(http_path, 0o666)
+    log.info("waiting room at %s (waits of up to %.0f s)", directory, wait_seconds)
+    if started is not None:
+        started.set()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        transport.close()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    settings = load_or_report(settings_module.load, None, PROGRAM)
+    if settings is None:
+        return 2
+    if not settings.waiting_room_dir:
+        print(f"{PROGRAM}: error: setting 'waiting_room_dir' is empty (workers then wait in "
+              "their claims)", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+        try:
+            await serve(settings.waiting_room_dir, settings.claim_wait_seconds)
+        except asyncio.CancelledError:
+            log.info("stopped")
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
