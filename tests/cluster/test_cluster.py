@@ -4,6 +4,7 @@ workers share the queue. Each worker's own checks are in tests/worker."""
 
 import json
 import os
+import time
 
 import pytest
 import testinfra
@@ -113,3 +114,17 @@ def test_environments_and_a_sweep_then_merge_pipeline(admin, submitted):
         log_of(admin, no_env)["stderr"]
     assert wait(admin, merge)["state"] == "succeeded", log_of(admin, merge)
     assert log_of(admin, merge)["stdout"] == f"{1 + 4}\n"
+
+
+def test_idle_workers_wait_in_the_waiting_room(host, worker_names):
+    """Each idle worker's claimer waits in the room (one connection from Apache each),
+    not in a WSGI thread."""
+    deadline = time.monotonic() + 120
+    while True:
+        with host.sudo():
+            connections = host.run("ss -xH state connected").stdout
+        parked = connections.count("/run/jobqueue-waiting-room/http.sock")
+        if parked >= len(worker_names) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert parked >= len(worker_names), connections

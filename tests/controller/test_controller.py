@@ -1,6 +1,7 @@
 """The controller as clients see it: HTTPS with the deploy's CA, auth, headers."""
 
 import json
+import re
 import socket
 import ssl
 
@@ -112,3 +113,38 @@ def test_admin_cli_users_and_tokens(host):
     assert created.rc == 0, created.stderr
     assert good.rc == 0
     assert bad.rc == 1
+
+
+def _waiting_room_on(host) -> bool:
+    return host.ansible.get_variables().get("controller_queue_backend",
+                                            "dispatcher") == "dispatcher"
+
+
+def test_waiting_room_runs_confined_with_its_sockets(host):
+    room = host.service("jobqueue-waiting-room")
+    if not _waiting_room_on(host):
+        assert not room.is_enabled
+        return
+    assert room.is_enabled and room.is_running
+    with host.sudo():
+        show = host.run("systemctl show -p User,PrivateNetwork,NoNewPrivileges "
+                        "jobqueue-waiting-room").stdout.split()
+    assert {"User=jobqueue", "PrivateNetwork=yes", "NoNewPrivileges=yes"} <= set(show)
+    wake = host.file("/run/jobqueue-waiting-room/wake.sock")
+    assert wake.is_socket and wake.user == "jobqueue" and wake.mode == 0o600
+    assert host.file("/run/jobqueue-waiting-room/http.sock").is_socket
+    assert host.file("/run/jobqueue-waiting-room/key").mode == 0o600
+    # One Apache thread per waiting worker beside the users' 150.
+    mpm = host.file("/etc/apache2/conf-enabled/jobqueue-mpm.conf").content_string
+    assert int(re.search(r"MaxRequestWorkers (\d+)", mpm).group(1)) >= 150 + 2
+
+
+def test_a_wait_needs_a_ticket_from_a_claim(host, base_url, ca_file):
+    if not _waiting_room_on(host):
+        pytest.skip("the slurm queue has no waiting room")
+    forged = "1.0.d29ya2VyMQ==." + "0" * 64  # worker1's name, signed with no key
+    for headers in ({}, {"Jobqueue-Wait-Ticket": forged}):
+        response = requests.get(f"{base_url}/api/v1/worker/wait", headers=headers,
+                                verify=ca_file, timeout=30)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "unauthorized"

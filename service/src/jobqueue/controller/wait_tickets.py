@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -110,7 +111,5 @@ class RoomClient:
     def _send(self, message: str) -> None:
         # Never blocks a request: a room that is down or behind loses the wake-up, and
         # its waiters claim again when their wait ends.
-        try:
+        with contextlib.suppress(OSError):
             self._socket.sendto(message.encode(), os.path.join(self.directory, WAKE_SOCKET))
-        except OSError:
-            pass
