@@ -350,6 +350,16 @@ def test_admin_cli_issues_a_token_creating_the_user_in_one_run(tmp_path, capsys,
     assert "exists with role 'worker'" in capsys.readouterr().err
     assert admin.main(args + ["list-users"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"user": "w9", "role": "worker", "tokens": 2}]
+    # A fleet in one run: a token a line, in the names' order; a clash makes none.
+    assert admin.main(args + ["issue-token", "w9", "w10", "--create", "worker"]) == 0
+    tokens = capsys.readouterr().out.split()
+    assert len(set(tokens)) == 2 and all(t.startswith("jq_") for t in tokens)
+    monkeypatch.setattr("sys.stdin", io.StringIO(tokens[1] + "\n"))
+    assert admin.main(args + ["check-token", "w10"]) == 0
+    capsys.readouterr()
+    assert admin.main(args + ["issue-token", "w11", "w9", "--create", "user"]) == 2
+    assert admin.main(args + ["list-users"]) == 0
+    assert "w11" not in {row["user"] for row in json.loads(capsys.readouterr().out)}
 
 
 def test_admin_cli_without_settings_says_so_and_creates_nothing(tmp_path, capsys, monkeypatch):

@@ -81,11 +81,14 @@ def cmd_create_users(args, engine, sessions) -> int:
 
 
 def cmd_issue_token(args, engine, sessions) -> int:
+    """A token for each user named, one a line in their order, in one transaction."""
     with sessions.begin() as session:
-        if args.create is not None:  # one run instead of create-user, then issue-token
-            _ensure_user(session, args.name, args.create)
-        token = issue_token(session, _user(session, args.name), args.label, args.days)
-    print(token)
+        tokens = []
+        for name in args.names:
+            if args.create is not None:  # one run instead of create-user, then issue-token
+                _ensure_user(session, name, args.create)
+            tokens.append(issue_token(session, _user(session, name), args.label, args.days))
+    print("\n".join(tokens))
     return 0
 
 
@@ -239,13 +242,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("create-users", help="create several users (existing ones are left as is)")
     s.add_argument("users", nargs="+", type=_name_and_role, metavar="NAME:ROLE")
     s.set_defaults(func=cmd_create_users)
-    s = sub.add_parser("issue-token", help="print a new token for a user, once")
-    s.add_argument("name")
+    s = sub.add_parser("issue-token", help="print a new token for a user (for each user "
+                       "named, one a line), once")
+    s.add_argument("names", nargs="+", metavar="NAME")
     s.add_argument("--label", default="")
     s.add_argument("--days", type=int, metavar="N",
                    help="the token expires after N days (default: when revoked)")
     s.add_argument("--create", choices=ROLES, metavar="ROLE",
-                   help="create the user with this role first, unless it exists with it")
+                   help="create each user with this role first, unless it exists with it")
     s.set_defaults(func=cmd_issue_token)
     s = sub.add_parser("check-token", help="exit 0 if the token on stdin is a live token of NAME")
     s.add_argument("name")
