@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv host box wheelhouse cluster lint role-vars settings-tables test test-service test-molecule bench bench-cluster clean
+.PHONY: venv host box wheelhouse cluster lint role-vars settings-tables test test-service test-molecule bench bench-cluster bench-load clean
 
 venv: $(VENV)/.done
 $(VENV)/.done: requirements-dev.txt service/pyproject.toml
@@ -54,6 +54,9 @@ bench: venv  ## throughput and latency: dispatcher, then slurm backend beside pl
 
 bench-cluster: venv  ## what confinement costs per job, on make cluster's VMs (confined beside unconfined)
 	python scripts/bench-confinement.py
+
+bench-load: venv  ## status reads by 5 users beside 500 idle workers waiting, on make cluster's controller
+	python scripts/bench-controller-load.py
 
 clean:
 	rm -rf build $(VENV)

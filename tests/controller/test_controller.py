@@ -134,9 +134,9 @@ def test_waiting_room_runs_confined_with_its_sockets(host):
     assert wake.is_socket and wake.user == "jobqueue" and wake.mode == 0o600
     assert host.file("/run/jobqueue-waiting-room/http.sock").is_socket
     assert host.file("/run/jobqueue-waiting-room/key").mode == 0o600
-    # One Apache thread per waiting worker beside the users' 150.
+    # One Apache thread per waiting worker, the rest for users.
     mpm = host.file("/etc/apache2/conf-enabled/jobqueue-mpm.conf").content_string
-    assert int(re.search(r"MaxRequestWorkers (\d+)", mpm).group(1)) >= 150 + 2
+    assert int(re.search(r"MaxRequestWorkers (\d+)", mpm).group(1)) >= 1024
 
 
 def test_a_wait_needs_a_ticket_from_a_claim(host, base_url, ca_file):
