@@ -131,6 +131,19 @@ def test_run_that_cannot_pack_leaves_it_to_finish(slot):
     assert result_names(slot) == ["out.txt"] and status(slot)["packed"] is True
 
 
+def test_run_that_cannot_write_its_status_exits_with_the_jobs_own(slot):
+    """A job that used up its quota's files leaves no room for status.json (here: a
+    directory the job made at its name): `run` still ends with the job's exit status,
+    without a traceback, and `finish` packs and reports."""
+    request(slot, "import os\nos.mkdir('../outbox/status.json')\n"
+                  "open('out.txt', 'w').write('result')\nraise SystemExit(7)\n")
+    run = as_slot_user(slot, "run")
+    assert run.returncode == 7 and "Traceback" not in run.stderr, run.stderr
+    (slot / "outbox" / slot_files.STATUS).rmdir()  # the root step lifts the quota
+    assert as_slot_user(slot, "finish").returncode == 0
+    assert result_names(slot) == ["out.txt"] and status(slot)["packed"] is True
+
+
 def test_a_daemonised_child_does_not_outlive_its_job(slot):
     request(slot, "import os, time\n"
                   "if os.fork() == 0:\n"

@@ -220,7 +220,10 @@ def run(slot: Path) -> int:
             exceeded = "output"
             _kill_the_rest()
     _kill_the_rest()
-    _write_json(outbox / STATUS, {"exit_code": job.returncode, "limit": exceeded})
+    # A job that used up its quota's files leaves no room for it: `finish` then packs,
+    # and the unit's exit status (below) still tells the job's.
+    with contextlib.suppress(OSError):
+        _write_json(outbox / STATUS, {"exit_code": job.returncode, "limit": exceeded})
     # No process of the job is left (kill(-1) spares none of this user's): what is
     # packed and measured now is final. Results that do not fit in the job's quota
     # are packed by `finish` once the unit's root step has lifted it.
