@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 API = "/api/v1"
 TICKET_HEADER = "jobqueue-wait-ticket"
-SUBMIT_EVERY_SECONDS = 2.0  # each user's submissions
-READ_PAUSE_SECONDS = 0.2  # between one user's status reads
-RAMP_PER_SECOND = 25  # new worker connections (TLS handshakes) a second
+SUBMIT_EVERY_SECONDS = 5.0  # each user's submissions
+READ_PAUSE_SECONDS = 1.0  # between one user's status reads, as a job's page polls
+RAMP_PER_SECOND = 10  # new worker connections (TLS handshakes) a second
 MAX_BODY = 16 << 20
 
 
@@ -160,12 +160,10 @@ class Load:
 
 async def simulated_worker(load: Load, name: str, token: str) -> None:
     http = Http(load.url, load.context, token)
-    woken = None
     try:
         while True:
             body = {"worker": name, "cpus": 1, "wait": 30, "claim_id": uuid.uuid4().hex,
-                    "capacity": {"cpus": 1, "jobs": 1}} | ({"woken": woken} if woken else {})
-            woken = None
+                    "capacity": {"cpus": 1, "jobs": 1}}
             load.waiting.add(name)  # in a claim (a long poll without a waiting room) or a wait
             try:
                 claim = await http.request("POST", "/worker/claim", json.dumps(body).encode(),
@@ -174,11 +172,11 @@ async def simulated_worker(load: Load, name: str, token: str) -> None:
                     load.waiting.discard(name)
                     await report_done(load, http, claim.json())
                 elif claim.status == 204 and (ticket := claim.headers.get(TICKET_HEADER)):
+                    seconds = float(claim.headers.get("jobqueue-wait-seconds", 30))
                     wait = await http.request("GET", "/worker/wait",
-                                              headers={"Jobqueue-Wait-Ticket": ticket})
-                    if wait.status == 200:
-                        woken = {"ticket": ticket, "at": wait.json()["woken_at"]}
-                    elif wait.status not in (204, 401, 409):
+                                              headers={"Jobqueue-Wait-Ticket": ticket},
+                                              timeout=seconds + 60)
+                    if wait.status not in (200, 204, 401, 409):
                         load.record(wait, "wait")
                         await asyncio.sleep(1)
                 elif claim.status != 204:

@@ -127,9 +127,10 @@ def test_waiting_room_runs_confined_with_its_sockets(host):
         return
     assert room.is_enabled and room.is_running
     with host.sudo():
-        show = host.run("systemctl show -p User,PrivateNetwork,NoNewPrivileges "
-                        "jobqueue-waiting-room").stdout.split()
-    assert {"User=jobqueue", "PrivateNetwork=yes", "NoNewPrivileges=yes"} <= set(show)
+        show = host.run("systemctl show -p User,NoNewPrivileges,ProtectSystem,"
+                        "CapabilityBoundingSet jobqueue-waiting-room").stdout.split()
+    assert {"User=jobqueue", "NoNewPrivileges=yes", "ProtectSystem=strict",
+            "CapabilityBoundingSet="} <= set(show)
     wake = host.file("/run/jobqueue-waiting-room/wake.sock")
     assert wake.is_socket and wake.user == "jobqueue" and wake.mode == 0o600
     assert host.file("/run/jobqueue-waiting-room/http.sock").is_socket

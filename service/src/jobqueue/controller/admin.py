@@ -187,6 +187,10 @@ def cmd_drain(args, engine, sessions) -> int:
     with sessions.begin() as session:
         if workers.set_drained(session, args.name, args.command == "drain") is None:
             raise AdminError(f"no worker named {args.name!r} has claimed a job yet")
+    if args.command == "resume" and args.settings.waiting_room_dir:
+        from jobqueue.controller.wait_tickets import RoomClient
+
+        RoomClient(args.settings.waiting_room_dir).wake_worker(args.name)
     with sessions() as session:
         print(json.dumps(workers.overview(session, args.name)[0]))
     return 0

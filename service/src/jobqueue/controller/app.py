@@ -91,7 +91,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     room = None
     if settings.waiting_room_dir and isinstance(backend, Dispatcher):
         room = RoomClient(settings.waiting_room_dir)
-        backend.relay = room.wake
+        backend.room = room
     app.extensions["jobqueue"] = AppState(settings, session_factory, backend, files, metrics,
                                           Registry(session_factory), room)
 

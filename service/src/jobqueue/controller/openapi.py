@@ -198,9 +198,9 @@ def document() -> dict:
                 "waiting room)", {
                     "200": _json("A job and its lease", "Job"),
                     "204": {"description": "Nothing to do within 'wait'. With a waiting room, "
-                            "at once, with the header Jobqueue-Wait-Ticket: wait with it at "
-                            "GET /worker/wait (served by the waiting room, not this app), "
-                            "then claim again, sending 'woken' if the wait was woken"}},
+                            "at once, with the headers Jobqueue-Wait-Ticket and "
+                            "Jobqueue-Wait-Seconds: wait with the ticket at GET /worker/wait "
+                            "(served by the waiting room, not this app), then claim again"}},
                 400, body={
                     "required": True, "content": {"application/json": {"schema": {
                         "type": "object", "properties": {
@@ -208,9 +208,6 @@ def document() -> dict:
                             "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                             "wait": {"type": "number", "minimum": 0},
                             "claim_id": {"type": "string"},
-                            "woken": {"type": "object", "required": ["ticket", "at"],
-                                      "properties": {"ticket": {"type": "string"},
-                                                     "at": {"type": "number"}}},
                             "capacity": {"type": "object", "properties": {
                                 "cpus": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                                 "jobs": {"type": "integer", "minimum": 1,

@@ -38,6 +38,11 @@ class ControllerSettings:
         "wait there, not in a WSGI thread each, and a claim answers at once. `\"\"`: claims "
         "long-poll (`jobqueue dev`, a single process)",
     )
+    waiting_room_wait_seconds: int = setting(
+        300,
+        "longest a wait in the waiting room lasts: wake-ups end it sooner, so it only bounds "
+        "how often an idle worker claims again",
+    )
     max_upload_bytes: int = setting(1 << 30, "request body cap (413 past it)")
     max_files: int = setting(10000, "most files in one job's inputs or results")
     max_archive_seconds: int = setting(
@@ -120,7 +125,8 @@ class ControllerSettings:
         if not self.database_url:
             url = f"sqlite:///{os.path.join(self.data_dir, 'jobqueue.db')}"
             object.__setattr__(self, "database_url", url)
-        positive = ("lease_seconds", "max_attempts", "claim_wait_seconds", "max_upload_bytes",
+        positive = ("lease_seconds", "max_attempts", "claim_wait_seconds",
+                    "waiting_room_wait_seconds", "max_upload_bytes",
                     "max_files", "max_archive_seconds", "max_job_cpus", "default_walltime",
                     "max_walltime", "default_memory", "default_output_limit",
                     "max_job_memory", "max_output_limit", "log_tail_bytes",

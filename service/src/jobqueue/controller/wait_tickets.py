@@ -1,13 +1,16 @@
 """What the WSGI processes and the waiting room share: signed wait tickets and wake-ups.
 
-An idle worker's claim answers at once; when it took nothing, its 204 carries a ticket
-(the worker's name and the time its claim looked at the queue, signed). The worker
+An idle worker's claim answers at once; when it took nothing, its 204 carries a ticket:
+the worker's name, when its claim looked at the queue and what it had free then (CPUs,
+MiB of memory where it counts them, its software environments), signed. The worker
 then waits in the waiting room, a separate process, instead of in a WSGI thread. The
-WSGI processes tell the room of every change a waiting worker could act on with a
+WSGI processes tell the room of every change a waiting worker could act on, with a
 datagram on its Unix socket:
-- `wake N T`: wake up to N waiters (oldest first) whose claim looked before time T;
-- `pass A T`: a woken worker could not take what woke it: wake the next one whose claim
-  looked after A and before T (each link of such a chain is younger, so it ends).
+- `{"look": T}`: jobs may have become claimable (submitted, requeued, released by the
+  jobs they waited for) by a commit before T: the room reads what claimable jobs need
+  and wakes, for each, the oldest waiter it fits;
+- `{"worker": NAME}`: that worker has more room now (a job of its ended, or an admin
+  resumed it): wake it if it waits.
 
 The room makes a new key each time it starts; a ticket signed with an older one is
 refused (401) and the worker simply claims again."""
@@ -19,31 +22,41 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KEY_NAME = "key"
 HTTP_SOCKET = "http.sock"
 WAKE_SOCKET = "wake.sock"
 TICKET_HEADER = "Jobqueue-Wait-Ticket"
-MAX_TICKET = 512
+WAIT_SECONDS_HEADER = "Jobqueue-Wait-Seconds"
+MAX_TICKET = 8192
 
 
 @dataclass(frozen=True)
 class Ticket:
     worker: str
     looked_at: float
+    cpus: int  # free when the claim looked
+    memory: int | None = None  # free MiB; None: the worker does not count memory
+    environments: tuple[str, ...] = field(default=())
+
+    def fits(self, cpus: int, memory: int, environment: str | None) -> bool:
+        return (cpus <= self.cpus and (self.memory is None or memory <= self.memory)
+                and (environment is None or environment in self.environments))
 
 
 def _mac(key: bytes, payload: str) -> str:
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def sign(key: bytes, worker: str, looked_at: float) -> str:
-    name = base64.urlsafe_b64encode(worker.encode()).decode()
-    payload = f"{looked_at:.6f}.{name}"
+def sign(key: bytes, ticket: Ticket) -> str:
+    fields = [ticket.worker, ticket.looked_at, ticket.cpus, ticket.memory,
+              list(ticket.environments)]
+    payload = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
     return f"{payload}.{_mac(key, payload)}"
 
 
@@ -54,10 +67,12 @@ def verify(key: bytes, text: str) -> Ticket | None:
     payload, _, mac = text.rpartition(".")
     if not payload or not hmac.compare_digest(mac.encode(), _mac(key, payload).encode()):
         return None
-    looked_at, _, name = payload.rpartition(".")
     try:
-        return Ticket(base64.urlsafe_b64decode(name).decode(), float(looked_at))
-    except (ValueError, binascii.Error):
+        worker, looked_at, cpus, memory, environments = json.loads(
+            base64.urlsafe_b64decode(payload))
+        return Ticket(worker, float(looked_at), int(cpus),
+                      None if memory is None else int(memory), tuple(environments))
+    except (ValueError, TypeError, binascii.Error):
         return None
 
 
@@ -94,22 +109,19 @@ class RoomClient:
             return None  # the room is not running: workers wait by claiming again
         return self._key[1]
 
-    def ticket(self, worker: str, looked_at: float) -> str | None:
+    def ticket(self, ticket: Ticket) -> str | None:
         key = self.key()
-        return None if key is None else sign(key, worker, looked_at)
+        return None if key is None else sign(key, ticket)
 
-    def verify(self, text: str) -> Ticket | None:
-        key = self.key()
-        return None if key is None else verify(key, text)
+    def look(self, before: float) -> None:
+        self._send({"look": before})
 
-    def wake(self, count: int, before: float) -> None:
-        self._send(f"wake {count} {before:.6f}")
+    def wake_worker(self, name: str) -> None:
+        self._send({"worker": name})
 
-    def pass_on(self, after: float, before: float) -> None:
-        self._send(f"pass {after:.6f} {before:.6f}")
-
-    def _send(self, message: str) -> None:
+    def _send(self, message: dict) -> None:
         # Never blocks a request: a room that is down or behind loses the wake-up, and
         # its waiters claim again when their wait ends.
         with contextlib.suppress(OSError):
-            self._socket.sendto(message.encode(), os.path.join(self.directory, WAKE_SOCKET))
+            self._socket.sendto(json.dumps(message).encode(),
+                                os.path.join(self.directory, WAKE_SOCKET))

@@ -4,12 +4,14 @@
 controller host, `jobqueue-waiting-room.service`). One asyncio process holds every
 parked wait for a few KiB each; Apache proxies `GET /api/v1/worker/wait` to its HTTP
 socket, and the WSGI processes send it wake-ups on its datagram socket
-(`wait_tickets` says what they mean).
+(`wait_tickets` says what they mean). On a wake-up it reads, in one query, what the
+claimable jobs need, and wakes for each job the oldest waiter whose free CPUs, memory
+and environments fit it: a job only some workers can run wakes one of them, and a job
+none can run wakes nobody.
 
-A wait answers 200 `{"woken_at": T}` when woken (the worker claims at once, and sends
-back the ticket and T so the controller can pass a job it could not take on), 204
-when `claim_wait_seconds` passed, 409 when the same worker waits again (the newer wait
-replaces it), 401 for a ticket not signed with this room's key, 503 when full."""
+A wait answers 200 `{"woken_at": T}` when woken (the worker claims at once), 204 after
+`waiting_room_wait_seconds`, 409 when the same worker waits again (the newer wait
+replaces it), 401 for a ticket not signed with this start's key, 503 when full."""
 
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import OrderedDict
 
 from jobqueue.config import load_or_report
 from jobqueue.controller import settings as settings_module
 from jobqueue.controller import wait_tickets
+from jobqueue.controller.db import make_engine, make_session_factory
 from jobqueue.controller.wait_tickets import Ticket
+from jobqueue.queue.dispatcher import claimable_needs
 
 log = logging.getLogger("jobqueue.waiting_room")
 
@@ -34,54 +39,76 @@ WAIT_PATH = "/api/v1/worker/wait"
 HEAD_BYTES = 16384  # request line and headers; the wait has no body
 HEAD_SECONDS = 10.0  # to send them
 MAX_WAITERS = 20000
+SWEEP_SECONDS = 5.0
 REPLACED = "replaced"
 STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
                404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
                503: "Service Unavailable"}
 
 
+Need = tuple[int, int, "str | None", int]  # cpus, memory, environment, how many jobs
+
+
 class Room:
-    """Parked waits by worker name, oldest first."""
+    """Parked waits by worker name, oldest first, each with what its worker had free."""
 
     def __init__(self, max_waiters: int = MAX_WAITERS) -> None:
         self.max_waiters = max_waiters
-        self.waiters: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
-        # The latest wake-up that found fewer waiters than it asked for: a worker whose
-        # claim looked before it, and that parks only now, is answered at once.
-        self.unserved_before = 0.0
+        self.waiters: OrderedDict[str, tuple[Ticket, asyncio.Future]] = OrderedDict()
+        # The last look: when it began, and the claimable jobs no waiter fitted. A worker
+        # whose claim looked before it, and that parks only now, is woken at once if it
+        # fits one of them.
+        self.looked_at = 0.0
+        self.unmatched: list[Need] = []
 
     def park(self, ticket: Ticket) -> asyncio.Future | None:
         """The future a wait awaits; None when the room is full."""
         future = asyncio.get_running_loop().create_future()
-        if ticket.looked_at < self.unserved_before:
-            future.set_result(self.unserved_before)
+        if ticket.looked_at < self.looked_at and self._take(ticket, self.unmatched):
+            future.set_result(self.looked_at)
             return future
         if (old := self.waiters.pop(ticket.worker, None)) is not None:
             _answer(old[1], REPLACED)
         if len(self.waiters) >= self.max_waiters:
             return None
-        self.waiters[ticket.worker] = (ticket.looked_at, future)
+        self.waiters[ticket.worker] = (ticket, future)
         return future
 
     def leave(self, worker: str, future: asyncio.Future) -> None:
-        if self.waiters.get(worker, (0, None))[1] is future:
+        if self.waiters.get(worker, (None, None))[1] is future:
             del self.waiters[worker]
 
-    def wake(self, count: int, before: float) -> int:
-        woken = self._wake_where(count, lambda looked_at: looked_at < before, before)
-        if woken < count:
-            self.unserved_before = max(self.unserved_before, before)
+    def match(self, needs: list[Need], looked_at: float) -> int:
+        """Wake, for each claimable job, the oldest waiter it fits (one job each)."""
+        unmatched = [list(need) for need in needs]
+        woken = 0
+        for name, (ticket, future) in list(self.waiters.items()):
+            if ticket.looked_at < looked_at and self._take(ticket, unmatched):
+                del self.waiters[name]
+                _answer(future, looked_at)
+                woken += 1
+        self.looked_at = looked_at
+        self.unmatched = [need for need in unmatched if need[3] > 0]
         return woken
 
-    def pass_on(self, after: float, before: float) -> int:
-        return self._wake_where(1, lambda looked_at: after < looked_at < before, before)
+    @staticmethod
+    def _take(ticket: Ticket, needs: list) -> bool:
+        """Count one job of the first need `ticket` fits as taken."""
+        for need in needs:
+            if need[3] > 0 and ticket.fits(need[0], need[1], need[2]):
+                need[3] -= 1
+                return True
+        return False
 
-    def _wake_where(self, count: int, eligible, woken_at: float) -> int:
-        chosen = [name for name, (looked_at, _) in self.waiters.items()
-                  if eligible(looked_at)][:count]
-        for name in chosen:
-            _answer(self.waiters.pop(name)[1], woken_at)
-        return len(chosen)
+    def wake_worker(self, name: str) -> bool:
+        if (waiter := self.waiters.pop(name, None)) is None:
+            return False
+        _answer(waiter[1], time.time())
+        return True
+
+    def wake_oldest(self) -> None:
+        if self.waiters:
+            _answer(self.waiters.popitem(last=False)[1][1], time.time())
 
 
 def _answer(future: asyncio.Future, result) -> None:
@@ -89,20 +116,51 @@ def _answer(future: asyncio.Future, result) -> None:
         future.set_result(result)
 
 
-class WakeProtocol(asyncio.DatagramProtocol):
-    def __init__(self, room: Room) -> None:
+class Lookout:
+    """Runs the room's looks at the queue, one at a time: a wake-up that comes during a
+    look makes one more look after it, so none is lost and none piles up."""
+
+    def __init__(self, room: Room, claimable) -> None:
         self.room = room
+        self.claimable = claimable  # () -> list[Need], blocking: run in a thread
+        self.wanted = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await self.wanted.wait()
+            self.wanted.clear()
+            looked_at = time.time()
+            try:
+                needs = await asyncio.to_thread(self.claimable)
+            except Exception as exc:  # the database is away: its waiters claim again later
+                log.warning("could not read the claimable jobs: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            self.room.match(needs, looked_at)
+
+    async def sweep(self) -> None:
+        """Wake the oldest waiter every few seconds: its claim also requeues the jobs
+        whose lease ran out, which nobody else may be there to do."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.room.wake_oldest()
+
+
+class WakeProtocol(asyncio.DatagramProtocol):
+    def __init__(self, room: Room, lookout: Lookout) -> None:
+        self.room = room
+        self.lookout = lookout
 
     def datagram_received(self, data: bytes, addr) -> None:
         try:
-            kind, first, second = data.decode().split()
-            if kind == "wake":
-                self.room.wake(max(0, min(int(first), MAX_WAITERS)), float(second))
-            elif kind == "pass":
-                self.room.pass_on(float(first), float(second))
+            message = json.loads(data)
+            if "look" in message:
+                self.lookout.wanted.set()
+            elif isinstance(message.get("worker"), str):
+                self.room.wake_worker(message["worker"])
             else:
-                raise ValueError(kind)
-        except ValueError:
+                raise ValueError(message)
+        except (ValueError, TypeError):
             log.warning("ignored a malformed wake-up: %r", data[:100])
 
 
@@ -174,17 +232,19 @@ def _bind_datagram(path: str) -> socket.socket:
     return sock
 
 
-async def serve(directory: str, wait_seconds: float, room: Room | None = None,
+async def serve(directory: str, wait_seconds: float, claimable, room: Room | None = None,
                 started: asyncio.Event | None = None) -> None:
-    """Serve until cancelled. The HTTP socket is open to every local user (Apache must
-    reach it); a wait without a ticket signed with this start's key is refused."""
+    """Serve until cancelled. `claimable()` reads what the claimable jobs need (blocking:
+    it runs in a thread). The HTTP socket is open to every local user (Apache must reach
+    it); a wait without a ticket signed with this start's key is refused."""
     loop = asyncio.get_running_loop()
     for name in (wait_tickets.HTTP_SOCKET, wait_tickets.WAKE_SOCKET):
         if os.path.exists(path := os.path.join(directory, name)):
             os.unlink(path)
     room = room or Room()
+    lookout = Lookout(room, claimable)
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: WakeProtocol(room),
+        lambda: WakeProtocol(room, lookout),
         sock=_bind_datagram(os.path.join(directory, wait_tickets.WAKE_SOCKET)))
     key = wait_tickets.make_key(directory)
     http_path = os.path.join(directory, wait_tickets.HTTP_SOCKET)
@@ -194,10 +254,13 @@ async def serve(directory: str, wait_seconds: float, room: Room | None = None,
     log.info("waiting room at %s (waits of up to %.0f s)", directory, wait_seconds)
     if started is not None:
         started.set()
+    tasks = [asyncio.create_task(lookout.run()), asyncio.create_task(lookout.sweep())]
     try:
         async with server:
             await server.serve_forever()
     finally:
+        for task in tasks:
+            task.cancel()
         transport.close()
 
 
@@ -216,8 +279,16 @@ def main() -> int:
         task = asyncio.current_task()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+        engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+
+        def claimable():
+            with sessions() as session:
+                return claimable_needs(session)
+
         try:
-            await serve(settings.waiting_room_dir, settings.claim_wait_seconds)
+            await serve(settings.waiting_room_dir, settings.waiting_room_wait_seconds,
+                        claimable)
         except asyncio.CancelledError:
             log.info("stopped")
 

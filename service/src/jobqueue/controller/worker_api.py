@@ -14,7 +14,7 @@ from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, not_found
 from jobqueue.controller.storage import LOGS, LogGap
 from jobqueue.models import Job
-from jobqueue.controller.wait_tickets import TICKET_HEADER
+from jobqueue.controller.wait_tickets import TICKET_HEADER, WAIT_SECONDS_HEADER, Ticket
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost, PullQueue, WorkerCapacity
 from jobqueue.queue.batch import BatchQueue
@@ -59,16 +59,13 @@ def claim():
     if claim_id is not None and (not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64):
         raise bad_request("field 'claim_id' must be a string of 1 to 64 characters")
     capacity = _capacity(body)
-    woken = _woken(body)
     drained = workers.is_drained(g.db, worker)
     g.db.close()  # hold no connection while waiting
     if capacity is not None:
         state.workers.record(worker, capacity)
     room = state.waiting_room
     if room is not None and room.key() is not None:
-        looked_at = time.time()  # before the look: a job committed after it wakes the wait
-        claimed = None if drained else state.backend.claim(worker, cpus, 0, claim_id, capacity)
-        return _claimed_or_ticket(room, worker, claimed, woken, looked_at)
+        return _claim_or_ticket(room, worker, cpus, claim_id, capacity, drained)
     if drained:  # no new job: the worker asks again after a while, as after an empty wait
         time.sleep(min(wait, state.settings.claim_wait_seconds, DRAINED_PAUSE_SECONDS))
         return "", 204
@@ -81,31 +78,23 @@ def claim():
     return _claimed(claimed)
 
 
-def _woken(body: dict) -> tuple[str, float] | None:
-    """The optional `woken` {"ticket", "at"}: the wait this claim follows was woken."""
-    woken = body.get("woken")
-    if woken is None:
-        return None
-    if (not isinstance(woken, dict) or not isinstance(woken.get("ticket"), str)
-            or isinstance(woken.get("at"), bool) or not isinstance(woken.get("at"), (int, float))):
-        raise bad_request("field 'woken' must be {\"ticket\": <the wait's ticket>, "
-                          "\"at\": <its woken_at>}")
-    return woken["ticket"], float(woken["at"])
-
-
-def _claimed_or_ticket(room, worker: str, claimed, woken: tuple[str, float] | None,
-                       looked_at: float):
-    """The job this claim took at its one look at the queue; or a 204 with the ticket the
-    worker waits in the waiting room with, and, if what woke it is still there, the
-    wake-up passed on to the next waiter."""
+def _claim_or_ticket(room, worker: str, cpus: int, claim_id, capacity, drained: bool):
+    """One look at the queue: the job it took, or a 204 with the ticket the worker waits
+    in the waiting room with, saying what it had free when the claim looked."""
+    state = app_state()
+    looked_at = time.time()  # before the look: a job committed after it wakes the wait
+    claimed = None if drained else state.backend.claim(worker, cpus, 0, claim_id, capacity)
     if claimed is not None:
         faults.point("claim:after-commit")
         return _claimed(claimed)
-    if woken is not None and (ticket := room.verify(woken[0])) is not None \
-            and ticket.worker == worker and app_state().backend.has_claimable():
-        room.pass_on(ticket.looked_at, min(woken[1], looked_at))
-    ticket = room.ticket(worker, looked_at)
-    return "", 204, {TICKET_HEADER: ticket} if ticket else {}
+    free_cpus, free_memory = (0, None) if drained else state.backend.free_on(worker, cpus,
+                                                                             capacity)
+    ticket = room.ticket(Ticket(worker, looked_at, free_cpus, free_memory,
+                                tuple(capacity.environments) if capacity else ()))
+    if ticket is None:
+        return "", 204
+    return "", 204, {TICKET_HEADER: ticket,
+                     WAIT_SECONDS_HEADER: str(state.settings.waiting_room_wait_seconds)}
 
 
 def _claimed(claimed):

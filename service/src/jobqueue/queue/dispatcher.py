@@ -8,8 +8,8 @@ PostgreSQL LISTEN/NOTIFY; on SQLite, where there is no such channel, waiters als
 re-check once a second.
 
 Behind Apache, idle workers wait in the waiting room instead (controller.waiting_room):
-claims then answer at once, and `relay` tells the room how many jobs each commit made
-claimable.
+claims then answer at once, and each such commit tells the room to look at what the
+claimable jobs need (and which workers have more room now).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
-from sqlalchemy import event, exists, func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import aliased
 
 from jobqueue.models import Job, JobArray, new_lease, utcnow
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "jobqueue_queue"
 RECHECK_SECONDS = 1.0  # bounds how late a waiter sees other processes' jobs and expired leases
+
+
+class QueueRoom(Protocol):
+    """Where idle workers wait (controller.wait_tickets.RoomClient)."""
+
+    def look(self, before: float) -> None: ...
+
+    def wake_worker(self, name: str) -> None: ...
 
 
 class Wakeup:
@@ -51,6 +60,21 @@ class Wakeup:
             self._cond.wait_for(lambda: self.generation != seen, timeout)
 
 
+MAX_NEEDS = 1000  # kinds of claimable job the waiting room reads at one look
+
+
+def claimable_needs(session) -> list[tuple[int, int, str | None, int]]:
+    """What the jobs ready to be claimed (not held, not waiting for others) need, as
+    (cpus, memory MiB, environment, how many such jobs): the waiting room wakes a
+    waiting worker for each that fits one. An array at its %N limit still counts: the
+    worker woken for it claims another job or waits again."""
+    return [tuple(row) for row in session.execute(
+        select(Job.cpus, Job.memory, Job.environment, func.count())
+        .where(Job.state == JobState.QUEUED.value, Job.waiting_on == 0, Job.held.is_(False))
+        .group_by(Job.cpus, Job.memory, Job.environment)
+        .order_by(func.min(Job.queued_at)).limit(MAX_NEEDS))]
+
+
 class Dispatcher(PullQueue):
     name = "dispatcher"
 
@@ -65,16 +89,18 @@ class Dispatcher(PullQueue):
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self._is_postgres = session_factory.kw["bind"].dialect.name == "postgresql"
-        # relay(count, before): count jobs may have become claimable by a commit made
-        # before `before` (time.time()).
-        self.relay: Callable[[int, float], None] | None = None
+        # The waiting room's, when there is one: what a commit changed for idle workers.
+        self.room: QueueRoom | None = None
 
         @event.listens_for(session_factory, "after_commit")
         def _wake_after_commit(session):
-            if count := session.info.pop("wake_queue", 0):
+            freed = session.info.pop("freed_workers", set())
+            if session.info.pop("wake_queue", False):
                 self.wakeup.notify()
-                if self.relay is not None:
-                    self.relay(count, time.time())
+                if self.room is not None:
+                    self.room.look(time.time())
+                    for worker in freed:
+                        self.room.wake_worker(worker)
 
     # -- QueueBackend ---------------------------------------------------------------
 
@@ -125,13 +151,14 @@ class Dispatcher(PullQueue):
             self.wakeup.wait(seen, min(remaining, RECHECK_SECONDS))
         return None
 
-    def has_claimable(self) -> bool:
-        """Whether a job waits for a worker (ready and not held): a woken worker that
-        could not take it passes the wake-up on."""
+    def free_on(self, worker: str, free_cpus: int, capacity: WorkerCapacity | None
+                ) -> tuple[int, int | None]:
+        """What `worker` has free for a job now: CPUs and MiB of memory (None: not
+        counted), from its capacity beside its running jobs, else as it said."""
+        if capacity is None:
+            return free_cpus, None
         with self.session_factory() as session:
-            return session.scalar(select(exists().where(
-                Job.state == JobState.QUEUED.value, Job.waiting_on == 0,
-                Job.held.is_(False))))
+            return self._left_on(session, worker, capacity)
 
     def _claimed_before(self, worker: str, claim_id: str) -> Claim | None:
         """The job a claim with this id already took, if its answer never reached the worker."""
@@ -249,8 +276,10 @@ class Dispatcher(PullQueue):
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _wake_on_commit(self, session) -> None:
-        session.info["wake_queue"] = session.info.get("wake_queue", 0) + 1
+    def _wake_on_commit(self, session, freed_worker: str | None = None) -> None:
+        session.info["wake_queue"] = True
+        if freed_worker is not None:
+            session.info.setdefault("freed_workers", set()).add(freed_worker)
         if self._is_postgres:
             session.execute(text(f"NOTIFY {CHANNEL}"))  # delivered at commit
 

@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class Leases:
-    """`wake(session)`: a running job left its worker's CPUs in `session` (called before
-    its commit): the backend's waiting claims may look again."""
+    """`wake(session, worker)`: a running job left `worker`'s CPUs in `session` (called
+    before its commit): the backend's waiting claims may look again."""
 
     def __init__(self, session_factory, settings,
-                 wake: Callable[[object], None] = lambda session: None) -> None:
+                 wake: Callable[[object, str | None], None] = lambda session, worker: None
+                 ) -> None:
         self.session_factory = session_factory
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
         self.max_attempts = settings.max_attempts
@@ -55,7 +56,7 @@ class Leases:
         job.finished_at = now
         job.lease_expires_at = None
         dependencies.settle(session, job)
-        self.wake(session)
+        self.wake(session, job.worker)
 
     def release(self, job_id: str, lease: str, error: str | None = None,
                 worker: str | None = None) -> None:
@@ -69,16 +70,18 @@ class Leases:
             if error is None:  # handed back on purpose: not a failed attempt
                 self.take_back(session, job, "handed back by its worker; requeued")
                 return
+            worker = job.worker
             self.requeue(job, f"attempt {job.attempts} failed on its worker: {error}; requeued")
-            self.wake(session)
+            self.wake(session, worker)
 
     def take_back(self, session, job: Job, message: str) -> None:
         """A running job back in the queue, handed back by its worker or at its owner's
         or an admin's word (then its worker stops the attempt at its next heartbeat):
         the attempt uses up none of the job's."""
         job.attempts -= 1
+        worker = job.worker
         self.requeue(job, message)
-        self.wake(session)
+        self.wake(session, worker)
 
     def expire(self) -> None:
         """Requeue (or end) the running jobs whose lease ran out."""
@@ -94,8 +97,9 @@ class Leases:
                              "cancelled; its worker stopped answering")
                 elif job.attempts < self.max_attempts:
                     log.warning("job %s: lease expired on %s; requeued", job.id, job.worker)
-                    self.requeue(job, f"lease expired on {job.worker}; requeued")
-                    self.wake(session)
+                    worker = job.worker
+                    self.requeue(job, f"lease expired on {worker}; requeued")
+                    self.wake(session, worker)
                 else:
                     self.end(session, job, JobState.LOST,
                              f"lease expired on {job.attempts} attempts")
@@ -120,7 +124,7 @@ class Leases:
         job.finished_at = utcnow()
         job.lease = job.lease_expires_at = job.claim_id = None
         dependencies.settle(session, job)
-        self.wake(session)
+        self.wake(session, job.worker)
 
     @staticmethod
     def check(job: Job | None, lease: str, now: dt.datetime, worker: str | None = None) -> None:

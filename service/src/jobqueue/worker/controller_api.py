@@ -12,7 +12,7 @@ import requests
 
 from jobqueue import https
 from jobqueue.backoff import retry_after
-from jobqueue.controller.wait_tickets import TICKET_HEADER
+from jobqueue.controller.wait_tickets import TICKET_HEADER, WAIT_SECONDS_HEADER
 
 API = "/api/v1"
 
@@ -47,8 +47,9 @@ class ControllerApi:
         # takes it as the sign that an outage is over.
         self.last_answer = 0.0
         # The ticket of the last claim that took nothing, when the controller has a
-        # waiting room: `wait` with it.
+        # waiting room, and how long the room holds a wait: `wait` with them.
         self.wait_ticket: str | None = None
+        self.wait_seconds = 0.0
 
     def _check(self, response: requests.Response) -> requests.Response:
         if response.status_code < 500:
@@ -67,32 +68,30 @@ class ControllerApi:
         return response
 
     def claim(self, worker: str, free_cpus: int, wait: float,
-              claim_id: str | None = None, capacity: dict | None = None,
-              woken: dict | None = None) -> dict | None:
+              claim_id: str | None = None, capacity: dict | None = None) -> dict | None:
         """The next job, or None. Repeating a claim with the same `claim_id` after its
         answer was lost returns the job it took, if it took one. With `capacity` (all
         the worker's CPUs and jobs at once) the controller fits the job to what is free
-        when it hands it out, so jobs that end during the wait count. `woken`: what
-        `wait` returned, if this claim follows a wait that was woken."""
+        when it hands it out, so jobs that end during the wait count."""
         body = {"worker": worker, "cpus": free_cpus, "wait": wait, "claim_id": claim_id,
-                "capacity": capacity} | ({"woken": woken} if woken else {})
+                "capacity": capacity}
         response = self._check(self.http.post(
             f"{self.base}/worker/claim", json=body, timeout=wait + self.timeout))
-        self.wait_ticket = response.headers.get(TICKET_HEADER) if response.status_code == 204 \
-            else None
+        self.wait_ticket = None
+        if response.status_code == 204 and (ticket := response.headers.get(TICKET_HEADER)):
+            self.wait_ticket = ticket
+            self.wait_seconds = float(response.headers.get(WAIT_SECONDS_HEADER, wait))
         return None if response.status_code == 204 else response.json()
 
-    def wait(self, ticket: str, seconds: float) -> dict | None:
-        """Wait in the controller's waiting room until a job may be there for this
-        worker: the `woken` for the next claim, or None when the wait ended empty or was
-        refused (an old ticket, a newer wait of this worker): claim again either way."""
-        response = self.http.get(f"{self.base}/worker/wait", headers={TICKET_HEADER: ticket},
-                                 timeout=seconds + self.timeout)
-        if response.status_code == 200:
-            return {"ticket": ticket, "at": response.json()["woken_at"]}
-        if response.status_code not in (204, 401, 409):
+    def wait(self) -> None:
+        """Wait in the controller's waiting room, with the last claim's ticket, until a
+        job may be there for this worker, or the wait ends, or is refused (an old ticket,
+        a newer wait of this worker): claim again either way."""
+        response = self.http.get(f"{self.base}/worker/wait",
+                                 headers={TICKET_HEADER: self.wait_ticket},
+                                 timeout=self.wait_seconds + self.timeout)
+        if response.status_code not in (200, 204, 401, 409):
             self._check(response)  # raises: the room is full, down or not proxied
-        return None
 
     def start(self, job_id: str, worker: str, external_id: str) -> dict:
         """Take the lease of a job that a batch scheduler started here as `external_id`.

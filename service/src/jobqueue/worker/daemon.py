@@ -130,7 +130,6 @@ class Worker:
 
     def _claim_loop(self) -> None:
         backoff = Backoff(first=1.0, cap=CLAIM_BACKOFF_CAP)
-        woken = None  # what woke the last wait in the controller's waiting room
         while not self.stopping.is_set():
             now = dt.datetime.now().time()
             if self.window.must_end(now) and self.attempts.active:
@@ -147,10 +146,9 @@ class Worker:
                 break
             try:
                 job = self.api.claim(self.settings.name, free, self.settings.claim_wait_seconds,
-                                     self.claim_id, self.capacity, woken)
-                woken = None
+                                     self.claim_id, self.capacity)
                 if job is None and self.api.wait_ticket:
-                    woken = self.api.wait(self.api.wait_ticket, self.settings.claim_wait_seconds)
+                    self.api.wait()
             except (requests.RequestException, ControllerError) as exc:
                 # Retried with the same claim id: if this claim took a job, it comes back.
                 delay = backoff.delay(getattr(exc, "retry_after", None))
