@@ -3,9 +3,11 @@
 wait (`make bench-load`, after `make cluster`).
 
 Issues tokens on the controller (jobqueue-admin issue-token, expiring after a day) for
-N simulated workers (load-worker-NNN) and a few users (load-user-N), then runs
-service/bench/bench_controller_load.py against it from this machine: the users alone
-first, then beside the idle workers.
+N simulated workers (load-worker-NNN) and a few users (load-user-N), drains the real
+workers (the load is the controller's alone: their jobs would share the machine's
+CPUs), then runs service/bench/bench_controller_load.py against it from this machine:
+the users alone first, then beside the idle workers. The real workers are resumed at
+the end.
 
 usage: scripts/bench-controller-load.py [-i INVENTORY] [--client build/admin-client.toml]
                                         [--workers 500] [--users 5] [--seconds 60]
@@ -29,12 +31,15 @@ from fabfile.inventory import INVENTORY_HELP, Inventory
 BENCH = ROOT / "service" / "bench" / "bench_controller_load.py"
 
 
+def admin(inventory: Inventory, *args: str) -> str:
+    with inventory.controller.connect() as conn:
+        return conn.sudo(" ".join([ADMIN, *args]), hide=True, in_stream=False).stdout
+
+
 def issue_tokens(inventory: Inventory, role: str, names: list[str]) -> dict[str, str]:
     """One run of jobqueue-admin on the controller: a token a line, in the names' order."""
-    with inventory.controller.connect() as conn:
-        out = conn.sudo(" ".join([ADMIN, "issue-token", "--create", role, "--days", "1",
-                                  "--label", "load-bench", *names]),
-                        hide=True, in_stream=False).stdout.split()
+    out = admin(inventory, "issue-token", "--create", role, "--days", "1",
+                "--label", "load-bench", *names).split()
     if len(out) != len(names):
         raise SystemExit(f"expected {len(names)} tokens from the controller, got {len(out)}")
     return dict(zip(names, out))
@@ -54,13 +59,20 @@ def main() -> int:
     workers = issue_tokens(inventory, "worker",
                            [f"load-worker-{n:03d}" for n in range(args.workers)])
     users = issue_tokens(inventory, "user", [f"load-user-{n}" for n in range(args.users)])
+    real = [host.name for host in inventory.group("workers")]
     with tempfile.NamedTemporaryFile("w", suffix=".json") as tokens:
         json.dump({"workers": workers, "users": list(users.values())}, tokens)
         tokens.flush()
-        return subprocess.run([sys.executable, str(BENCH), "--url", client["url"],
-                               "--ca", client["ca_bundle"], "--tokens", tokens.name,
-                               "--workers", str(args.workers), "--users", str(args.users),
-                               "--seconds", str(args.seconds)], check=False).returncode
+        try:
+            for name in real:
+                admin(inventory, "drain", name)
+            return subprocess.run([sys.executable, str(BENCH), "--url", client["url"],
+                                   "--ca", client["ca_bundle"], "--tokens", tokens.name,
+                                   "--workers", str(args.workers), "--users", str(args.users),
+                                   "--seconds", str(args.seconds)], check=False).returncode
+        finally:
+            for name in real:
+                admin(inventory, "resume", name)
 
 
 if __name__ == "__main__":

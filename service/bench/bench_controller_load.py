@@ -7,7 +7,8 @@ simulated idle workers, each on its own connection, claiming as the real worker 
 has none). A simulated worker that gets a job reports it done at once. Prints for each
 phase: status reads and their latency (p50, p95, p99, max), submissions, how many
 answers were 5xx and how many connections failed or were refused, and how many
-simulated workers were waiting.
+simulated workers were waiting. Its load is the controller's alone: run it with the
+real workers drained (the cluster wrapper does), or their jobs share the machine.
 
 Usage: python bench/bench_controller_load.py --url https://HOST --ca CA.crt
            --tokens TOKENS.json [--workers 500] [--users 5] [--seconds 60]
@@ -32,7 +33,9 @@ API = "/api/v1"
 TICKET_HEADER = "jobqueue-wait-ticket"
 SUBMIT_EVERY_SECONDS = 5.0  # each user's submissions
 READ_PAUSE_SECONDS = 1.0  # between one user's status reads, as a job's page polls
-RAMP_PER_SECOND = 10  # new worker connections (TLS handshakes) a second
+RAMP_PER_SECOND = 5  # new worker connections (TLS handshakes) a second
+SETTLE_SECONDS = 30  # after the ramp, before the measured phase
+BACKOFF_CAP_SECONDS = 30  # a refused claim is retried as the worker daemon does
 MAX_BODY = 16 << 20
 
 
@@ -48,6 +51,15 @@ class Response:
 
 class ConnectionFailed(Exception):
     """Refused, reset or closed before an answer."""
+
+
+class Refused(Exception):
+    """An answer other than the protocol's own (a 4xx it does not expect, a 5xx)."""
+
+    def __init__(self, response: "Response", what: str) -> None:
+        super().__init__(what)
+        self.response = response
+        self.what = what
 
 
 class Http:
@@ -158,8 +170,14 @@ class Load:
         return True
 
 
+def backoff(failures: int) -> float:
+    """The worker daemon's: doubling from 1 s up to a cap, with jitter."""
+    return random.uniform(0.5, 1.0) * min(BACKOFF_CAP_SECONDS, 2.0 ** failures)
+
+
 async def simulated_worker(load: Load, name: str, token: str) -> None:
     http = Http(load.url, load.context, token)
+    failures = 0
     try:
         while True:
             body = {"worker": name, "cpus": 1, "wait": 30, "claim_id": uuid.uuid4().hex,
@@ -177,14 +195,18 @@ async def simulated_worker(load: Load, name: str, token: str) -> None:
                                               headers={"Jobqueue-Wait-Ticket": ticket},
                                               timeout=seconds + 60)
                     if wait.status not in (200, 204, 401, 409):
-                        load.record(wait, "wait")
-                        await asyncio.sleep(1)
+                        raise Refused(wait, "wait")
                 elif claim.status != 204:
-                    load.record(claim, "claim")
-                    await asyncio.sleep(1)
+                    raise Refused(claim, "claim")
+                failures = 0
+            except Refused as refused:
+                load.record(refused.response, refused.what)
+                failures += 1
+                await asyncio.sleep(backoff(failures))
             except ConnectionFailed:
                 load.phase.failed_connections += 1
-                await asyncio.sleep(1)
+                failures += 1
+                await asyncio.sleep(backoff(failures))
             finally:
                 load.waiting.discard(name)
     finally:
@@ -289,7 +311,8 @@ async def main_async(args) -> int:
     while len(load.waiting) < 0.95 * len(workers) and time.monotonic() - started < 300:
         await asyncio.sleep(1)
     print(f"{len(load.waiting)} of {len(workers)} simulated workers waiting after "
-          f"{time.monotonic() - started:.0f} s")
+          f"{time.monotonic() - started:.0f} s; measuring after {SETTLE_SECONDS} s more")
+    await asyncio.sleep(SETTLE_SECONDS)
     busy = await run_phase(load, Phase(f"with {len(workers)} idle workers waiting"), users,
                            args.seconds)
     for task in idle:
