@@ -166,6 +166,21 @@ def test_a_look_wakes_one_fitting_waiter_for_each_claimable_job_oldest_first(roo
     assert third.result(WAIT_SECONDS + 5) == (204, None)
 
 
+def test_a_job_with_a_worker_on_its_way_wakes_no_other_until_that_claim_is_back(room):
+    first, second = room.wait_later("w1"), room.wait_later("w2")
+    room.look((1, 1024, None, 1))
+    assert first.result(5)[0] == 200
+    for _ in range(3):  # more commits before w1's claim: the same job still claimable
+        room.look((1, 1024, None, 1))
+    time.sleep(0.2)
+    assert room.parked() == ["w2"]
+    # w1's claim came back without it (another took it, or a fairer job came first).
+    again = room.wait_later("w1", looked_at=time.time() - 1)
+    room.look((1, 1024, None, 1))
+    assert second.result(5)[0] == 200
+    assert again.result(WAIT_SECONDS + 5) == (204, None)
+
+
 def test_a_job_wakes_only_a_worker_it_fits(room):
     small = room.wait_later("small", cpus=1, memory=4096)
     no_env = room.wait_later("no-env", cpus=8, memory=4096)

@@ -16,6 +16,7 @@ replaces it), 401 for a ticket not signed with this start's key, 503 when full."
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ HEAD_BYTES = 16384  # request line and headers; the wait has no body
 HEAD_SECONDS = 10.0  # to send them
 MAX_WAITERS = 20000
 SWEEP_SECONDS = 5.0
+INFLIGHT_SECONDS = 30.0  # a woken worker's claim is back by then, or counts no more
 REPLACED = "replaced"
 STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
                404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
@@ -60,11 +62,17 @@ class Room:
         # fits one of them.
         self.looked_at = 0.0
         self.unmatched: list[Need] = []
+        # Woken for a job and not back yet: worker -> (the job's needs, when). Until its
+        # claim comes back (it parks again) or INFLIGHT_SECONDS pass, the job counts as
+        # taken: looks that follow, one per commit, must not wake more workers for it.
+        self.inflight: dict[str, tuple[tuple, float]] = {}
 
     def park(self, ticket: Ticket) -> asyncio.Future | None:
         """The future a wait awaits; None when the room is full."""
         future = asyncio.get_running_loop().create_future()
-        if ticket.looked_at < self.looked_at and self._take(ticket, self.unmatched):
+        self.inflight.pop(ticket.worker, None)  # its claim came back
+        if ticket.looked_at < self.looked_at and (need := self._take(ticket, self.unmatched)):
+            self.inflight[ticket.worker] = (need, time.monotonic())
             future.set_result(self.looked_at)
             return future
         if (old := self.waiters.pop(ticket.worker, None)) is not None:
@@ -79,12 +87,22 @@ class Room:
             del self.waiters[worker]
 
     def match(self, needs: list[Need], looked_at: float) -> int:
-        """Wake, for each claimable job, the oldest waiter it fits (one job each)."""
-        unmatched = [list(need) for need in needs]
+        """Wake, for each claimable job no woken worker is on its way to, the oldest
+        waiter it fits (one job each)."""
+        now = time.monotonic()
+        self.inflight = {name: taken for name, taken in self.inflight.items()
+                         if now - taken[1] < INFLIGHT_SECONDS}
+        on_the_way = collections.Counter(need for need, _ in self.inflight.values())
+        unmatched = []
+        for *need, count in needs:
+            left = count - on_the_way.pop(tuple(need), 0)
+            if left > 0:
+                unmatched.append([*need, left])
         woken = 0
         for name, (ticket, future) in list(self.waiters.items()):
-            if ticket.looked_at < looked_at and self._take(ticket, unmatched):
+            if ticket.looked_at < looked_at and (need := self._take(ticket, unmatched)):
                 del self.waiters[name]
+                self.inflight[name] = (need, now)
                 _answer(future, looked_at)
                 woken += 1
         self.looked_at = looked_at
@@ -92,13 +110,13 @@ class Room:
         return woken
 
     @staticmethod
-    def _take(ticket: Ticket, needs: list) -> bool:
-        """Count one job of the first need `ticket` fits as taken."""
+    def _take(ticket: Ticket, needs: list) -> tuple | None:
+        """Count one job of the first need `ticket` fits as taken: that need."""
         for need in needs:
             if need[3] > 0 and ticket.fits(need[0], need[1], need[2]):
                 need[3] -= 1
-                return True
-        return False
+                return tuple(need[:3])
+        return None
 
     def wake_worker(self, name: str) -> bool:
         if (waiter := self.waiters.pop(name, None)) is None:
