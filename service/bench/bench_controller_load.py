@@ -33,7 +33,8 @@ API = "/api/v1"
 TICKET_HEADER = "jobqueue-wait-ticket"
 SUBMIT_EVERY_SECONDS = 5.0  # each user's submissions
 READ_PAUSE_SECONDS = 1.0  # between one user's status reads, as a job's page polls
-RAMP_PER_SECOND = 5  # new worker connections (TLS handshakes) a second
+RAMP_CONCURRENCY = 4  # workers making their first claim (a TLS handshake, a new worker
+# row) at once: the ramp goes as fast as the controller answers them
 SETTLE_SECONDS = 30  # after the ramp, before the measured phase
 BACKOFF_CAP_SECONDS = 30  # a refused claim is retried as the worker daemon does
 MAX_BODY = 16 << 20
@@ -175,17 +176,25 @@ def backoff(failures: int) -> float:
     return random.uniform(0.5, 1.0) * min(BACKOFF_CAP_SECONDS, 2.0 ** failures)
 
 
-async def simulated_worker(load: Load, name: str, token: str) -> None:
+async def simulated_worker(load: Load, name: str, token: str,
+                           first_claim: asyncio.Semaphore) -> None:
     http = Http(load.url, load.context, token)
     failures = 0
+    ramping = True  # holding `first_claim` until the controller answers the first claim
+    await first_claim.acquire()
     try:
         while True:
-            body = {"worker": name, "cpus": 1, "wait": 30, "claim_id": uuid.uuid4().hex,
+            # The first claim answers at once even where claims long-poll (no room).
+            body = {"worker": name, "cpus": 1, "wait": 0 if ramping else 30,
+                    "claim_id": uuid.uuid4().hex,
                     "capacity": {"cpus": 1, "jobs": 1}}
             load.waiting.add(name)  # in a claim (a long poll without a waiting room) or a wait
             try:
                 claim = await http.request("POST", "/worker/claim", json.dumps(body).encode(),
                                            {"Content-Type": "application/json"})
+                if ramping:
+                    ramping = False
+                    first_claim.release()
                 if claim.status == 200:
                     load.waiting.discard(name)
                     await report_done(load, http, claim.json())
@@ -210,6 +219,8 @@ async def simulated_worker(load: Load, name: str, token: str) -> None:
             finally:
                 load.waiting.discard(name)
     finally:
+        if ramping:
+            first_claim.release()
         http.close()
 
 
@@ -304,11 +315,10 @@ async def main_async(args) -> int:
     alone = await run_phase(load, Phase("reference: the users alone"), users, args.seconds)
     load.phase = Phase("ramp")
     started = time.monotonic()
-    idle = []
-    for name, token in workers:
-        idle.append(asyncio.create_task(simulated_worker(load, name, token)))
-        await asyncio.sleep(1 / RAMP_PER_SECOND)
-    while len(load.waiting) < 0.95 * len(workers) and time.monotonic() - started < 300:
+    first_claim = asyncio.Semaphore(RAMP_CONCURRENCY)
+    idle = [asyncio.create_task(simulated_worker(load, name, token, first_claim))
+            for name, token in workers]
+    while len(load.waiting) < 0.95 * len(workers) and time.monotonic() - started < 1200:
         await asyncio.sleep(1)
     print(f"{len(load.waiting)} of {len(workers)} simulated workers waiting after "
           f"{time.monotonic() - started:.0f} s; measuring after {SETTLE_SECONDS} s more")
