@@ -158,23 +158,25 @@ def test_a_wait_ends_empty_after_the_wait_time(room):
     assert room.parked() == []
 
 
-def test_a_look_wakes_one_fitting_waiter_for_each_claimable_job_oldest_first(room):
+def test_a_look_wakes_one_fitting_waiter_for_each_claimable_job_youngest_first(room):
+    """The oldest waiter may have died waiting: it is asked last."""
     first, second, third = (room.wait_later(name) for name in ("w1", "w2", "w3"))
     room.look((1, 1024, None, 2))
-    assert first.result(5)[0] == 200 and second.result(5)[0] == 200
-    assert room.parked() == ["w3"]
-    assert third.result(WAIT_SECONDS + 5) == (204, None)
+    assert third.result(5)[0] == 200 and second.result(5)[0] == 200
+    assert room.parked() == ["w1"]
+    assert first.result(WAIT_SECONDS + 5) == (204, None)
 
 
 def test_a_job_with_a_worker_on_its_way_wakes_no_other_until_that_claim_is_back(room):
-    first, second = room.wait_later("w1"), room.wait_later("w2")
+    second, first = room.wait_later("w2"), room.wait_later("w1")
     room.look((1, 1024, None, 1))
     assert first.result(5)[0] == 200
     for _ in range(3):  # more commits before w1's claim: the same job still claimable
         room.look((1, 1024, None, 1))
     time.sleep(0.2)
     assert room.parked() == ["w2"]
-    # w1's claim came back without it (another took it, or a fairer job came first).
+    # w1's claim came back without it (another took it, or a fairer job came first),
+    # and it waits again behind w2: w2 gets its chance.
     again = room.wait_later("w1", looked_at=time.time() - 1)
     room.look((1, 1024, None, 1))
     assert second.result(5)[0] == 200
@@ -182,12 +184,12 @@ def test_a_job_with_a_worker_on_its_way_wakes_no_other_until_that_claim_is_back(
 
 
 def test_a_job_wakes_only_a_worker_it_fits(room):
+    fits = room.wait_later("fits", cpus=8, memory=None, environments=["fit"])
     small = room.wait_later("small", cpus=1, memory=4096)
     no_env = room.wait_later("no-env", cpus=8, memory=4096)
     low_memory = room.wait_later("low-memory", cpus=8, memory=512, environments=["fit"])
-    fits = room.wait_later("fits", cpus=8, memory=None, environments=["fit"])
     room.look((4, 1024, "fit", 1))
-    assert fits.result(5)[0] == 200
+    assert fits.result(5)[0] == 200  # the oldest, but the only one it fits
     time.sleep(0.2)
     assert room.parked() == ["small", "no-env", "low-memory"]
     room.look((64, 1024, None, 1))  # a job no worker fits wakes nobody
@@ -321,11 +323,11 @@ def test_an_empty_claim_answers_at_once_with_a_ticket_of_what_is_free(room_stack
 
 def test_a_submission_wakes_a_waiting_worker_it_fits_which_then_claims_it(room_stack):
     stack, room = room_stack
-    small = _park(stack, room, "w1", cpus=1)
     big = _park(stack, room, "w2", cpus=4)
+    small = _park(stack, room, "w1", cpus=1)
     job = stack.submit_ok(spec={"entry": "main.py", "cpus": 4})
     assert big.result(5)[0] == 200
-    assert room.parked() == ["w1"]  # the older waiter, too small for it, sleeps on
+    assert room.parked() == ["w1"]  # the younger waiter, too small for it, sleeps on
     claimed = _claim(stack, "w2", cpus=4)
     assert claimed.status_code == 200 and claimed.get_json()["id"] == job["id"]
     assert small.result(WAIT_SECONDS + 5) == (204, None)

@@ -116,8 +116,9 @@ def test_admin_cli_users_and_tokens(host):
 
 
 def _waiting_room_on(host) -> bool:
-    return host.ansible.get_variables().get("controller_queue_backend",
-                                            "dispatcher") == "dispatcher"
+    with host.sudo():
+        config = host.file("/etc/jobqueue/controller.toml").content_string
+    return 'queue_backend = "dispatcher"' in config
 
 
 def test_waiting_room_runs_confined_with_its_sockets(host):

@@ -8,7 +8,7 @@ WSGI processes tell the room of every change a waiting worker could act on, with
 datagram on its Unix socket:
 - `{"look": T}`: jobs may have become claimable (submitted, requeued, released by the
   jobs they waited for) by a commit before T: the room reads what claimable jobs need
-  and wakes, for each, the oldest waiter it fits;
+  and wakes, for each, the youngest waiter it fits;
 - `{"worker": NAME}`: that worker has more room now (a job of its ended, or an admin
   resumed it): wake it if it waits.
 

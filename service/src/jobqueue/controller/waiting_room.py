@@ -5,8 +5,8 @@ controller host, `jobqueue-waiting-room.service`). One asyncio process holds eve
 parked wait for a few KiB each; Apache proxies `GET /api/v1/worker/wait` to its HTTP
 socket, and the WSGI processes send it wake-ups on its datagram socket
 (`wait_tickets` says what they mean). On a wake-up it reads, in one query, what the
-claimable jobs need, and wakes for each job the oldest waiter whose free CPUs, memory
-and environments fit it: a job only some workers can run wakes one of them, and a job
+claimable jobs need, and wakes for each job the youngest waiter whose free CPUs,
+memory and environments fit it: a job only some workers can run wakes one of them, and a job
 none can run wakes nobody.
 
 A wait answers 200 `{"woken_at": T}` when woken (the worker claims at once), 204 after
@@ -70,7 +70,7 @@ class Room:
     def park(self, ticket: Ticket) -> asyncio.Future | None:
         """The future a wait awaits; None when the room is full."""
         future = asyncio.get_running_loop().create_future()
-        self.inflight.pop(ticket.worker, None)  # its claim came back
+        was_woken = self.inflight.pop(ticket.worker, None) is not None  # its claim is back
         if ticket.looked_at < self.looked_at and (need := self._take(ticket, self.unmatched)):
             self.inflight[ticket.worker] = (need, time.monotonic())
             future.set_result(self.looked_at)
@@ -80,6 +80,8 @@ class Room:
         if len(self.waiters) >= self.max_waiters:
             return None
         self.waiters[ticket.worker] = (ticket, future)
+        if was_woken:  # what woke it may not be for it: the next look asks it last
+            self.waiters.move_to_end(ticket.worker, last=False)
         return future
 
     def leave(self, worker: str, future: asyncio.Future) -> None:
@@ -87,8 +89,9 @@ class Room:
             del self.waiters[worker]
 
     def match(self, needs: list[Need], looked_at: float) -> int:
-        """Wake, for each claimable job no woken worker is on its way to, the oldest
-        waiter it fits (one job each)."""
+        """Wake, for each claimable job no woken worker is on its way to, the youngest
+        waiter it fits (one job each). Youngest first: a worker that died while it
+        waited stays parked until its wait ends, and must not be the first one asked."""
         now = time.monotonic()
         self.inflight = {name: taken for name, taken in self.inflight.items()
                          if now - taken[1] < INFLIGHT_SECONDS}
@@ -99,7 +102,7 @@ class Room:
             if left > 0:
                 unmatched.append([*need, left])
         woken = 0
-        for name, (ticket, future) in list(self.waiters.items()):
+        for name, (ticket, future) in reversed(list(self.waiters.items())):
             if ticket.looked_at < looked_at and (need := self._take(ticket, unmatched)):
                 del self.waiters[name]
                 self.inflight[name] = (need, now)
