@@ -57,7 +57,7 @@ class ConnectionFailed(Exception):
 class Refused(Exception):
     """An answer other than the protocol's own (a 4xx it does not expect, a 5xx)."""
 
-    def __init__(self, response: "Response", what: str) -> None:
+    def __init__(self, response: Response, what: str) -> None:
         super().__init__(what)
         self.response = response
         self.what = what
