@@ -76,7 +76,7 @@ class RunningRoom:
     def look(self, *needs: tuple) -> None:
         """Jobs needing (cpus, memory, environment, count) are claimable: wake-up."""
         self.needs = list(needs)
-        self.client.look(time.time())
+        self.client.look()
 
     def park(self, ticket: str, worker: str):
         """A wait in another thread, returned once the room has parked it."""
@@ -277,7 +277,7 @@ def test_a_restarted_room_refuses_tickets_of_the_one_before():
 def test_without_a_room_the_client_signs_nothing_and_sends_nowhere(tmp_path):
     client = wait_tickets.RoomClient(str(tmp_path))
     assert client.key() is None and client.ticket(Ticket("w1", time.time(), 1)) is None
-    client.look(time.time())  # no socket there: dropped, never raised
+    client.look()  # no socket there: dropped, never raised
 
 
 # -- the controller's side: claims that answer at once, wake-ups from commits ----------
@@ -367,3 +367,12 @@ def test_with_the_room_down_claims_long_poll_as_before(make_stack, tmp_path):
     response = stack.claim(wait=1)
     assert response.status_code == 204
     assert wait_tickets.TICKET_HEADER not in response.headers
+
+
+def test_the_worker_bounds_the_wait_a_claim_announces():
+    from jobqueue.worker.controller_api import MAX_WAIT_SECONDS, _wait_seconds
+
+    assert _wait_seconds("300", 30) == 300
+    for header in (None, "soon", "nan", "-1"):
+        assert _wait_seconds(header, 30) == 30, header
+    assert _wait_seconds("1e9", 30) == _wait_seconds("inf", 30) == MAX_WAIT_SECONDS

@@ -6,9 +6,9 @@ MiB of memory where it counts them, its software environments), signed. The work
 then waits in the waiting room, a separate process, instead of in a WSGI thread. The
 WSGI processes tell the room of every change a waiting worker could act on, with a
 datagram on its Unix socket:
-- `{"look": T}`: jobs may have become claimable (submitted, requeued, released by the
-  jobs they waited for) by a commit before T: the room reads what claimable jobs need
-  and wakes, for each, the youngest waiter it fits;
+- `{"look": true}`: jobs may have become claimable (submitted, requeued, released by the
+  jobs they waited for): the room reads what claimable jobs need and wakes, for each,
+  the youngest waiter it fits whose claim looked before that read began;
 - `{"worker": NAME}`: that worker has more room now (a job of its ended, or an admin
   resumed it): wake it if it waits.
 
@@ -113,8 +113,8 @@ class RoomClient:
         key = self.key()
         return None if key is None else sign(key, ticket)
 
-    def look(self, before: float) -> None:
-        self._send({"look": before})
+    def look(self) -> None:
+        self._send({"look": True})
 
     def wake_worker(self, name: str) -> None:
         self._send({"worker": name})

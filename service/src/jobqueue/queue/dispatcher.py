@@ -38,7 +38,7 @@ RECHECK_SECONDS = 1.0  # bounds how late a waiter sees other processes' jobs and
 class QueueRoom(Protocol):
     """Where idle workers wait (controller.wait_tickets.RoomClient)."""
 
-    def look(self, before: float) -> None: ...
+    def look(self) -> None: ...
 
     def wake_worker(self, name: str) -> None: ...
 
@@ -98,7 +98,7 @@ class Dispatcher(PullQueue):
             if session.info.pop("wake_queue", False):
                 self.wakeup.notify()
                 if self.room is not None:
-                    self.room.look(time.time())
+                    self.room.look()
                     for worker in freed:
                         self.room.wake_worker(worker)
 

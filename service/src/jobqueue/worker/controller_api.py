@@ -37,6 +37,18 @@ class Unavailable(ControllerError):
 TRANSIENT = (requests.RequestException, Unavailable)
 
 
+MAX_WAIT_SECONDS = 3600
+
+
+def _wait_seconds(header: str | None, default: float) -> float:
+    """How long the waiting room holds a wait, as the claim said (bounded)."""
+    try:
+        seconds = float(header)
+    except (TypeError, ValueError):
+        return default
+    return min(seconds, MAX_WAIT_SECONDS) if 0 <= seconds else default
+
+
 class ControllerApi:
     def __init__(self, base_url: str, token: str, ca_bundle: str = "", timeout: float = 30.0):
         self.base = base_url.rstrip("/") + API
@@ -80,7 +92,7 @@ class ControllerApi:
         self.wait_ticket = None
         if response.status_code == 204 and (ticket := response.headers.get(TICKET_HEADER)):
             self.wait_ticket = ticket
-            self.wait_seconds = float(response.headers.get(WAIT_SECONDS_HEADER, wait))
+            self.wait_seconds = _wait_seconds(response.headers.get(WAIT_SECONDS_HEADER), wait)
         return None if response.status_code == 204 else response.json()
 
     def wait(self) -> None:
