@@ -6,7 +6,7 @@ Issues tokens on the controller (jobqueue-admin issue-token, expiring after a da
 N simulated workers (load-worker-NNN) and a few users (load-user-N), drains the real
 workers (the load is the controller's alone: their jobs would share the machine's
 CPUs), then runs service/bench/bench_controller_load.py against it from this machine:
-the users alone first, then beside the idle workers. The real workers are resumed at
+the users beside 5 simulated workers first, then beside all of them. The real workers are resumed at
 the end.
 
 usage: scripts/bench-controller-load.py [-i INVENTORY] [--client build/admin-client.toml]

@@ -1,10 +1,11 @@
 """Benchmark: a controller's answers to its users while hundreds of idle workers wait.
 
 An asyncio load generator (standard library only, one process): users submit trivial
-jobs and read their status over HTTPS, first alone (the reference), then beside N
-simulated idle workers, each on its own connection, claiming as the real worker does
-(waiting in the controller's waiting room between claims, or long-polling where it
-has none). A simulated worker that gets a job reports it done at once. Prints for each
+jobs and read their status over HTTPS, first beside a few simulated workers (the
+reference), then beside N, each on its own connection, claiming as the real worker
+does (waiting in the controller's waiting room between claims, or long-polling where
+it has none). A simulated worker that gets a job reports it done at once, so both
+phases run the same jobs and differ only in how many workers wait. Prints for each
 phase: status reads and their latency (p50, p95, p99, max), submissions, how many
 answers were 5xx and how many connections failed or were refused, and how many
 simulated workers were waiting. Its load is the controller's alone: run it with the
@@ -159,6 +160,7 @@ class Load:
     context: ssl.SSLContext
     phase: Phase
     waiting: set[str] = field(default_factory=set)
+    started: int = 0  # simulated workers
     fake_results: int = 0
 
     def record(self, response: Response, what: str) -> bool:
@@ -312,18 +314,31 @@ async def main_async(args) -> int:
     print(f"controller {args.url}: {len(users)} users submitting every "
           f"{SUBMIT_EVERY_SECONDS:.0f} s and reading status every {READ_PAUSE_SECONDS} s, "
           f"{args.seconds:.0f} s a phase")
-    alone = await run_phase(load, Phase("reference: the users alone"), users, args.seconds)
-    load.phase = Phase("ramp")
-    started = time.monotonic()
     first_claim = asyncio.Semaphore(RAMP_CONCURRENCY)
-    idle = [asyncio.create_task(simulated_worker(load, name, token, first_claim))
-            for name, token in workers]
-    while len(load.waiting) < 0.95 * len(workers) and time.monotonic() - started < 1200:
-        await asyncio.sleep(1)
-    print(f"{len(load.waiting)} of {len(workers)} simulated workers waiting after "
-          f"{time.monotonic() - started:.0f} s; measuring after {SETTLE_SECONDS} s more")
-    await asyncio.sleep(SETTLE_SECONDS)
-    busy = await run_phase(load, Phase(f"with {len(workers)} idle workers waiting"), users,
+
+    async def ramp(names_tokens: list[tuple[str, str]]) -> list[asyncio.Task]:
+        """Start these simulated workers; back once nearly all of those started wait."""
+        started = time.monotonic()
+        tasks = [asyncio.create_task(simulated_worker(load, name, token, first_claim))
+                 for name, token in names_tokens]
+        load.started += len(tasks)
+        while len(load.waiting) < 0.95 * load.started and time.monotonic() - started < 1200:
+            await asyncio.sleep(1)
+        print(f"{len(load.waiting)} of {load.started} simulated workers waiting after "
+              f"{time.monotonic() - started:.0f} s; measuring after {SETTLE_SECONDS} s more")
+        await asyncio.sleep(SETTLE_SECONDS)
+        return tasks
+
+    # The reference runs the same jobs, on a few workers: what differs is only how
+    # many more wait.
+    load.phase = Phase("ramp")
+    few = workers[:args.reference_workers]
+    idle = await ramp(few)
+    alone = await run_phase(load, Phase(f"reference: the users beside {len(few)} workers"),
+                            users, args.seconds)
+    load.phase = Phase("ramp")
+    idle += await ramp(workers[len(few):])
+    busy = await run_phase(load, Phase(f"the users beside {len(workers)} workers"), users,
                            args.seconds)
     for task in idle:
         task.cancel()
@@ -332,9 +347,9 @@ async def main_async(args) -> int:
     report(busy)
     print(f"\njobs the simulated workers reported done: {load.fake_results}")
     if busy.reads and alone.reads:
-        print(f"p95 status read: {1000 * percentile(busy.reads, 95):.0f} ms with the idle "
-              f"workers beside {1000 * percentile(alone.reads, 95):.0f} ms alone (goal < 300 ms, "
-              "no 5xx, no failed connection)")
+        print(f"p95 status read: {1000 * percentile(busy.reads, 95):.0f} ms beside "
+              f"{len(workers)} workers, {1000 * percentile(alone.reads, 95):.0f} ms beside "
+              f"{args.reference_workers} (goal < 300 ms, no 5xx, no failed connection)")
     return 0
 
 
@@ -345,6 +360,8 @@ def main() -> int:
     parser.add_argument("--tokens", required=True, help="JSON {workers: {name: token}, "
                         "users: [token]}")
     parser.add_argument("--workers", type=int, default=500)
+    parser.add_argument("--reference-workers", type=int, default=5,
+                        help="simulated workers of the reference phase")
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60)
     return asyncio.run(main_async(parser.parse_args()))
