@@ -46,7 +46,7 @@ def _wait_seconds(header: str | None, default: float) -> float:
         seconds = float(header)
     except (TypeError, ValueError):
         return default
-    return min(seconds, MAX_WAIT_SECONDS) if 0 <= seconds else default
+    return min(seconds, MAX_WAIT_SECONDS) if seconds >= 0 else default  # NaN: default
 
 
 class ControllerApi:
