@@ -64,8 +64,9 @@ class RunningRoom:
 
     def ticket(self, worker: str, looked_at: float | None = None, cpus: int = 1,
                memory: int | None = None, environments=()) -> str:
-        return self.client.ticket(Ticket(worker, time.time() if looked_at is None else looked_at,
-                                         cpus, memory, tuple(environments)))
+        return wait_tickets.sign(self.client.key(), Ticket(
+            worker, time.time() if looked_at is None else looked_at, cpus, memory,
+            tuple(environments)))
 
     def wait(self, worker: str, **ticket):
         return self.request(self.ticket(worker, **ticket))
@@ -276,7 +277,7 @@ def test_a_restarted_room_refuses_tickets_of_the_one_before():
 
 def test_without_a_room_the_client_signs_nothing_and_sends_nowhere(tmp_path):
     client = wait_tickets.RoomClient(str(tmp_path))
-    assert client.key() is None and client.ticket(Ticket("w1", time.time(), 1)) is None
+    assert client.key() is None
     client.look()  # no socket there: dropped, never raised
 
 

@@ -89,7 +89,7 @@ def make_key(directory: str) -> bytes:
 
 
 class RoomClient:
-    """The WSGI side: signs tickets with the room's current key and sends it wake-ups."""
+    """The WSGI side: the room's current key (to sign tickets with) and wake-ups."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -108,10 +108,6 @@ class RoomClient:
         except OSError:
             return None  # the room is not running: workers wait by claiming again
         return self._key[1]
-
-    def ticket(self, ticket: Ticket) -> str | None:
-        key = self.key()
-        return None if key is None else sign(key, ticket)
 
     def look(self) -> None:
         self._send({"look": True})

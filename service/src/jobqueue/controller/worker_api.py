@@ -14,7 +14,7 @@ from jobqueue.controller.auth import current_user, require
 from jobqueue.controller.errors import ApiError, bad_request, not_found
 from jobqueue.controller.storage import LOGS, LogGap
 from jobqueue.models import Job
-from jobqueue.controller.wait_tickets import TICKET_HEADER, WAIT_SECONDS_HEADER, Ticket
+from jobqueue.controller.wait_tickets import TICKET_HEADER, WAIT_SECONDS_HEADER, Ticket, sign
 from jobqueue.controller.views import app_state, find_job, job_json, json_body
 from jobqueue.queue import LeaseLost, PullQueue, WorkerCapacity
 from jobqueue.queue.batch import BatchQueue
@@ -63,37 +63,35 @@ def claim():
     g.db.close()  # hold no connection while waiting
     if capacity is not None:
         state.workers.record(worker, capacity)
-    room = state.waiting_room
-    if room is not None and room.key() is not None:
-        return _claim_or_ticket(room, worker, cpus, claim_id, capacity, drained)
-    if drained:  # no new job: the worker asks again after a while, as after an empty wait
+    room_key = state.waiting_room.key() if state.waiting_room is not None else None
+    if room_key is not None:  # one look at the queue: the worker waits in the room
+        looked_at = time.time()  # before the look: a job committed after it wakes the wait
+        claimed = None if drained else state.backend.claim(worker, cpus, 0, claim_id, capacity)
+        if claimed is None:
+            return _wait_ticket(room_key, worker, cpus, capacity, drained, looked_at)
+    elif drained:  # no new job: the worker asks again after a while, as after an empty wait
         time.sleep(min(wait, state.settings.claim_wait_seconds, DRAINED_PAUSE_SECONDS))
         return "", 204
-    # No waiting room (or it is down): the claim long-polls in this thread.
-    claimed = state.backend.claim(worker, cpus, min(wait, state.settings.claim_wait_seconds),
-                                  claim_id, capacity)
-    if claimed is None:
-        return "", 204
+    else:  # no waiting room (or it is down): the claim long-polls in this thread
+        claimed = state.backend.claim(worker, cpus,
+                                      min(wait, state.settings.claim_wait_seconds),
+                                      claim_id, capacity)
+        if claimed is None:
+            return "", 204
     faults.point("claim:after-commit")
     return _claimed(claimed)
 
 
-def _claim_or_ticket(room, worker: str, cpus: int, claim_id, capacity, drained: bool):
-    """One look at the queue: the job it took, or a 204 with the ticket the worker waits
-    in the waiting room with, saying what it had free when the claim looked."""
+def _wait_ticket(room_key: bytes, worker: str, cpus: int, capacity, drained: bool,
+                 looked_at: float):
+    """A 204 with the ticket the worker waits in the waiting room with: what it had free
+    when its claim looked."""
     state = app_state()
-    looked_at = time.time()  # before the look: a job committed after it wakes the wait
-    claimed = None if drained else state.backend.claim(worker, cpus, 0, claim_id, capacity)
-    if claimed is not None:
-        faults.point("claim:after-commit")
-        return _claimed(claimed)
     free_cpus, free_memory = (0, None) if drained else state.backend.free_on(worker, cpus,
                                                                              capacity)
-    ticket = room.ticket(Ticket(worker, looked_at, free_cpus, free_memory,
-                                tuple(capacity.environments) if capacity else ()))
-    if ticket is None:
-        return "", 204
-    return "", 204, {TICKET_HEADER: ticket,
+    ticket = Ticket(worker, looked_at, free_cpus, free_memory,
+                    tuple(capacity.environments) if capacity else ())
+    return "", 204, {TICKET_HEADER: sign(room_key, ticket),
                      WAIT_SECONDS_HEADER: str(state.settings.waiting_room_wait_seconds)}
 
 
