@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from stats import percentile
+
 API = "/api/v1"
 TICKET_HEADER = "jobqueue-wait-ticket"
 SUBMIT_EVERY_SECONDS = 5.0  # each user's submissions
@@ -277,11 +279,6 @@ async def run_phase(load: Load, phase: Phase, users: list[str], seconds: float) 
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return phase
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def report(phase: Phase) -> None:

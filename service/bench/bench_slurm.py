@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stats import percentile
+
 TRIVIAL = {"main.py": b"pass\n"}
 SPEC = {"entry": "main.py", "memory": 64, "walltime": 60}
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
@@ -38,9 +40,7 @@ def sh(*args: str) -> str:
 
 
 def percentiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered):.2f} s, p95 {p95:.2f} s"
+    return f"p50 {statistics.median(values):.2f} s, p95 {percentile(values, 95):.2f} s"
 
 
 # -- plain sbatch ----------------------------------------------------------------------

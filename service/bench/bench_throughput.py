@@ -34,6 +34,7 @@ from jobqueue.client import Client
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster, create_users
 from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
+from stats import percentile
 
 TRIVIAL = {"main.py": b"pass\n"}
 SPEC = {"entry": "main.py"}
@@ -41,11 +42,6 @@ SPEC = {"entry": "main.py"}
 
 def seconds(a: str, b: str) -> float:
     return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def wait_all_done(client: Client, ids: list[str], poll: float = 0.02) -> list[dict]:
