@@ -6,7 +6,7 @@ Starts a real controller process and worker processes on this machine, then prin
 - submit -> running latency (p50, p95) on an idle queue, from the server's own
   timestamps, one job at a time;
 - where each job's time goes: waiting in the queue versus on the worker, and how much
-  of the worker's share is the job process itself (limits shim, then the job);
+  of the worker's share is the job process itself (prlimit and the tether, then the job);
 - beside the throughput, its reference from the same run: how many `python -c pass`
   this machine starts per second, two at a time as the two workers run jobs;
 - the array path: N tiny tasks submitted as one job array next to N single
@@ -44,23 +44,10 @@ def seconds(a: str, b: str) -> float:
     return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
 
 
-def wait_all_done(client: Client, ids: list[str], poll: float = 0.02) -> list[dict]:
-    pending = set(ids)
-    while pending:
-        unfinished = {j["id"] for j in client.list(state="queued")} | \
-                     {j["id"] for j in client.list(state="running")}
-        pending &= unfinished
-        if pending:
-            time.sleep(poll)
-    return [client.get(i) for i in ids]
-
-
 def singles_vs_array(client: Client, count: int) -> dict[str, tuple[float, float]]:
     """(seconds to submit, seconds until every result is stored) for `count` tiny jobs
     submitted one by one (4 at a time, as above), then as one array of `count` tasks.
-    Both are waited for alike, with a slow, cheap poll (is any job still queued or
-    running?), and the end is the last job's finished_at (the server's clock, the same
-    machine's): the waiting costs neither path much, nor one more than the other."""
+    Both are waited for as the throughput is: see `wait_until_idle`."""
     timings = {}
     start, start_at = time.perf_counter(), dt.datetime.now(dt.UTC)
     with ThreadPoolExecutor(4) as pool:
@@ -79,7 +66,9 @@ def singles_vs_array(client: Client, count: int) -> dict[str, tuple[float, float
 
 
 def wait_until_idle(client: Client, poll: float = 1.0) -> None:
-    """Until the bench user has no job queued or running (it has no others)."""
+    """Until the bench user has no job queued or running (it has no others). A cheap
+    poll (one row each), and the end taken is the last job's finished_at (the server's
+    clock, the same machine's): the waiting costs the measured path little."""
     while client.list(state="queued", limit=1) or client.list(state="running", limit=1):
         time.sleep(poll)
 
@@ -148,17 +137,14 @@ def main() -> int:
                 job = client.wait(client.submit(TRIVIAL, SPEC)["id"], timeout=60, interval=0.02)
                 latencies.append(seconds(job["created_at"], job["started_at"]))
 
-            start = time.perf_counter()
+            start, start_at = time.perf_counter(), dt.datetime.now(dt.UTC)
             with ThreadPoolExecutor(4) as pool:
                 ids = [j["id"] for j in pool.map(lambda _: client.submit(TRIVIAL, SPEC),
                                                  range(args.jobs))]
             submitted = time.perf_counter() - start
-            jobs = wait_all_done(client, ids)
-            elapsed = time.perf_counter() - start
-            failed = [j for j in jobs if j["state"] != "succeeded"]
-            if failed:
-                print(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}", file=sys.stderr)
-                return 1
+            wait_until_idle(client, poll=0.1)
+            jobs = [client.get(i) for i in ids]
+            elapsed = _last_finish(jobs, start_at)
             queue_wait = [seconds(j["created_at"], j["started_at"]) for j in jobs]
             on_worker = [seconds(j["started_at"], j["finished_at"]) for j in jobs]
             compared = singles_vs_array(client, args.array_tasks) if args.array_tasks else {}
@@ -181,7 +167,7 @@ def main() -> int:
     print(f"under load, per job: queue wait median {statistics.median(queue_wait) * 1000:.0f} ms; "
           f"on the worker (claim to result stored) median "
           f"{statistics.median(on_worker) * 1000:.0f} ms, of which running the job process "
-          f"(limits shim + job interpreter) takes {run_alone * 1000:.0f} ms and the rest is "
+          f"(prlimit, tether and job interpreter) takes {run_alone * 1000:.0f} ms and the rest is "
           f"HTTP (input download, result upload, next claim) and database commits")
     for path, (submitted, done) in compared.items():
         what = (f"{args.array_tasks} single jobs" if path == "singles" else

@@ -239,6 +239,20 @@ def test_a_job_dies_with_its_worker(tmp_path):
     assert _gone(job) and _gone(child)
 
 
+def test_the_tether_is_not_the_jobs_child_nor_open_to_it(tmp_path):
+    """A job that waits for all of its children ends (the watcher is not one of them),
+    and it holds no end of the tether's pipe: its input is /dev/null, fd 9 is closed."""
+    code = ("import os\n"
+            "while True:\n"
+            "    try:\n        os.wait()\n"
+            "    except ChildProcessError:\n        break\n"
+            "print(os.readlink('/proc/self/fd/0'), os.path.exists('/proc/self/fd/9'))\n")
+    process, status = run(tmp_path, code, wait=10)
+    assert status == 0, (tmp_path / "stderr").read_text()
+    assert (tmp_path / "stdout").read_text().split() == ["/dev/null", "False"]
+    assert process.usage().cpu_seconds > 0
+
+
 def test_the_tether_reports_how_the_job_ended(tmp_path):
     assert run(tmp_path, "import sys; sys.exit(7)")[1] == 7
     assert run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")[1] == \

@@ -4,10 +4,12 @@ import json
 import re
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import address
+from conftest import address, admin_client
+from jobqueue import https
 
 testinfra_hosts = ["ansible://controllers"]
 
@@ -150,3 +152,36 @@ def test_a_wait_needs_a_ticket_from_a_claim(host, base_url, ca_file):
                                 verify=ca_file, timeout=30)
         assert response.status_code == 401, response.text
         assert response.json()["error"] == "unauthorized"
+
+
+def test_postgresql_connections_stay_within_the_pools(host, ca_file):
+    """60 requests at once, more than the WSGI threads: each process keeps at most its
+    pool of connections (the rest wait for one), every request is answered, and the
+    pools of all processes fit the server's max_connections."""
+    with host.sudo():
+        config = host.file("/etc/jobqueue/controller.toml").content_string
+        site = host.file("/etc/apache2/sites-available/jobqueue.conf").content_string
+    if "postgresql+psycopg://" not in config:
+        pytest.skip("the controller is on SQLite")
+    pool = int(re.search(r"^database_pool_size = (\d+)$", config, re.MULTILINE).group(1))
+    processes = int(re.search(r"WSGIDaemonProcess jobqueue .*processes=(\d+)", site).group(1))
+    user = re.search(r'postgresql\+psycopg://([^:]+):', config).group(1)
+    count = f"psql -tA -c \"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'\""
+    conf = admin_client()
+
+    def read(_) -> int:
+        with https.session(ca_file, user_agent="jobqueue-tests") as session:
+            return session.get(f"{conf['url']}/api/v1/jobs?limit=5", timeout=120,
+                               headers={"Authorization": f"Bearer {conf['token']}"}).status_code
+
+    with ThreadPoolExecutor(60) as pool_of_users:
+        answers = pool_of_users.map(read, range(60))
+        with host.sudo("postgres"):  # while the requests are answered
+            seen = host.check_output(f"for i in $(seq 30); do {count}; sleep 0.2; done")
+        statuses = list(answers)
+    with host.sudo("postgres"):
+        allowed = int(host.check_output("psql -tA -c 'SHOW max_connections'"))
+    assert statuses == [200] * 60
+    most = max(int(n) for n in seen.split())
+    assert most <= processes * pool + 2, (most, processes, pool)  # 2: the waiting room's
+    assert processes * pool + 20 <= allowed

@@ -80,7 +80,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = settings.max_files + 16
     app.config["JOBQUEUE"] = settings
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.database_pool_size)
     session_factory = make_session_factory(engine)
     metrics = Metrics(session_factory)
     backend = make_backend(settings.queue_backend, session_factory, settings,

@@ -11,10 +11,13 @@ from sqlalchemy.orm import sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 2) -> Engine:
+    """With PostgreSQL, at most `pool_size` connections, kept open and checked before use:
+    a request that finds them all in use waits for one (30 s at most, then a 503), so the
+    connections of every process together stay within the server's max_connections."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

@@ -18,6 +18,12 @@ class ControllerSettings:
         "SQLAlchemy URL; `postgresql+psycopg://user:pw@host/db` in production",
         shown="`sqlite:///<data_dir>/jobqueue.db`",
     )
+    database_pool_size: int = setting(
+        10,
+        "PostgreSQL connections each controller process keeps at most: a request that finds "
+        "them all in use waits for one. Processes × this, plus a few for the waiting room and "
+        "admin commands, must fit the server's `max_connections`",
+    )
     data_dir: str = setting(
         "/var/lib/jobqueue",
         "job input and result files live under `<data_dir>/jobs/<id>/`",
@@ -125,7 +131,7 @@ class ControllerSettings:
         if not self.database_url:
             url = f"sqlite:///{os.path.join(self.data_dir, 'jobqueue.db')}"
             object.__setattr__(self, "database_url", url)
-        positive = ("lease_seconds", "max_attempts", "claim_wait_seconds",
+        positive = ("database_pool_size", "lease_seconds", "max_attempts", "claim_wait_seconds",
                     "waiting_room_wait_seconds", "max_upload_bytes",
                     "max_files", "max_archive_seconds", "max_job_cpus", "default_walltime",
                     "max_walltime", "default_memory", "default_output_limit",

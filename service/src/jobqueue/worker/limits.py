@@ -1,15 +1,9 @@
-"""Apply resource limits, then exec the job: `python -m jobqueue.worker.limits LIMITS -- argv`.
-
-Limits are set in a fresh process just before exec rather than in a preexec_fn, which
-is unsafe in the threaded worker daemon.
-"""
+"""The resource limits a job runs under, by name: set in-process by the slot's `run`,
+or by prlimit(1) for the local runner (see `tether`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import resource
-import sys
 
 RLIMITS = {
     "cpu_seconds": resource.RLIMIT_CPU,
@@ -17,6 +11,8 @@ RLIMITS = {
     "open_files": resource.RLIMIT_NOFILE,
     "max_file_size": resource.RLIMIT_FSIZE,
 }
+PRLIMIT_OPTIONS = {"cpu_seconds": "cpu", "memory_bytes": "as", "open_files": "nofile",
+                   "max_file_size": "fsize"}
 
 
 def apply(limits: dict[str, int]) -> None:
@@ -24,13 +20,3 @@ def apply(limits: dict[str, int]) -> None:
         resource.setrlimit(RLIMITS[key], (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-
-def main(argv: list[str]) -> None:
-    if len(argv) < 3 or argv[1] != "--":
-        sys.exit("usage: python -m jobqueue.worker.limits LIMITS_JSON -- COMMAND [ARG...]")
-    apply(json.loads(argv[0]))
-    os.execvp(argv[2], argv[2:])
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

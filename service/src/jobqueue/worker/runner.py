@@ -5,7 +5,7 @@ start the job and stop it, and, once it has ended, its logs and the files it mad
 
 `LocalRunner` (for `jobqueue dev`, the tests and hosts without systemd) runs the job as
 the worker's own user, in its own session (so the whole process group can be killed),
-under resource limits, through a tether that kills the job if the worker dies (see
+under resource limits, with a tether that kills the job if the worker dies (see
 `jobqueue.worker.tether`). It confines nothing. `jobqueue.worker.systemd_runner` runs
 each job confined in a slot of its own.
 """
@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import json
 import os
+import select
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobqueue.archive import iter_files, pack_dir
+from jobqueue.worker.tether import command as tether_command
 
 
 @dataclass(frozen=True)
@@ -135,12 +136,16 @@ class Runner(abc.ABC):
 
 
 class _ProcessGroup(RunningProcess):
-    """The tether and the job under it. The tether is reaped with wait4, whose rusage
-    covers it and every process of the job it waited for (ru_maxrss: the largest one)."""
+    """The job, leader of its own process group, and its tether. The job is reaped with
+    wait4, whose rusage covers it and every child it waited for (ru_maxrss: the largest
+    one). Its end is seen through a pidfd, at once and without polling."""
 
     def __init__(self, popen: subprocess.Popen, tether: int):
         self.popen = popen
         self.tether = tether  # write end of the tether's pipe: closing it kills the job
+        # Closed with the object, never while a thread may still be polling it.
+        self._pidfd = os.pidfd_open(popen.pid)
+        weakref.finalize(self, os.close, self._pidfd)
         self._lock = threading.Lock()
         self._reap_lock = threading.Lock()
         self.started = time.monotonic()
@@ -164,13 +169,13 @@ class _ProcessGroup(RunningProcess):
 
     def wait(self, timeout: float | None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
+        ended = select.poll()
+        ended.register(self._pidfd, select.POLLIN)  # readable once the process has ended
         while (code := self._reap()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return None
-            time.sleep(pause if deadline is None else
-                       max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.05)
+            ended.poll(None if left is None else left * 1000)
         self._release_tether()
         return code
 
@@ -205,9 +210,8 @@ def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
 class LocalRunner(Runner):
     """Runs jobs as the worker's own user, limited by rlimits, in `work_dir`."""
 
-    def __init__(self, work_dir: Path | None = None, python: str = sys.executable):
+    def __init__(self, work_dir: Path | None = None):
         self.work_dir = work_dir
-        self.python = python  # runs the limits shim; jobs may use another interpreter
 
     def recover(self) -> None:
         """Nothing to do: a previous worker's jobs died with it (the tether)."""
@@ -223,14 +227,12 @@ class LocalRunner(Runner):
     def start(self, request: RunRequest) -> RunningProcess:
         # Only the worker holds the write end (pipes are not inherited by other jobs).
         watch, tether = os.pipe()
-        command = [self.python, "-m", "jobqueue.worker.tether", str(watch),
-                   json.dumps(request.limits.rlimits()), "--", *request.argv]
         try:
             with open(request.stdout, "wb") as out, open(request.stderr, "wb") as err:
                 popen = subprocess.Popen(
-                    command, cwd=request.job_dir, env=request.env,
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-                    close_fds=True, pass_fds=(watch,))
+                    tether_command(request.limits.rlimits(), request.argv),
+                    cwd=request.job_dir, env=request.env, stdin=watch, stdout=out,
+                    stderr=err, start_new_session=True, close_fds=True)
         except BaseException:
             os.close(tether)
             raise
