@@ -19,7 +19,6 @@ addresses and keys Vagrant generated).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import subprocess
@@ -31,7 +30,10 @@ from pathlib import Path
 
 from jobqueue.client import Client
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "service" / "bench")]
+from stats import percentile, seconds
+
 from fabfile.inventory import INVENTORY_HELP, Inventory, ansible_command
 
 DROP_IN = "/run/systemd/system/jobqueue-worker.service.d/bench-unconfined.conf"
@@ -59,10 +61,6 @@ def set_confined(inventory: Inventory, confined: bool) -> None:
                {"name": "jobqueue-worker", "state": "restarted", "daemon_reload": True})
 
 
-def seconds(a: str, b: str) -> float:
-    return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
-
-
 def run_batch(client: Client, jobs: int) -> dict:
     # One job first: the restarted workers are claiming (and past their self-check).
     client.wait(client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"], timeout=600)
@@ -75,10 +73,10 @@ def run_batch(client: Client, jobs: int) -> dict:
     failed = [j for j in done if j["state"] != "succeeded"]
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
-    on_worker = sorted(seconds(j["started_at"], j["finished_at"]) for j in done)
+    on_worker = [seconds(j["started_at"], j["finished_at"]) for j in done]
     return {"jobs_per_s": jobs / elapsed, "elapsed_s": elapsed,
             "worker_median_s": statistics.median(on_worker),
-            "worker_p95_s": on_worker[min(len(on_worker) - 1, round(0.95 * (len(on_worker) - 1)))]}
+            "worker_p95_s": percentile(on_worker, 95)}
 
 
 def main() -> int:

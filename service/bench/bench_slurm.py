@@ -18,7 +18,6 @@ Usage: SLURM_CONF=... python bench/bench_slurm.py [--jobs 40] [--latency-samples
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -27,8 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from stats import percentile
 
 TRIVIAL = {"main.py": b"pass\n"}
 SPEC = {"entry": "main.py", "memory": 64, "walltime": 60}
@@ -40,6 +37,8 @@ def sh(*args: str) -> str:
 
 
 def percentiles(values: list[float]) -> str:
+    from stats import percentile  # here, not on the controller host (--plain-only)
+
     return f"p50 {statistics.median(values):.2f} s, p95 {percentile(values, 95):.2f} s"
 
 
@@ -89,11 +88,12 @@ def service_run(client, n: int) -> float:
 
 
 def service_latency(client, samples: int) -> list[float]:
+    from stats import seconds
+
     values = []
     for _ in range(samples):
         job = client.wait(client.submit(TRIVIAL, SPEC)["id"])
-        values.append((dt.datetime.fromisoformat(job["started_at"])
-                       - dt.datetime.fromisoformat(job["created_at"])).total_seconds())
+        values.append(seconds(job["created_at"], job["started_at"]))
     return values
 
 

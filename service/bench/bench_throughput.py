@@ -34,14 +34,10 @@ from jobqueue.client import Client
 from jobqueue.controller.settings import ControllerSettings
 from jobqueue.localcluster import LocalCluster, create_users
 from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
-from stats import percentile
+from stats import percentile, seconds
 
 TRIVIAL = {"main.py": b"pass\n"}
 SPEC = {"entry": "main.py"}
-
-
-def seconds(a: str, b: str) -> float:
-    return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
 
 
 def singles_vs_array(client: Client, count: int) -> dict[str, tuple[float, float]]:
