@@ -27,6 +27,12 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
+# The cluster scenario's test OpenID provider (tests/controller/oidc) runs on
+# Node.js: any node and npm will do, Debian's or another's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(nodejs npm)
+fi
+
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup-host: installing ${missing[*]}"
     as_root apt-get update -q

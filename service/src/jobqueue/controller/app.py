@@ -24,6 +24,7 @@ from jobqueue.controller.settings import ControllerSettings
 from jobqueue.controller.storage import JobFiles
 from jobqueue.controller.token_api import bp as token_api_bp, token_json
 from jobqueue.controller.wait_tickets import RoomClient
+from jobqueue.controller.single_sign_on import bp as single_sign_on_bp
 from jobqueue.controller.web_session import bp as web_session_bp
 from jobqueue.controller.worker_api import bp as worker_bp
 from jobqueue.controller.workers_admin import bp as workers_admin_bp
@@ -139,6 +140,8 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
                         "token": token_json(token) if token is not None else None})
 
     app.register_blueprint(api)
+    if settings.single_sign_on:
+        app.register_blueprint(single_sign_on_bp)
     errors.register(app)
 
     @app.get("/healthz")
@@ -156,7 +159,8 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     def index():
         response = Response(render_template(
             "index.html", states=[state.value for state in JobState],
-            finished=[state.value for state in JobState if state.finished]))
+            finished=[state.value for state in JobState if state.finished],
+            single_sign_on=bool(settings.single_sign_on)))
         response.headers["Content-Security-Policy"] = PAGE_CSP
         return response
 

@@ -75,6 +75,17 @@ class ControllerSettings:
         False,
         "when true, requests without a token act as user `anonymous`",
     )
+    single_sign_on: str = setting(
+        "",
+        "the web page's single sign-on: `\"\"` off; `existing` trusts the identity Apache's "
+        "mod_auth_openidc puts in REMOTE_USER on `/sso/login` for users an admin created; "
+        "`create` also makes a user (role `user`) of an identity seen for the first time",
+    )
+    single_sign_on_hours: int = setting(
+        12,
+        "how long a web session opened by single sign-on lasts (its token then expires; "
+        "signing out revokes it at once)",
+    )
     log_tail_bytes: int = setting(
         1 << 20,
         "most bytes of each of stdout and stderr that `GET /jobs/{id}/log` shows (its end; the "
@@ -137,7 +148,8 @@ class ControllerSettings:
                     "max_walltime", "default_memory", "default_output_limit",
                     "max_job_memory", "max_output_limit", "log_tail_bytes",
                     "idempotency_window_seconds", "worker_seen_window_seconds",
-                    "max_array_size", "max_queued_per_user", "max_submits_per_minute")
+                    "max_array_size", "max_queued_per_user", "max_submits_per_minute",
+                    "single_sign_on_hours")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r} must be positive, got {getattr(self, name)}")
@@ -150,6 +162,9 @@ class ControllerSettings:
         if self.default_environment and self.default_environment not in self.environments:
             raise ConfigError(f"setting 'default_environment' ({self.default_environment!r}) "
                               "is not among 'environments'")
+        if self.single_sign_on not in ("", "existing", "create"):
+            raise ConfigError(f"setting 'single_sign_on' must be \"\", 'existing' or 'create', "
+                              f"got {self.single_sign_on!r}")
         if self.oversized_jobs not in ("refuse", "hold"):
             raise ConfigError(f"setting 'oversized_jobs' must be 'refuse' or 'hold', got "
                               f"{self.oversized_jobs!r}")

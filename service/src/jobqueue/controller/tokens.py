@@ -22,7 +22,7 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def issue_token(session, user: User, label: str = "", days: int | None = None) -> str:
+def issue_token(session, user: User, label: str = "", days: float | None = None) -> str:
     """A new token of `user`, live until revoked or, with `days`, that many days."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + dt.timedelta(days=days) if days else None
