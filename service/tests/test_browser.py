@@ -154,7 +154,8 @@ class Page:
 def page(tmp_path_factory):
     _binaries()
     root = tmp_path_factory.mktemp("browser")
-    cluster = Cluster(root, f"sqlite:///{root}/jobqueue.db")
+    # Single sign-on on: the signed-out page offers it beside the token.
+    cluster = Cluster(root, f"sqlite:///{root}/jobqueue.db", single_sign_on="existing")
     try:
         cluster.start_worker("w1", cpus=2)
         page = Page(cluster, root)
@@ -405,6 +406,25 @@ def test_the_list_and_a_job_fit_the_window_from_360_to_1440_pixels(page):
                 assert overflow <= 0, f"{view}: {overflow} px wider than a {width} px window"
     finally:
         page.driver.set_window_size(size["width"], size["height"])
+
+
+def test_the_signed_out_page_fits_from_360_to_1440_pixels(page):
+    page.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})  # of every path too
+    size = page.driver.get_window_size()
+    try:
+        for width in (360, 1440):
+            page.driver.set_window_size(width, size["height"])
+            page.open()
+            link = page.find("#single-sign-on")
+            page.wait(link.is_displayed, what="no single sign-on link")  # once /me says 401
+            assert link.get_attribute("href").endswith("/sso/login")
+            page.screenshot(f"signed-out-{width}px.png")
+            overflow = page.driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{overflow} px wider than a {width} px window"
+    finally:
+        page.driver.set_window_size(size["width"], size["height"])
+        page.sign_in(page.cluster.tokens["alice"])  # as the checks below expect
 
 
 def test_the_list_pages_with_the_api_cursor_and_filters(page):
