@@ -145,7 +145,10 @@ def deployed_rows(args) -> list:
                f"--latency-samples {args.latency_samples} executable=/usr/bin/python3"]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-                              "ANSIBLE_STDOUT_CALLBACK": "json"}).stdout
+                              "ANSIBLE_STDOUT_CALLBACK": "json",
+                              # Mitogen's become runs the user's shell: the service
+                              # account's is nologin.
+                              "ANSIBLE_STRATEGY": "linear"}).stdout
     # The JSON report, after whatever other callbacks (a task timer) printed first.
     report, _ = json.JSONDecoder().raw_decode(out, out.index("{"))
     result = next(iter(report["plays"][0]["tasks"][0]["hosts"].values()))
