@@ -16,10 +16,16 @@ pytestmark = pytest.mark.e2e
 
 FUNCTIONS = '''
 import math
+import time
+
+SLOW = 625.0  # takes a while: a test's later inputs are still to run when one fails
+
 
 def root(x):
     if x < 0:
         raise ValueError(f"no real root of {x}")
+    if x == SLOW:
+        time.sleep(2)
     return math.sqrt(x)
 
 if __name__ == "__main__":
@@ -57,7 +63,7 @@ def test_map_runs_f_across_the_cluster_in_order(cluster, functions):
 def test_map_names_the_failing_input_and_cancels_the_rest(cluster, functions):
     c: Cluster = cluster()
     c.start_worker("w1")
-    xs = [4.0, 9.0, -1.0, 16.0] + [25.0] * 12
+    xs = [4.0, 9.0, -1.0, 16.0] + [functions.SLOW] * 12
     with pytest.raises(MapError) as raised:
         c.client.map(functions.root, xs, chunk_size=2, timeout=120)
     assert raised.value.index == 2 and raised.value.exc_type == "ValueError"

@@ -14,13 +14,15 @@ from jobqueue.controller.app import create_app
 from jobqueue.controller.db import make_engine
 from jobqueue.controller.settings import ControllerSettings
 
-OTHER_CONNECTIONS = ("SELECT count(*) FROM pg_stat_activity "
-                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+# The pool's own connections, by the name they give the server (other tests' engines
+# may still hold connections to the same database).
+NAME = "jobqueue-pool-check"
+POOL_CONNECTIONS = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{NAME}'"
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_twelve_requests_at_once_share_a_pool_of_three(database_url):
-    engine = make_engine(database_url, pool_size=3)
+    engine = make_engine(f"{database_url}?application_name={NAME}", pool_size=3)
     probe = create_engine(database_url, poolclass=NullPool)  # a connection per look
     done = threading.Event()
     seen = []
@@ -28,7 +30,7 @@ def test_twelve_requests_at_once_share_a_pool_of_three(database_url):
     def count_connections() -> None:
         while not done.is_set():
             with probe.connect() as conn:
-                seen.append(conn.exec_driver_sql(OTHER_CONNECTIONS).scalar_one())
+                seen.append(conn.exec_driver_sql(POOL_CONNECTIONS).scalar_one())
 
     def request(_) -> int:
         with engine.connect() as conn:
