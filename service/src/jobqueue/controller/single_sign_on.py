@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, g, redirect, request
+from sqlalchemy import select
 
 from jobqueue.controller.errors import ApiError
 from jobqueue.controller.tokens import get_or_create_user, issue_token
@@ -41,7 +42,7 @@ def sign_in():
     if settings.single_sign_on == "create":
         user, _ = get_or_create_user(session, identity, "user")
     else:
-        user = session.query(User).filter_by(name=identity).one_or_none()
+        user = session.scalars(select(User).where(User.name == identity)).first()
         if user is None:
             raise ApiError(403, "forbidden", f"{identity} has no account here yet: an admin "
                                              "creates it (jobqueue-admin create-user)")
