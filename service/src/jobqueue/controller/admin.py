@@ -25,6 +25,7 @@ from jobqueue.controller.tokens import (
     get_or_create_user,
     issue_token,
     user_for_token,
+    user_named,
 )
 from jobqueue.controller.db import make_engine, make_session_factory, migrate
 from jobqueue.models import ROLES, Token, User, utcnow
@@ -35,7 +36,7 @@ class AdminError(Exception):
 
 
 def _user(session, name: str) -> User:
-    user = session.scalars(select(User).where(User.name == name)).first()
+    user = user_named(session, name)
     if user is None:
         raise AdminError(f"no user named {name!r}")
     return user

@@ -14,13 +14,11 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, g, redirect, request
-from sqlalchemy import select
 
 from jobqueue.controller.errors import ApiError
-from jobqueue.controller.tokens import get_or_create_user, issue_token
+from jobqueue.controller.tokens import get_or_create_user, issue_token, user_named
 from jobqueue.controller.views import app_state
 from jobqueue.controller.web_session import SINGLE_SIGN_ON_LABEL, set_session_cookies
-from jobqueue.models import User
 
 bp = Blueprint("single_sign_on", __name__)
 
@@ -42,7 +40,7 @@ def sign_in():
     if settings.single_sign_on == "create":
         user, _ = get_or_create_user(session, identity, "user")
     else:
-        user = session.scalars(select(User).where(User.name == identity)).first()
+        user = user_named(session, identity)
         if user is None:
             raise ApiError(403, "forbidden", f"{identity} has no account here yet: an admin "
                                              "creates it (jobqueue-admin create-user)")

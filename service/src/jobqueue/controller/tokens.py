@@ -53,10 +53,14 @@ def user_for_token(session, token: str) -> User | None:
     return row.user if row else None
 
 
+def user_named(session, name: str) -> User | None:
+    return session.scalars(select(User).where(User.name == name)).first()
+
+
 def get_or_create_user(session, name: str, role: str) -> tuple[User, bool]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
-    user = session.scalars(select(User).where(User.name == name)).first()
+    user = user_named(session, name)
     if user is not None:
         return user, False
     user = User(name=name, role=role, created_at=utcnow())
