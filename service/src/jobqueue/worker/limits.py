@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import resource
 
+# Each limit by name: its resource, and prlimit(1)'s option for it.
 RLIMITS = {
-    "cpu_seconds": resource.RLIMIT_CPU,
-    "memory_bytes": resource.RLIMIT_AS,
-    "open_files": resource.RLIMIT_NOFILE,
-    "max_file_size": resource.RLIMIT_FSIZE,
+    "cpu_seconds": (resource.RLIMIT_CPU, "cpu"),
+    "memory_bytes": (resource.RLIMIT_AS, "as"),
+    "open_files": (resource.RLIMIT_NOFILE, "nofile"),
+    "max_file_size": (resource.RLIMIT_FSIZE, "fsize"),
 }
-PRLIMIT_OPTIONS = {"cpu_seconds": "cpu", "memory_bytes": "as", "open_files": "nofile",
-                   "max_file_size": "fsize"}
 
 
 def apply(limits: dict[str, int]) -> None:
     for key, value in limits.items():
-        resource.setrlimit(RLIMITS[key], (value, value))
+        resource.setrlimit(RLIMITS[key][0], (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def prlimit_options(limits: dict[str, int]) -> list[str]:
+    """The same limits, and no core files, as prlimit(1) options."""
+    return [f"--{RLIMITS[key][1]}={value}" for key, value in limits.items()] + ["--core=0"]
 

@@ -18,7 +18,7 @@ own, and its standard input is /dev/null.
 
 from __future__ import annotations
 
-from jobqueue.worker.limits import PRLIMIT_OPTIONS
+from jobqueue.worker.limits import prlimit_options
 
 TETHER = """\
 exec 9<&0 </dev/null
@@ -28,5 +28,4 @@ exec "$@" 9<&-
 
 
 def command(rlimits: dict[str, int], argv: list[str]) -> list[str]:
-    options = [f"--{PRLIMIT_OPTIONS[key]}={value}" for key, value in rlimits.items()]
-    return ["prlimit", *options, "--core=0", "--", "/bin/sh", "-c", TETHER, "sh", *argv]
+    return ["prlimit", *prlimit_options(rlimits), "--", "/bin/sh", "-c", TETHER, "sh", *argv]
