@@ -26,9 +26,14 @@ def why_not(name: str) -> str:
     return f"{name!r} is not an id (32 hexadecimal characters) or the start of one"
 
 
+def may_see(user: User, row) -> bool:
+    """Whether `user` may see `row` (a Job or a JobArray): its owner or an admin."""
+    return user.role == "admin" or row.owner_id == user.id
+
+
 def matching(session, user: User, table, name: str) -> list[str]:
-    """Ids in `table` (Job or JobArray) that `name` names and `user` may see: none, one,
-    or two when the prefix is not unique."""
+    """Ids in `table` (Job or JobArray) that `name` names and `user` may see (`may_see`):
+    none, one, or two when the prefix is not unique."""
     query = select(table.id)
     query = query.where(table.id == name) if len(name) == ID_LENGTH else \
         query.where(table.id.startswith(name, autoescape=True))

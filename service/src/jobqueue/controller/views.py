@@ -29,7 +29,13 @@ def visible_job(job_id: str, for_update: bool = False) -> Job:
         return find_job(_task_of(user, array, index), for_update)
     if not lookup.is_id_or_prefix(job_id):
         raise not_found("job", lookup.why_not(job_id))
-    ids = lookup.matching(g.db, user, Job, job_id)
+    if len(job_id) == lookup.ID_LENGTH:  # a whole id, as clients send: one query
+        job = g.db.get(Job, job_id, with_for_update=for_update)
+        if job is not None and lookup.may_see(user, job):
+            return job
+        ids = []
+    else:
+        ids = lookup.matching(g.db, user, Job, job_id)
     if len(ids) > 1:
         raise conflict(f"more than one job starts with {job_id!r}: give more of the id")
     if not ids:
