@@ -577,6 +577,58 @@ time.sleep(2)
         assert not host.process.filter(user=user), f"{user} still runs a process"
 
 
+
+# The kernel's keyring calls by number (x86_64, as the VMs): no keyutils in a job.
+KEYRINGS = """
+import ctypes, errno, json
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD_KEY, KEYCTL = 248, 250
+SESSION, USER = -3, -4  # KEY_SPEC_SESSION_KEYRING, KEY_SPEC_USER_KEYRING
+SETPERM, LINK, SEARCH, READ = 5, 8, 10, 11
+def outcome(result):
+    return "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+"""
+
+
+def key_users(host, user: str) -> str:
+    """The kernel's count of `user`'s keys (its line of /proc/key-users), or ""."""
+    uid = host.user(user).uid
+    lines = host.file("/proc/key-users").content_string.splitlines()
+    return next((line for line in lines if line.split(":")[0].strip() == str(uid)), "")
+
+
+def test_a_job_leaves_nothing_in_its_slot_users_keyrings(admin, host):
+    """The kernel keeps a user's keyrings after its processes end. A job puts a secret
+    in a key and links it into the slot user's keyring, readable by that user; the
+    next job in the slot looks for it. Without the slot's filter of keyring calls the
+    second job read it."""
+    before = [key_users(host, user) for user in ("jq-slot1", "jq-slot2")]
+    job, log = run_job(admin, KEYRINGS + f"""
+secret = b"{NONCE}"
+key = libc.syscall(ADD_KEY, b"user", b"jobqueue-{NONCE}", secret, len(secret), SESSION)
+found = {{"add_key": outcome(key)}}
+if key >= 0:
+    found["setperm"] = outcome(libc.syscall(KEYCTL, SETPERM, key, 0x3f3f0000))
+    found["link"] = outcome(libc.syscall(KEYCTL, LINK, key, USER))
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    assert probe_results(log) == {"add_key": "EPERM"}
+    job, log = run_job(admin, KEYRINGS + f"""
+key = libc.syscall(KEYCTL, SEARCH, USER, b"user", b"jobqueue-{NONCE}", 0)
+found = {{"search": outcome(key)}}
+if key >= 0:
+    value = ctypes.create_string_buffer(256)
+    size = libc.syscall(KEYCTL, READ, key, value, 256)
+    found["read"] = value.raw[:size].decode() if size >= 0 else outcome(size)
+print(json.dumps(found))
+""")
+    assert job["state"] == "succeeded", job
+    assert probe_results(log) == {"search": "EPERM"}
+    assert NONCE not in log["stdout"]
+    assert [key_users(host, user) for user in ("jq-slot1", "jq-slot2")] == before
+
 def slot_leftovers(host) -> str:
     """Whatever the slot directories hold beyond each slot's empty work/, outbox/ and
     temporary directories."""
