@@ -16,6 +16,9 @@ import testinfra.utils.ansible_runner
 from conftest import submit, wait
 
 testinfra_hosts = ["ansible://controllers"]
+# sacct's states of a job Slurm has not ended yet.
+SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING",
+                "SUSPENDED"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,6 +74,18 @@ def slurm_job(host, job_id: str) -> dict[str, str]:
     return {line.split("|")[0]: line for line in out.splitlines()}
 
 
+def ended_slurm_jobs(host, job_id: str, timeout: float = 120) -> dict[str, str]:
+    """`slurm_job` once Slurm has recorded the end of each: the service has the result
+    as soon as the node's process uploaded it, a moment before that process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = slurm_job(host, job_id)
+        states = {line.split("|")[1].split()[0] for line in records.values()}
+        if not states & SLURM_ACTIVE or time.monotonic() > deadline:
+            return records
+        time.sleep(2)
+
+
 def node_idle(host, name: str, timeout: float = 300) -> None:
     """Wait until Slurm has `name` idle again (a restarted slurmd registers, and
     ReturnToService=2 returns its node; until then Slurm places jobs elsewhere)."""
@@ -103,7 +118,7 @@ def test_a_mapper_job_runs_under_slurm_on_two_cpus(host, admin):
     result = json.loads(admin.get(f"{admin.base}/jobs/{job_id}/files/squares.json",
                                   timeout=30).content)
     assert result == {"cpus": 2, "squares": [x * x for x in range(100)]}
-    records = slurm_job(host, job_id)
+    records = ended_slurm_jobs(host, job_id)
     assert len(records) == 1, records
     (record,) = records.values()
     _, state, cpus, where = record.split("|")
@@ -159,7 +174,7 @@ def test_a_node_lost_mid_job_requeues_it_elsewhere_never_a_false_success(host, a
     # elsewhere, by a second Slurm job.
     assert final["state"] == "succeeded", final
     assert final["worker"] != first["worker"]
-    states = sorted(line.split("|")[1] for line in slurm_job(host, job_id).values())
+    states = sorted(line.split("|")[1] for line in ended_slurm_jobs(host, job_id).values())
     assert len(states) == 2 and "COMPLETED" in states, states
 
 
