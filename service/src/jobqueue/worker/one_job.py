@@ -37,6 +37,7 @@ SCHEDULER_JOB_ID = ("SLURM_JOB_ID",)
 # In the node's work directory: the boot id of the last passed confinement check.
 CONFINEMENT_CHECKED = "confinement-checked"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+STOP_CHECK_SECONDS = 0.5
 
 
 def scheduler_job_id() -> str:
@@ -82,8 +83,11 @@ class OneJob:
             return 1
         active, thread = self.attempts.start(job)
         self.attempts.start_loops()
+        # Back as soon as the attempt ends (the node's CPUs are the scheduler's until this
+        # process exits); a signal from the scheduler is seen within STOP_CHECK_SECONDS.
         while thread.is_alive():
-            if self.stopping.wait(0.5):
+            thread.join(STOP_CHECK_SECONDS)
+            if self.stopping.is_set() and thread.is_alive():
                 self._stop_for_scheduler(active)
                 break
         thread.join()
