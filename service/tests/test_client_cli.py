@@ -30,7 +30,7 @@ from jobqueue.client.errors import (
     WaitTimeout,
 )
 from jobqueue.archive import UnsafeArchive, safe_extract
-from jobqueue.client.multipart import MultipartBody
+from jobqueue.multipart import MultipartBody
 from jobqueue.client.packing import check_relpath, pack_path
 
 CLIENT_ENV = ("JOBQUEUE_URL", "JOBQUEUE_TOKEN", "JOBQUEUE_CA_BUNDLE", "JOBQUEUE_CLIENT_CONFIG")

@@ -28,7 +28,7 @@ from jobqueue.client.errors import (
     UnsafeArchiveError,
     WaitTimeout,
 )
-from jobqueue.client.multipart import MultipartBody
+from jobqueue.multipart import MultipartBody
 from jobqueue.client import polling
 from jobqueue.client.packing import check_relpath, pack_path
 from jobqueue.states import FINISHED

@@ -13,6 +13,7 @@ import requests
 from jobqueue import https
 from jobqueue.backoff import retry_after
 from jobqueue.controller.wait_tickets import TICKET_HEADER, WAIT_SECONDS_HEADER
+from jobqueue.multipart import MultipartBody
 
 API = "/api/v1"
 
@@ -143,17 +144,15 @@ class ControllerApi:
         status = json.dumps({"lease": lease, "state": state, "exit_code": exit_code,
                              "message": message, "limit": limit}
                             | ({"accounting": accounting} if accounting is not None else {}))
-        handles = {"stdout": open(stdout, "rb"), "stderr": open(stderr, "rb")}
-        if results is not None:
-            handles["results"] = open(results, "rb")
-        try:
-            files = {name: (name, fh, "application/octet-stream") for name, fh in handles.items()}
-            return self._check(self.http.post(
-                f"{self.base}/worker/jobs/{job_id}/result", data={"status": status}, files=files,
-                timeout=self.timeout * 4)).json()
-        finally:
-            for fh in handles.values():
-                fh.close()
+        # Streamed from disk: the results may be as large as the job's output limit.
+        body = MultipartBody()
+        body.add_field("status", status, content_type="application/json")
+        for name, path in (("stdout", stdout), ("stderr", stderr), ("results", results)):
+            if path is not None:
+                body.add_file(name, name, Path(path))
+        return self._check(self.http.post(
+            f"{self.base}/worker/jobs/{job_id}/result", data=body,
+            headers={"Content-Type": body.content_type}, timeout=self.timeout * 4)).json()
 
     def release(self, job_id: str, lease: str, error: str | None = None) -> None:
         body = {"lease": lease} | ({"error": error[:1000]} if error else {})

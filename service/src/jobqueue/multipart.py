@@ -1,7 +1,8 @@
 """A multipart/form-data request body that streams files from disk instead of loading them.
 
-requests builds multipart bodies in memory; a job's inputs may be up to the controller's
-upload cap (1 GiB by default), so the body is produced piece by piece here. Its length is
+requests builds multipart bodies in memory; a job's inputs (the client's submit) and its
+results (the worker's upload) may each be up to a GiB, so the body is produced piece by
+piece here. Its length is
 known in advance, so it is sent with Content-Length (no chunked encoding, which some
 WSGI servers refuse).
 """
