@@ -127,6 +127,27 @@ def test_a_mapper_job_runs_under_slurm_on_two_cpus(host, admin):
 
 SLEEP = b"import sys, time\ntime.sleep(float(sys.argv[1]))\n"
 
+# Incompressible, so that the packed results are as large as the file.
+BIG_RESULTS_MIB = 200
+BIG = f"""
+import os
+with open("big.bin", "wb") as fh:
+    for _ in range({BIG_RESULTS_MIB}):
+        fh.write(os.urandom(1 << 20))
+""".encode()
+
+
+def test_results_larger_than_the_node_processs_memory_reach_the_controller(admin):
+    """Slurm holds the node's process to the job's memory plus the backend's reserve
+    (48 + 128 MiB here): the 200 MiB of results are streamed to the controller, never
+    held in memory. The upload that built its body in memory was killed for it."""
+    job_id = submit(admin, {"entry": "big.py", "memory": 48, "walltime": 600},
+                    [("big.py", BIG)])
+    job = wait(admin, job_id, 900)
+    assert job["state"] == "succeeded", job
+    files = admin.get(f"{admin.base}/jobs/{job_id}/files", timeout=60).json()["files"]
+    assert {f["path"]: f["size"] for f in files}.get("big.bin") == BIG_RESULTS_MIB << 20
+
 
 def test_cancel_a_pending_and_a_running_job(host, admin):
     # Two 2-CPU jobs fill both nodes; a third waits in Slurm's queue.

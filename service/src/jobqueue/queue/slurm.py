@@ -27,9 +27,10 @@ from jobqueue.queue.batch import BatchQueue, SchedulerError, SchedulerJob
 from jobqueue.scheduler_states import slurm_outcome
 
 JOB_NAME_PREFIX = "jq-"
-# Memory for the node's worker process beside the job's own (a Python process and
-# the result archive's buffers), added to the job's --mem.
-WORKER_MEMORY_MIB = 256
+# Memory for the node's worker process beside the job's own, added to the job's --mem:
+# a Python process of about 40 MiB, which streams the inputs and results through
+# files (their page cache is reclaimable), and room for that cache to work in.
+WORKER_MEMORY_MIB = 128
 # Seconds past the job's own wall time before Slurm ends it: the node's worker stops
 # the job at its wall time itself and still has to upload.
 TIME_GRACE_SECONDS = 120
