@@ -2,9 +2,8 @@
 
 requests builds multipart bodies in memory; a job's inputs (the client's submit) and its
 results (the worker's upload) may each be up to a GiB, so the body is produced piece by
-piece here. Its length is
-known in advance, so it is sent with Content-Length (no chunked encoding, which some
-WSGI servers refuse).
+piece here. Its length is known in advance, so it is sent with Content-Length (no
+chunked encoding, which some WSGI servers refuse).
 """
 
 from __future__ import annotations
