@@ -98,7 +98,9 @@ def test_a_job_becomes_a_slurm_job_with_its_resources(slurm):
     stack.backend.reconcile()
     (eid, sent), = scripted.jobs.items()
     assert sent["name"] == f"jq-{job['id']}"
-    for arg in ("--cpus-per-task=2", "--mem=556", "--time=12", "--no-requeue", "--export=NIL"):
+    # The job's memory and the node process' reserve (WORKER_MEMORY_MIB); its wall time
+    # and the upload's grace, in minutes.
+    for arg in ("--cpus-per-task=2", "--mem=428", "--time=12", "--no-requeue", "--export=NIL"):
         assert arg in sent["args"]
     assert f"--one-job {job['id']}" in sent["script"]
     seen = stack.job(job["id"])
