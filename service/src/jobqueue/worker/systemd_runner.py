@@ -423,8 +423,9 @@ class SlotProcess(RunningProcess):
         if state["ActiveState"] not in ("inactive", "failed"):
             self._sample(state)
             return False
-        state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
+        # The root step's record of the main process first; systemd's for the rest.
         state |= recorded_end(self.workspace.slot_dir)
+        state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
         self.workspace.state = state
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
