@@ -50,18 +50,6 @@ def attempt(what, action):
 """
 
 
-def jobs_processes(host, user: str) -> list:
-    """The slot user's processes, but for its unit's own `run` while the unit waits for
-    its next job (armed: activating, started ahead of the job)."""
-    unit = f"jobqueue-job@{user.removeprefix('jq-slot')}.service"
-    shown = dict(line.split("=", 1) for line in host.check_output(
-        "systemctl show -p ActiveState -p MainPID %s", unit).splitlines())
-    waiting = int(shown["MainPID"]) if shown["ActiveState"] == "activating" else 0
-    if waiting:
-        assert "jobqueue.worker.slot armed" in host.process.get(pid=waiting).args
-    return [p for p in host.process.filter(user=user) if p.pid != waiting]
-
-
 def run_job(admin, code: str, **spec) -> tuple[dict, dict]:
     """Submit `code` as main.py, wait for it; the job and its log."""
     job_id = submit(admin, {"name": "hostile", "entry": "main.py", "args": [],
@@ -416,7 +404,7 @@ except OSError as exc:
     forks = int(log["stdout"].split("forks:")[1].split()[0])
     assert 10 < forks < 512, log["stdout"]
     # Its children died with it.
-    assert not jobs_processes(host, "jq-slot1") and not jobs_processes(host, "jq-slot2")
+    assert not host.process.filter(user="jq-slot1") and not host.process.filter(user="jq-slot2")
 
 
 def test_a_memory_bomb_is_killed_at_the_jobs_memory_limit(admin):
@@ -426,19 +414,6 @@ while True:
     blocks.append(bytearray(16 << 20))
 """, memory=128)
     assert job["state"] == "failed" and "memory limit" in job["message"], job
-
-
-def test_each_job_is_held_to_its_own_memory_limit_whatever_its_slot_ran_before(admin):
-    """A slot's limits are set only where they differ from what its unit has: jobs that
-    ask alike keep them, and the next job that asks otherwise gets its own, lower or
-    higher. One after another, so that they run in the same slot."""
-    code = """
-held = b"x" * (160 << 20)
-print("held", len(held) >> 20)
-"""
-    jobs = [run_job(admin, code, memory=memory)[0] for memory in (96, 320, 320, 96)]
-    assert [job["state"] for job in jobs] == ["failed", "succeeded", "succeeded", "failed"], jobs
-    assert all("memory limit" in jobs[n]["message"] for n in (0, 3)), jobs
 
 
 def test_jobs_whose_asks_together_exceed_the_worker_never_wake_the_hosts_oom_killer(
@@ -599,7 +574,7 @@ time.sleep(2)
     assert job["state"] == "succeeded", job
     time.sleep(3)
     for user in ("jq-slot1", "jq-slot2"):
-        assert not jobs_processes(host, user), f"{user} still runs a process"
+        assert not host.process.filter(user=user), f"{user} still runs a process"
 
 
 
@@ -656,13 +631,12 @@ print(json.dumps(found))
 
 def slot_leftovers(host) -> str:
     """Whatever the slot directories hold beyond each slot's empty work/, outbox/ and
-    temporary directories, and the worker's FIFO."""
+    temporary directories."""
     with host.sudo():
         return host.check_output(
             "find %s -mindepth 2 -regextype posix-extended "
             "! -regex '%s/[0-9]+/(work|outbox|tmp|var-tmp|shm)' "
-            "! \\( -regex '%s/[0-9]+/go' -type p -user jobqueue-worker \\) "
-            "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS, SLOTS)
+            "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS)
 
 
 def test_a_slot_comes_back_clean_whatever_the_job_left(admin, host, worker_pid):

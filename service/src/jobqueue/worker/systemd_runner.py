@@ -10,18 +10,14 @@ systemd's D-Bus API, which a polkit rule allows for the worker's user and these 
 names only (the roles install both). A slot's user cannot read the worker's token or
 config, other slots, or anything its profiles do not list.
 
-A slot's unit is started ahead of its job (armed): once the worker has read a job's
-results from it, it starts the unit again, and the root wipe, the sandbox and `run`'s
-own start take place while the results go up and the next job is claimed. The worker
-then writes the inputs, `request.json` and `output-limit` into the slot, sets the
-limits (as `systemctl set-property --runtime` would: they apply to the running unit at
-once), says go on the slot's FIFO, which has the unit's root step set the job's quota
-and `run` start the job, and waits for systemd to signal the end, all over one D-Bus
-connection (`systemd_bus`). The unit's root steps hold the job's files to that output
-limit with a project quota of the slots' file system, and mark `output-limit-reached`
-when the kernel refused it more. The unit packs the job's results itself, as the
-slot's user, so nothing is read with more rights than the job had; the worker copies
-them out of the slot's outbox only if they are regular files of the slot's user.
+The worker writes the inputs, `request.json` and `output-limit` into the slot, sets the
+limits (as `systemctl set-property --runtime` would), starts the unit and waits for
+systemd to signal its end, all over one D-Bus connection (`systemd_bus`). The unit's
+root steps hold the job's files to that output limit with a project quota of the
+slots' file system, and mark `output-limit-reached` when the kernel refused it more.
+The unit packs the job's results itself, as the slot's user, so nothing is read with
+more rights than the job had; the worker copies them out of the slot's outbox only if
+they are regular files of the slot's user.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 from jobqueue.worker import cgroup
@@ -91,10 +86,9 @@ class SlotBroken(SystemdError):
 
 
 # How the unit ended, and what it used: systemd keeps CPUUsageNSec (its cgroup's CPU
-# time), when the unit became active (the job's start: an armed unit waits before) and
-# when its main process exited, after the unit has stopped.
+# time) and the main process' start and exit times after the unit has stopped.
 STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
-                    "CPUUsageNSec", "ActiveEnterTimestampMonotonic",
+                    "CPUUsageNSec", "ExecMainStartTimestampMonotonic",
                     "ExecMainExitTimestampMonotonic")
 
 
@@ -119,7 +113,7 @@ def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec
     nsec = _count(state.get("CPUUsageNSec"))
     cpu = nsec / 1e9 if nsec is not None else \
         (sampled_cpu_usec / 1e6 if sampled_cpu_usec is not None else None)
-    start = _count(state.get("ActiveEnterTimestampMonotonic"))
+    start = _count(state.get("ExecMainStartTimestampMonotonic"))
     end = _count(state.get("ExecMainExitTimestampMonotonic"))
     wall = (end - start) / 1e6 if start and end and end >= start else None
     peaks = [sampled_peak] if sampled_peak is not None else []
@@ -175,7 +169,6 @@ class SystemdRunner(Runner):
         self.lock = threading.Lock()
         self.slot_locks = slot_locks
         self.held: dict[int, int] = {}  # slot -> its lock file's descriptor
-        self.armed: dict[int, str] = {}  # slot -> the start job of its unit, started ahead
         self.systemd = Systemd(SYSTEMD_TIMEOUT)
 
     def unit(self, slot: int) -> str:
@@ -189,7 +182,6 @@ class SystemdRunner(Runner):
         it (systemd runs them), and their attempts are handed back by the worker."""
         if self.slot_locks is not None:
             return  # the other slots are other processes' jobs
-        self.armed.clear()
         for slot in self.free:
             with contextlib.suppress(SystemdError):
                 self.systemd.stop(self.unit(slot))
@@ -213,8 +205,6 @@ class SystemdRunner(Runner):
                                f"in a slot got {found or 'nothing'} (exit status {code})")
         log.info("confinement checked: a job in a slot was denied the secret (%s) and the "
                  "network (%s)", found["secret"], found["network"])
-        for slot in list(self.free):
-            self.arm(slot)
 
     def _canary(self, argv: list[str]) -> tuple[dict, int | None]:
         """What the canary found, and its exit code, from a run in a free slot."""
@@ -267,29 +257,6 @@ class SystemdRunner(Runner):
         # The worker claims per CPU, a scheduler allocates per CPU: a bug, or more jobs
         # on the node than it has slots.
         raise SystemdError("no free job slot")
-
-    def begin_start(self, slot: int) -> str:
-        """Start the slot's unit: its start job ends once the job has started (go)."""
-        go = self.slots_dir / str(slot) / slot_files.GO
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISFIFO(go.lstat().st_mode):
-                go.unlink()
-        with contextlib.suppress(FileExistsError):
-            os.mkfifo(go, 0o600)
-        # The slot's unit is bound to the worker's: a plain start while someone stops
-        # the worker would start the worker again (its stop job replaced). With job-mode
-        # fail the slot's start fails instead, and the job goes back.
-        return self.systemd.begin_start(self.unit(slot), mode="fail")
-
-    def arm(self, slot: int) -> None:
-        """Start a free slot's unit ahead of its next job (see the module's doc); a slot
-        that cannot be is started with its job instead."""
-        if self.slot_locks is not None or slot in self.armed:
-            return  # a batch scheduler's process runs one job, and takes its slot after
-        try:
-            self.armed[slot] = self.begin_start(slot)
-        except (SystemdError, OSError) as exc:
-            log.warning("slot %d: not readied ahead of its next job: %s", slot, exc)
 
     def quarantine(self, slot: int, why: str) -> None:
         """Never hand `slot` out again; the worker then claims for one job fewer."""
@@ -368,41 +335,22 @@ class SlotWorkspace(Workspace):
             "kill_grace": self.runner.settings.kill_grace_seconds,
             "apparmor_stack": environment_profile(request.environment)}))
         memory = request.limits.memory_bytes
-        self.runner.systemd.set_limits(self.unit, memory, request.cpus)
+        systemd = self.runner.systemd
+        systemd.set_limits(self.unit, memory, request.cpus)
         try:
-            self._go(self.runner.armed.pop(self.slot, None) or self.runner.begin_start(self.slot))
+            # The slot's unit is bound to the worker's: a plain start while someone stops
+            # the worker would start the worker again (its stop job replaced). With
+            # job-mode fail the slot's start fails instead, and the job goes back.
+            systemd.start(self.unit, mode="fail")
         except SystemdError as exc:
-            if not (self.slot_dir / slot_files.SANDBOX_STALE).exists():
-                self._unfit(exc)
-            # Readied before a path its sandbox masks was made (or made again): the unit
-            # started now masks it.
-            try:
-                self._go(self.runner.begin_start(self.slot))
-            except SystemdError as again:
-                self._unfit(again)
+            # The unit ran and failed before the job (its root wipe could not clean
+            # the slot): this slot is unfit. Anything else (no answer from systemd)
+            # says nothing about the slot.
+            if systemd.state(self.unit, ("ActiveState",))["ActiveState"] == "failed":
+                self.runner.quarantine(self.slot, str(exc))
+                raise SlotBroken(f"slot {self.slot}: {exc}") from None
+            raise
         return SlotProcess(self, memory)
-
-    def _go(self, start: str) -> None:
-        """Say go to the slot's unit, and wait for its `start` job: the job has started."""
-        # Opened for reading too, a FIFO's open does not wait for the root step; the word
-        # stays in it until that step has read it, or the start has failed.
-        go = os.open(self.slot_dir / slot_files.GO, os.O_RDWR | os.O_NOFOLLOW)
-        try:
-            os.write(go, b"go\n")
-            self.runner.systemd.wait_job(start, f"StartUnit {self.unit}")
-        finally:
-            os.close(go)
-
-    def _unfit(self, exc: SystemdError) -> NoReturn:
-        """Raise for a start that failed, setting the slot aside if it is to blame: the
-        unit ran and failed before the job (its root steps could not clean the slot or
-        set the job's quota). Killed at the last job's memory limit while it waited for
-        this one, or anything else (no answer from systemd), says nothing about it."""
-        state = self.runner.systemd.state(self.unit, ("ActiveState", "Result"))
-        if state["ActiveState"] == "failed" and state["Result"] != "oom-kill":
-            self.runner.quarantine(self.slot, str(exc))
-            raise SlotBroken(f"slot {self.slot}: {exc}") from None
-        raise exc
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
         outbox = self.slot_dir / "outbox"
@@ -421,24 +369,7 @@ class SlotWorkspace(Workspace):
             ("output" if (self.slot_dir / slot_files.OUTPUT_LIMIT_REACHED).exists() else None) \
             or status.get("limit")
         size = status.get("results_bytes", 0)
-        # All of it read: the slot is readied for the next job while this one's results
-        # go up (an empty outbox spares its root wipe a walk).
-        _remove_contents(outbox)
-        self._arm_if_ended()
         return Outcome(size if isinstance(size, int) else 0, limit)
-
-    def _arm_if_ended(self) -> None:
-        """Ready the slot for its next job, unless its unit was not seen to end (it still
-        holds this one's: a start now would be no start at all) or it is set aside."""
-        if self.state.get("ActiveState") not in ("inactive", "failed") or \
-                self.slot in self.runner.quarantined or self.slot in self.runner.armed:
-            return
-        try:
-            if self.state["ActiveState"] == "failed":
-                self.runner.systemd.reset_failed(self.unit)
-        except SystemdError as exc:
-            log.warning("slot %d: %s", self.slot, exc)
-        self.runner.arm(self.slot)
 
     def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
         return read_outbox_log(self.slot_dir / "outbox" / name, self.uid, offset, size)
@@ -453,13 +384,17 @@ class SlotWorkspace(Workspace):
         return status if isinstance(status, dict) else {}
 
     def close(self) -> None:
+        try:
+            if self.state.get("ActiveState") == "failed":
+                self.runner.systemd.reset_failed(self.unit)
+        except SystemdError as exc:
+            log.warning("slot %d: %s", self.slot, exc)
         for part in ("work", "outbox"):
             _remove_contents(self.slot_dir / part)
         for name in (slot_files.REQUEST, slot_files.OUTPUT_LIMIT, slot_files.OUTPUT_LIMIT_REACHED,
                      slot_files.EXIT):
             with contextlib.suppress(FileNotFoundError):
                 (self.slot_dir / name).unlink()
-        self._arm_if_ended()  # a job that was not collected
         self.runner.release(self.slot)
 
 
@@ -488,9 +423,8 @@ class SlotProcess(RunningProcess):
         if state["ActiveState"] not in ("inactive", "failed"):
             self._sample(state)
             return False
-        # The root step's record of the main process first; systemd's for the rest.
-        state |= recorded_end(self.workspace.slot_dir)
         state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
+        state |= recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
