@@ -225,6 +225,24 @@ def test_a_drained_worker_keeps_its_job_and_gets_no_new_one_until_resumed(
     assert "no worker named 'nobody'" in capsys.readouterr().err
 
 
+def test_a_claim_in_flight_when_its_worker_is_drained_takes_no_job(stack):
+    # The claim read "not drained" before the drain: the job submitted after it must
+    # still not go to the drained worker, or an admin counting its running jobs to
+    # zero would restart it under a job.
+    root = stack.headers("root")
+    assert claim_with_capacity(stack, 1, {"cpus": 1}).status_code == 204
+    got = {}
+    thread = threading.Thread(target=lambda: got.update(
+        response=claim_with_capacity(stack, 1, {"cpus": 1}, wait=3)))
+    thread.start()
+    time.sleep(0.5)  # the claim is waiting for a job
+    assert stack.http.post("/api/v1/workers/w1/drain", headers=root).status_code == 200
+    job = stack.submit_ok()["id"]
+    thread.join(15)
+    assert got["response"].status_code == 204
+    assert stack.job(job)["state"] == "queued"
+
+
 @pytest.mark.parametrize("capacity", [0, [], {"cpus": 0}, {"cpus": "2"}, {"jobs": 1},
                                       {"cpus": 2, "jobs": 0}, {"cpus": 2, "gpus": 1},
                                       {"cpus": 1 << 30}, {"cpus": 2, "quarantined": -1},

@@ -24,6 +24,7 @@ from jobqueue.worker.attempt import Attempts
 from jobqueue.worker.daemon import Worker
 from jobqueue.worker.runner import LocalRunner
 from jobqueue.worker.settings import WorkerSettings
+from jobqueue.worker.systemd_bus import SystemdError
 
 pytestmark = pytest.mark.e2e
 
@@ -222,6 +223,49 @@ def test_a_job_claimed_as_the_worker_stops_is_handed_back(cluster):
     worker = Worker(settings, runner=LocalRunner(Path(settings.work_dir)))
     worker.attempts = StoppedAsItClaims(worker)
     job_id = c.submit(SLOW_JOB, args=["30"])
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    job = c.client.get(job_id)
+    print("JOB", job, c.logs()[-3000:])
+    assert (job["state"], job["attempts"]) == ("queued", 0), job
+
+
+class SlotsRefuseOnceStopping(LocalRunner):
+    """As the slot units bound to a stopping worker's unit refuse to start: the worker
+    is told to stop as its job starts, and the start fails."""
+
+    stop_worker = staticmethod(lambda: None)
+
+    def workspace(self, name):
+        workspace = super().workspace(name)
+
+        def refuse(request):
+            self.stop_worker()
+            raise SystemdError("StartUnit jobqueue-job@1.service: Transaction is destructive")
+
+        workspace.start = refuse
+        return workspace
+
+
+class HandsBackLate(Attempts):
+    """The shutdown's hand-back comes after the attempt has ended on its own."""
+
+    def hand_back_all(self, why, budget):
+        self.join()
+        super().hand_back_all(why, budget)
+
+
+def test_a_job_whose_start_the_workers_own_stop_refused_goes_back_uncounted(cluster):
+    c = cluster()
+    settings = WorkerSettings(controller_url=c.url, token=c.tokens["w1"], name="w1",
+                              work_dir=str(c.root / "work-refused"), claim_wait_seconds=1)
+    runner = SlotsRefuseOnceStopping(Path(settings.work_dir))
+    worker = Worker(settings, runner=runner)
+    runner.stop_worker = worker.stop
+    worker.attempts = HandsBackLate(settings, worker.api, runner, worker.stopping)
+    job_id = c.submit(SLOW_JOB, args=["1"])
     thread = threading.Thread(target=worker.serve)
     thread.start()
     thread.join(60)

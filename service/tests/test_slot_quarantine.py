@@ -165,3 +165,33 @@ def test_the_exit_code_comes_from_the_root_steps_record_when_systemd_forgot_the_
         assert workspace.collect(job, tmp_path / "results").limit == limit
         workspace.close()
         assert not (workspace.slot_dir / "exit").exists()
+
+
+def test_the_wall_time_outlives_systemd_unloading_the_stopped_unit(runner, tmp_path, monkeypatch):
+    """systemd unloads a unit that stopped cleanly at once, its times with it: they are
+    read while its stop step runs, else the worker's own view is what is recorded."""
+    slots, fake = runner(set())
+    forgotten = {"ActiveState": "inactive", "ExecMainStartTimestampMonotonic": "0",
+                 "ExecMainExitTimestampMonotonic": "0"}
+    stopping = {"ActiveState": "deactivating", "ExecMainStartTimestampMonotonic": "5000000",
+                "ExecMainExitTimestampMonotonic": "7250000"}
+    for seen, wall in (([stopping, forgotten], 2.25), ([forgotten], None)):
+        states = iter(seen)
+        current = {}
+
+        def state(unit, names, states=states):
+            if "ActiveState" in names:  # each look at the unit sees its next state
+                current.update(next(states))
+            return {name: current.get(name, "") for name in names}
+
+        monkeypatch.setattr(fake, "state", state)
+        monkeypatch.setattr(fake, "wait_change", lambda unit, seen, timeout: None)
+        workspace = slots.workspace("job")
+        process = workspace.start(request(workspace, tmp_path))
+        process.wait(10)
+        recorded = process.usage().wall_seconds
+        workspace.close()
+        if wall is None:  # from the end of the start to the end seen: this test's moment
+            assert recorded is not None and 0 <= recorded < 5
+        else:
+            assert recorded == wall

@@ -105,6 +105,28 @@ def test_job_runs_on_a_worker_with_expected_output(admin, worker_names):
     assert result["sum"] == sum(x * x for x in range(1000))
 
 
+ACCOUNTED = b"""import time
+end = time.monotonic() + 1
+while time.monotonic() < end:
+    pass
+held = b"x" * (64 << 20)
+time.sleep(2)
+"""
+
+
+def test_a_jobs_accounting_is_the_systems_record_of_it(admin):
+    # A second of CPU, 64 MiB, two seconds asleep: what the controller records comes
+    # from systemd and the slot's cgroup, also once systemd has unloaded the unit.
+    job_id = submit(admin, {"name": "verify-accounting", "entry": "run.py", "args": [],
+                            "walltime": 300, "memory": 256}, [("run.py", ACCOUNTED)])
+    job = wait(admin, job_id)
+    assert job["state"] == "succeeded", job
+    used = job["accounting"]
+    assert used["wall_seconds"] is not None and 3 <= used["wall_seconds"] < 120, used
+    assert used["cpu_seconds"] is not None and used["cpu_seconds"] >= 0.5, used
+    assert used["peak_memory"] is not None and used["peak_memory"] >= 64 << 20, used
+
+
 def test_a_job_no_worker_can_take_is_refused_naming_the_largest(admin):
     # No worker VM has more than two CPUs, as their claims told the controller.
     spec = {"name": "verify-too-big", "entry": "run.py", "args": [], "cpus": 4, "walltime": 60}

@@ -23,7 +23,7 @@ from typing import Protocol
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import aliased
 
-from jobqueue.models import Job, JobArray, new_lease, utcnow
+from jobqueue.models import Job, JobArray, Worker, new_lease, utcnow
 from jobqueue.queue import dependencies
 from jobqueue.queue.base import Claim, PullQueue, QueueEvents, WorkerCapacity
 from jobqueue.queue.leases import Leases
@@ -178,6 +178,12 @@ class Dispatcher(PullQueue):
         free_memory = None
         environments = capacity.environments if capacity is not None else ()
         with self.session_factory.begin() as session:
+            # Looked at under a lock a drain waits for: once a drain has committed, no
+            # claim in flight takes a job, so the drained worker's running jobs only
+            # fall from the count an admin reads.
+            if session.scalar(select(Worker.drained).where(Worker.name == worker)
+                              .with_for_update(read=True)):
+                return None
             if capacity is not None:
                 free_cpus, free_memory = self._left_on(session, worker, capacity)
                 if free_cpus <= 0 or (free_memory is not None and free_memory <= 0):

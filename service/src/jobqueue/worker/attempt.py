@@ -307,7 +307,7 @@ class Attempts:
     def _run(self, job: ActiveJob) -> None:
         meta_dir = job.meta_dir
         workspace: Workspace | None = None
-        hand_back_error = None
+        hand_back, hand_back_error = False, None
         try:
             workspace = self.runner.workspace(f"{job.id}-{job.attempt}")
             self._fetch_input(job, workspace.job_dir, meta_dir)
@@ -327,7 +327,11 @@ class Attempts:
                 log.exception("job %s: unexpected error; handing it back", job.id)
             if job.stop_reason is None:
                 self.stop(job, "handed_back")
-                hand_back_error = f"{type(exc).__name__}: {exc}"
+                hand_back = True
+                # The worker's own stop (its slots refuse to start then) is no fault of
+                # the job's: that attempt does not count.
+                if not self.stopping.is_set():
+                    hand_back_error = f"{type(exc).__name__}: {exc}"
         finally:
             if workspace is not None:
                 workspace.close()
@@ -335,9 +339,10 @@ class Attempts:
             with self.cond:
                 del self.active[job.id, job.attempt]
                 self.cond.notify_all()
-        if hand_back_error is not None:
-            # A failed attempt: the same error every time must not loop for ever.
-            # Released once this attempt is cleaned up, as the job may come back here.
+        if hand_back:
+            # Released once this attempt is cleaned up, as the job may come back here;
+            # with its error, a failed attempt: the same error every time must not
+            # loop for ever.
             self.release(job.id, job.lease, error=hand_back_error)
 
     def _fetch_input(self, job: ActiveJob, job_dir: Path, meta_dir: Path) -> None:

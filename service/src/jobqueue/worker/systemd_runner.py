@@ -86,10 +86,11 @@ class SlotBroken(SystemdError):
 
 
 # How the unit ended, and what it used: systemd keeps CPUUsageNSec (its cgroup's CPU
-# time) and the main process' start and exit times after the unit has stopped.
+# time) and the main process' start and exit times after the unit has stopped, until
+# it unloads the unit (at once, for one that stopped cleanly and nothing references).
+MAIN_TIMES = ("ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic")
 STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
-                    "CPUUsageNSec", "ExecMainStartTimestampMonotonic",
-                    "ExecMainExitTimestampMonotonic")
+                    "CPUUsageNSec", *MAIN_TIMES)
 
 
 def environment_profile(environment: str | None) -> str:
@@ -104,18 +105,27 @@ def _count(text: str | None) -> int | None:
     return int(text)
 
 
+def main_wall(state: dict[str, str]) -> float | None:
+    """Seconds from the start of the slot's main process to its exit, as systemd has
+    them; None once it has forgotten them."""
+    start, end = (_count(state.get(name)) for name in MAIN_TIMES)
+    return (end - start) / 1e6 if start and end and end >= start else None
+
+
 def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec: int | None,
-               reported_peak, memory_limit: int) -> Usage:
-    """An ended slot unit's usage. CPU and wall time from systemd. Peak memory: the
-    highest the worker read from the unit's cgroup while it ran, or what the slot's
-    `run` (or `finish`) read last in it (the job's processes are gone by then; capped
-    at the job's memory limit, which the cgroup cannot pass), whichever is higher."""
+               reported_peak, memory_limit: int, observed_wall: float | None = None) -> Usage:
+    """An ended slot unit's usage. CPU and wall time from systemd; where it had unloaded
+    the unit, the CPU time the worker last read from the unit's cgroup and the wall
+    time it saw (`observed_wall`). Peak memory: the highest the worker read from the
+    unit's cgroup while it ran, or what the slot's `run` (or `finish`) read last in it
+    (the job's processes are gone by then; capped at the job's memory limit, which the
+    cgroup cannot pass), whichever is higher."""
     nsec = _count(state.get("CPUUsageNSec"))
     cpu = nsec / 1e9 if nsec is not None else \
         (sampled_cpu_usec / 1e6 if sampled_cpu_usec is not None else None)
-    start = _count(state.get("ExecMainStartTimestampMonotonic"))
-    end = _count(state.get("ExecMainExitTimestampMonotonic"))
-    wall = (end - start) / 1e6 if start and end and end >= start else None
+    wall = main_wall(state)
+    if wall is None:
+        wall = observed_wall
     peaks = [sampled_peak] if sampled_peak is not None else []
     if isinstance(reported_peak, int) and not isinstance(reported_peak, bool) and \
             reported_peak >= 0:
@@ -406,6 +416,9 @@ class SlotProcess(RunningProcess):
         self.peak: int | None = None      # the highest memory.peak read while it ran
         self.cpu_usec: int | None = None  # the last cpu.stat read while it ran
         self._usage = Usage()
+        # systemd's start job has ended: the slot's `run` has been started.
+        self.started = time.monotonic()
+        self.main_times: dict[str, str] = {}  # read while the unit was still loaded
 
     def _sample(self, state: dict[str, str]) -> None:
         """Read the unit's cgroup while it exists (running, or packing its results)."""
@@ -422,13 +435,24 @@ class SlotProcess(RunningProcess):
         state = systemd.state(unit, ("ActiveState", "ControlGroup"))
         if state["ActiveState"] not in ("inactive", "failed"):
             self._sample(state)
+            if state["ActiveState"] == "deactivating" and not self.main_times:
+                # The main process may have exited, its stop step running: systemd's
+                # times of it, kept for when the unit is unloaded as soon as it stops.
+                times = systemd.state(unit, MAIN_TIMES)
+                if main_wall(times) is not None:
+                    self.main_times = times
             return False
+        seen_end = time.monotonic()
         state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
+        if main_wall(state) is None:
+            state |= self.main_times
         state |= recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
+        # What the worker saw, if systemd forgot and the stop step was too quick to be
+        # seen: from the end of the start job to the end of the unit's stop step.
         self._usage = slot_usage(state, self.peak, self.cpu_usec, status.get("memory_peak"),
-                                 self.memory_limit)
+                                 self.memory_limit, observed_wall=seen_end - self.started)
         self.code = job_exit_code(state, status.get("exit_code"))
         return True
 
