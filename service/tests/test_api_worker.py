@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import tarfile
@@ -12,7 +13,8 @@ import pytest
 
 from conftest import SCRIPT, tar_bytes
 from jobqueue.controller import admin
-from jobqueue.models import utcnow
+from jobqueue.controller.app import create_app
+from jobqueue.models import Job, utcnow
 
 USER_ROUTES = [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/v1/jobs/J"),
                ("get", "/api/v1/jobs/J/files"), ("get", "/api/v1/jobs/J/files/main.py"),
@@ -223,6 +225,26 @@ def test_a_drained_worker_keeps_its_job_and_gets_no_new_one_until_resumed(
     assert claim_with_capacity(stack, 1, {"cpus": 2}).get_json()["id"] == third
     assert admin.main(["--config", "/nonexistent.toml", "drain", "nobody"]) == 2
     assert "no worker named 'nobody'" in capsys.readouterr().err
+
+
+def test_a_controller_process_that_starts_renews_leases_no_worker_could(stack):
+    job_id = stack.submit_ok()["id"]
+    lease = stack.claim_ok()["lease"]
+    # The lease ran out while no controller process served (an upgrade): the job ended
+    # meanwhile, and its worker has been trying to report.
+    with stack.app.extensions["jobqueue"].session_factory.begin() as session:
+        session.get(Job, job_id).lease_expires_at = utcnow() - dt.timedelta(seconds=5)
+    restarted = create_app(stack.settings)
+    try:
+        answer = restarted.test_client().post(
+            f"/api/v1/worker/jobs/{job_id}/heartbeat", json={"lease": lease},
+            headers=stack.headers("w1"))
+        assert answer.status_code == 200, answer.get_json()
+        assert stack.upload(job_id, lease).status_code == 200
+        assert (stack.job(job_id)["state"], stack.job(job_id)["attempts"]) == ("succeeded", 1)
+    finally:
+        restarted.extensions["jobqueue"].backend.close()
+        restarted.extensions["jobqueue"].session_factory.kw["bind"].dispose()
 
 
 def test_a_claim_in_flight_when_its_worker_is_drained_takes_no_job(stack):

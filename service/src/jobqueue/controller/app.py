@@ -67,6 +67,17 @@ def _recover_uploads(files: JobFiles, session_factory) -> None:
         logging.getLogger(__name__).warning("recovering uploads: %s", exc)
 
 
+def _renew_leases(backend: QueueBackend) -> None:
+    """Running jobs' leases, which no worker could renew while no process served."""
+    if not isinstance(backend, LeasedQueue):
+        return
+    try:
+        if renewed := backend.leases.renew_all():
+            logging.getLogger(__name__).info("renewed the leases of %d running jobs", renewed)
+    except SQLAlchemyError as exc:  # the database is down: no lease expires without it
+        logging.getLogger(__name__).warning("renewing leases: %s", exc)
+
+
 class FilePathConverter(PathConverter):
     """`<path:...>` that also matches a line break: a job may put one in a file name."""
 
@@ -89,6 +100,7 @@ def create_app(settings: ControllerSettings | None = None) -> Flask:
     files = JobFiles(settings.data_dir, settings.max_files, settings.log_tail_bytes,
                      settings.max_archive_seconds)
     _recover_uploads(files, session_factory)
+    _renew_leases(backend)
     room = None
     if settings.waiting_room_dir and isinstance(backend, Dispatcher):
         room = RoomClient(settings.waiting_room_dir)

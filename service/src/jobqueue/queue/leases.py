@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from jobqueue.models import Job, utcnow
 from jobqueue.queue import dependencies
@@ -35,6 +35,20 @@ class Leases:
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
         self.max_attempts = settings.max_attempts
         self.wake = wake
+
+    def renew_all(self) -> int:
+        """Give every running job at least a whole lease from now; how many it extended.
+
+        For a controller process that starts: while no process served (an upgrade, a
+        restart), no worker could renew its leases, and a job that finished meanwhile
+        could not report. A lease runs out only for a worker silent for a whole lease
+        while the controller was there to hear it."""
+        until = utcnow() + self.lease
+        with self.session_factory.begin() as session:
+            return session.execute(
+                update(Job).where(Job.state == JobState.RUNNING.value, Job.lease.is_not(None),
+                                  Job.lease_expires_at < until)
+                .values(lease_expires_at=until)).rowcount
 
     def heartbeat(self, job_id: str, lease: str, worker: str | None = None
                   ) -> tuple[dt.datetime, bool]:
