@@ -104,7 +104,8 @@ def worker_names() -> set[str]:
 def submit(admin, spec, files) -> str:
     """Submit a job through the public API as the admin; return its id. As the client
     does, with an idempotency key, and again once if the connection broke first (Apache
-    closes an idle keep-alive connection as requests reuses it)."""
+    closes an idle keep-alive connection as requests reuses it) or no answer came in
+    time (a controller whose processes are starting, as in an upgrade)."""
     key = uuid.uuid4().hex
     for attempt in (1, 2):
         try:
@@ -112,7 +113,7 @@ def submit(admin, spec, files) -> str:
                                   files=[("files", (name, content)) for name, content in files],
                                   headers={"Idempotency-Key": key}, timeout=60)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if attempt == 2:
                 raise
     assert response.status_code in (200, 201), response.text  # 200: the first one's job
