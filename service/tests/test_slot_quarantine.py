@@ -179,7 +179,7 @@ def test_the_wall_time_outlives_systemd_unloading_the_stopped_unit(runner, tmp_p
         states = iter(seen)
         current = {}
 
-        def state(unit, names, states=states):
+        def state(unit, names, states=states, current=current):
             if "ActiveState" in names:  # each look at the unit sees its next state
                 current.update(next(states))
             return {name: current.get(name, "") for name in names}
