@@ -197,6 +197,13 @@ def test_sigterm_hands_running_jobs_back(cluster):
     assert done["state"] == "succeeded" and done["worker"] == "w2"
 
 
+def serve_until_it_stops(worker: Worker) -> None:
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
 class StoppedAsItClaims(Attempts):
     """SIGTERM lands just as a claim returns a job: the shutdown's hand-back is given up
     to 2 s to run before the job is started."""
@@ -223,12 +230,8 @@ def test_a_job_claimed_as_the_worker_stops_is_handed_back(cluster):
     worker = Worker(settings, runner=LocalRunner(Path(settings.work_dir)))
     worker.attempts = StoppedAsItClaims(worker)
     job_id = c.submit(SLOW_JOB, args=["30"])
-    thread = threading.Thread(target=worker.serve)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive()
+    serve_until_it_stops(worker)
     job = c.client.get(job_id)
-    print("JOB", job, c.logs()[-3000:])
     assert (job["state"], job["attempts"]) == ("queued", 0), job
 
 
@@ -266,10 +269,7 @@ def test_a_job_whose_start_the_workers_own_stop_refused_goes_back_uncounted(clus
     runner.stop_worker = worker.stop
     worker.attempts = HandsBackLate(settings, worker.api, runner, worker.stopping)
     job_id = c.submit(SLOW_JOB, args=["1"])
-    thread = threading.Thread(target=worker.serve)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive()
+    serve_until_it_stops(worker)
     job = c.client.get(job_id)
     assert (job["state"], job["attempts"]) == ("queued", 0), job
 
