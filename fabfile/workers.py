@@ -42,11 +42,11 @@ def drain_worker(inv: Inventory, worker: str, timeout: int) -> None:
     if slurm:
         conn.sudo(f"scontrol update nodename={worker} state=drain reason=jobqueue-ops-drain",
                   hide=True, in_stream=False)
-    else:
-        controller.admin(conn, "drain", worker)
-    deadline = time.monotonic() + timeout
-    while (running := _running(conn, worker, slurm)) and time.monotonic() < deadline:
-        time.sleep(5)
+        deadline = time.monotonic() + timeout
+        while (running := _running(conn, worker, slurm)) and time.monotonic() < deadline:
+            time.sleep(5)
+    else:  # jobqueue-admin waits itself: one Python start instead of one per look
+        running = controller.admin(conn, "drain", worker, "--wait", str(timeout))["running"]
     if running:
         print(f"{worker}: {running} job(s) still running after {timeout} s: handing them back")
         if slurm:
@@ -54,7 +54,8 @@ def drain_worker(inv: Inventory, worker: str, timeout: int) -> None:
                       "requeue'", hide=True, in_stream=False)
         else:  # a stopping worker hands its jobs back; started again, it stays drained
             host.connect().sudo("systemctl restart jobqueue-worker", hide=True, in_stream=False)
-    print(f"{worker}: drained, {_running(conn, worker, slurm)} job(s) running")
+        running = _running(conn, worker, slurm)
+    print(f"{worker}: drained, {running} job(s) running")
 
 
 @task(help={"worker": "the worker's inventory name", "inventory": INVENTORY_HELP})

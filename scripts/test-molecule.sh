@@ -49,24 +49,55 @@ BASE_CONFIG=$PWD/.config/molecule/config.yml
 [ -f build/wheelhouse.tar ] || scripts/build-wheelhouse.sh
 mkdir -p build/molecule
 
-# One scenario: its log, and a summary line in build/molecule/<name>.summary.
-run_scenario() {
-    local name=$1 dir scenario log start status steps
+# A scenario's test_sequence (molecule's default where it names none).
+sequence() {  # sequence DIR SCENARIO
+    python - "$1/molecule/$2/molecule.yml" <<'PY'
+import sys, yaml
+scenario = (yaml.safe_load(open(sys.argv[1])) or {}).get("scenario", {})
+print(" ".join(scenario.get("test_sequence", [
+    "dependency", "cleanup", "destroy", "syntax", "create", "prepare", "converge",
+    "idempotence", "side_effect", "verify", "cleanup", "destroy"])))
+PY
+}
+
+# One scenario, its test_sequence a step at a time (as `molecule test` runs it; on a
+# failure, its VMs are destroyed), with its log and a summary line in
+# build/molecule/<name>.summary. With AFTER (a PID), the steps past the converge wait
+# until that process has ended: starved of CPU beside another scenario's verify, an
+# emulated VM's SSH timed out in CI.
+run_scenario() {  # run_scenario NAME [AFTER]
+    local name=$1 after=${2:-} dir scenario log start status steps step
     read -r dir scenario <<<"${SCENARIOS[$name]:?unknown scenario $name}"
     log=$PWD/build/molecule/$name.log
     rm -f "build/molecule/$name.summary"
     start=$SECONDS
     echo "== molecule $name ($dir, scenario $scenario), log $log"
-    if (cd "$dir" && molecule --base-config "$BASE_CONFIG" test -s "$scenario") >"$log" 2>&1; then
-        status=passed
-    else
-        status=FAILED
-        tail -60 "$log"
-    fi
+    status=passed
+    for step in $(sequence "$dir" "$scenario"); do
+        if [ -n "$after" ] && [ "$step" = idempotence ]; then
+            while kill -0 "$after" 2>/dev/null; do sleep 10; done
+        fi
+        echo "== step $step" >>"$log"
+        # Alone, `molecule check` runs a sequence of its own (a new deploy, then
+        # destroy); the step itself is the converge playbook in --check mode.
+        if [ "$step" = check ]; then
+            set -- converge -- --check
+        else
+            set -- "${step//_/-}"
+        fi
+        if ! (cd "$dir" && molecule --base-config "$BASE_CONFIG" "$1" -s "$scenario" "${@:2}") \
+                >>"$log" 2>&1; then
+            status=FAILED
+            tail -60 "$log"
+            (cd "$dir" && molecule --base-config "$BASE_CONFIG" destroy -s "$scenario") \
+                >>"$log" 2>&1
+            break
+        fi
+    done
     # Per step: wall time from the timer callback, changed tasks of the
     # idempotence run, and pytest's verdict.
     steps=$(awk '
-        /\] Executing$/ { match($0, /> [a-z_]+\]/); step = substr($0, RSTART + 2, RLENGTH - 3) }
+        /^== step / { step = $3 }
         /Playbook run took/ { printf "%s=%dm%02ds ", step, $(NF-3), $(NF-1) }
         step == "idempotence" && /changed=[0-9]+/ { match($0, /changed=[0-9]+/); n += substr($0, RSTART + 8, RLENGTH - 8) }
         step == "idempotence" && /Executed:/ { printf "idempotence_changed=%d ", n }
@@ -77,8 +108,9 @@ run_scenario() {
     # The first error of a failed scenario, beside its summary: a CI log may keep
     # only its end.
     if [ "$status" = FAILED ]; then
-        grep -v RETRYING "$log" | grep -m 3 -E 'fatal: \[|FAILED!|^E  |^FAILED |ERROR |Error:|Traceback' \
-            | cut -c 1-400 | sed 's/^/    why: /' >>"build/molecule/$name.summary"
+        { grep -m 3 '^FAILED ' "$log"  # pytest's summary: which tests failed
+          grep -v RETRYING "$log" | grep -m 3 -E 'fatal: \[|FAILED!|^E  |ERROR |Error:|Traceback'
+        } | cut -c 1-400 | sed 's/^/    why: /' >>"build/molecule/$name.summary"
     fi
     [ "$status" = passed ]
 }
@@ -90,7 +122,8 @@ run_scenario() {
 # has ended, the next scenario's VMs get a small share of the CPU (libvirt's
 # cpu_shares), so that the verify's VMs run as fast as they do alone (side by side
 # at equal shares, the cluster verify took 31 minutes instead of 18; with the shares,
-# 15.4 while the slurm scenario's create and converge ran beside it).
+# 15.4 while the slurm scenario's create and converge ran beside it), and its steps
+# after the converge wait for it (run_scenario).
 started_verify() {  # started_verify NAME PID: true once it verifies or has ended
     grep -q "\[[a-z_-]* > verify\] Executing" "build/molecule/$1.log" 2>/dev/null ||
         ! kill -0 "$2" 2>/dev/null
@@ -108,12 +141,12 @@ pids=()
 rm -f build/molecule/ops-timings.txt
 for name in "${NAMES[@]}"; do
     rm -f "build/molecule/$name.log"
-    run_scenario "$name" &
+    run_scenario "$name" ${pids[@]:+"${pids[-1]}"} &
     pids+=($!)
     pid=$!
     # The scenario before this one still verifying: this one waits its turn for CPU.
     while [ ${#pids[@]} -gt 1 ] && kill -0 "${pids[-2]}" 2>/dev/null; do
-        cpu_shares "$name" 16
+        cpu_shares "$name" 64
         sleep 10
     done
     cpu_shares "$name" 1024  # libvirt's default

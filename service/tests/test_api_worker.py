@@ -227,6 +227,24 @@ def test_a_drained_worker_keeps_its_job_and_gets_no_new_one_until_resumed(
     assert "no worker named 'nobody'" in capsys.readouterr().err
 
 
+def test_jobqueue_admin_drain_waits_for_the_running_jobs(stack, database_url, monkeypatch,
+                                                         capsys):
+    monkeypatch.setenv("JOBQUEUE_DATABASE_URL", database_url)
+    job_id = stack.submit_ok()["id"]
+    lease = claim_with_capacity(stack, 1, {"cpus": 2}).get_json()["lease"]
+    drain = ["--config", "/nonexistent.toml", "drain", "w1", "--wait"]
+    assert admin.main([*drain, "0.5"]) == 0  # it gives up: the job still runs
+    assert json.loads(capsys.readouterr().out)["running"] == 1
+    ends = threading.Timer(1.0, lambda: stack.upload(job_id, lease))
+    ends.start()
+    started = time.monotonic()
+    assert admin.main([*drain, "60"]) == 0
+    ends.join()
+    found = json.loads(capsys.readouterr().out)
+    assert (found["drained"], found["running"]) == (True, 0)
+    assert time.monotonic() - started < 30
+
+
 def test_a_controller_process_that_starts_renews_leases_no_worker_could(stack):
     job_id = stack.submit_ok()["id"]
     lease = stack.claim_ok()["lease"]

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import inspect, select
@@ -192,8 +193,16 @@ def cmd_drain(args, engine, sessions) -> int:
         from jobqueue.controller.wait_tickets import RoomClient
 
         RoomClient(args.settings.waiting_room_dir).wake_worker(args.name)
-    with sessions() as session:
-        print(json.dumps(workers.overview(session, args.name)[0]))
+    # Waiting here, in one process, spares a caller who polls a Python start per look
+    # (seconds on a small controller).
+    deadline = time.monotonic() + args.wait
+    while True:
+        with sessions() as session:
+            found = workers.overview(session, args.name)[0]
+        if not found["running"] or time.monotonic() >= deadline:
+            break
+        time.sleep(1)
+    print(json.dumps(found))
     return 0
 
 
@@ -284,7 +293,11 @@ def parser() -> argparse.ArgumentParser:
                        ("resume", "take jobs again after a drain")):
         s = sub.add_parser(name, help=f"a worker (dispatcher queue): {what}")
         s.add_argument("name", help="the worker's name (its token's user)")
-        s.set_defaults(func=cmd_drain)
+        s.set_defaults(func=cmd_drain, wait=0.0)
+        if name == "drain":
+            s.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="then wait up to this long for its running jobs to end "
+                                "(the printed `running` counts those that did not)")
     s = sub.add_parser("backup", help="the database and the job storage, with a manifest of "
                        "checksums, into a new directory")
     s.add_argument("dest", nargs="?", help="default: <data_dir>/backups/<UTC time>")

@@ -29,7 +29,12 @@ class ControllerSettings:
         "job input and result files live under `<data_dir>/jobs/<id>/`",
     )
     queue_backend: str = setting("dispatcher", "which `QueueBackend` runs queued jobs")
-    lease_seconds: int = setting(60, "a running job's lease; a worker heartbeats to extend it")
+    lease_seconds: int = setting(
+        180,
+        "a running job's lease; a worker heartbeats to extend it, and stops a job whose lease it "
+        "could not renew before the lease can run out (about 2.5 min at 180 s: longer than a "
+        "controller's reload under load)",
+    )
     max_attempts: int = setting(
         3,
         "a job whose lease expires is requeued until this many attempts, then `lost`",

@@ -111,6 +111,14 @@ def retrying(api: ControllerApi, what: str, call: Callable[[], T], budget: float
             _pause(api, delay)
 
 
+def fence(lease_seconds: float, kill_grace_seconds: float) -> tuple[float, float]:
+    """How long after its last renewal a job whose lease is not renewed is stopped, and
+    the grace it then gets: it is gone before its lease can run out."""
+    grace = min(kill_grace_seconds, lease_seconds / 4)
+    margin = min(grace + lease_seconds / 10, lease_seconds / 2)
+    return lease_seconds - margin, grace
+
+
 def _pause(api: ControllerApi, delay: float) -> None:
     """Wait `delay`, or less once another call gets an answer: the outage is over."""
     answered = api.last_answer
@@ -288,11 +296,9 @@ class Attempts:
                 jobs = [j for j in self.active.values()
                         if j.stop_reason is None and not j.reported]
             for job in jobs:
-                # Stopped at `lease - margin`, gone `grace` later: before the lease ends.
-                grace = min(self.settings.kill_grace_seconds, job.lease_seconds / 4)
-                margin = min(grace + job.lease_seconds / 10, job.lease_seconds / 2)
+                stop_after, grace = fence(job.lease_seconds, self.settings.kill_grace_seconds)
                 unrenewed = time.monotonic() - job.renewed
-                if unrenewed < job.lease_seconds - margin:
+                if unrenewed < stop_after:
                     continue
                 if job.process is not None and job.process.wait(0) is not None:
                     continue  # it has ended: its upload goes on and may still make it
