@@ -108,7 +108,7 @@ run_scenario() {  # run_scenario NAME [AFTER]
     # The first error of a failed scenario, beside its summary: a CI log may keep
     # only its end.
     if [ "$status" = FAILED ]; then
-        { grep -m 3 '^FAILED ' "$log"  # pytest's summary: which tests failed
+        { grep -m 3 '^FAILED [^ ]*::' "$log"  # pytest's summary: which tests failed
           grep -v RETRYING "$log" | grep -m 3 -E 'fatal: \[|FAILED!|^E  |ERROR |Error:|Traceback'
         } | cut -c 1-400 | sed 's/^/    why: /' >>"build/molecule/$name.summary"
     fi
