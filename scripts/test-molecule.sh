@@ -100,7 +100,7 @@ run_scenario() {  # run_scenario NAME [AFTER]
         /^== step / { step = $3 }
         /Playbook run took/ { printf "%s=%dm%02ds ", step, $(NF-3), $(NF-1) }
         step == "idempotence" && /changed=[0-9]+/ { match($0, /changed=[0-9]+/); n += substr($0, RSTART + 8, RLENGTH - 8) }
-        step == "idempotence" && /Executed:/ { printf "idempotence_changed=%d ", n }
+        step == "idempotence" && /Executed:/ && !shown { printf "idempotence_changed=%d ", n; shown = 1 }
         / passed| failed/ && /[0-9]+(\.[0-9]+)?s/ && /=====/ { gsub(/=/, ""); printf "verify:%s ", $0 }
     ' "$log")
     printf '%-12s %-7s %5ds  %s\n' "$name" "$status" $((SECONDS - start)) "$steps" \
