@@ -49,14 +49,11 @@ BASE_CONFIG=$PWD/.config/molecule/config.yml
 [ -f build/wheelhouse.tar ] || scripts/build-wheelhouse.sh
 mkdir -p build/molecule
 
-# A scenario's test_sequence (molecule's default where it names none).
+# A scenario's test_sequence: each of the project's scenarios names its own.
 sequence() {  # sequence DIR SCENARIO
     python - "$1/molecule/$2/molecule.yml" <<'PY'
 import sys, yaml
-scenario = (yaml.safe_load(open(sys.argv[1])) or {}).get("scenario", {})
-print(" ".join(scenario.get("test_sequence", [
-    "dependency", "cleanup", "destroy", "syntax", "create", "prepare", "converge",
-    "idempotence", "side_effect", "verify", "cleanup", "destroy"])))
+print(" ".join(yaml.safe_load(open(sys.argv[1]))["scenario"]["test_sequence"]))
 PY
 }
 
@@ -66,14 +63,15 @@ PY
 # until that process has ended: starved of CPU beside another scenario's verify, an
 # emulated VM's SSH timed out in CI.
 run_scenario() {  # run_scenario NAME [AFTER]
-    local name=$1 after=${2:-} dir scenario log start status steps step
+    local name=$1 after=${2:-} dir scenario log start status steps step sequence_steps
     read -r dir scenario <<<"${SCENARIOS[$name]:?unknown scenario $name}"
     log=$PWD/build/molecule/$name.log
     rm -f "build/molecule/$name.summary"
     start=$SECONDS
     echo "== molecule $name ($dir, scenario $scenario), log $log"
     status=passed
-    for step in $(sequence "$dir" "$scenario"); do
+    sequence_steps=$(sequence "$dir" "$scenario") || { status=FAILED; sequence_steps=; }
+    for step in $sequence_steps; do
         if [ -n "$after" ] && [ "$step" = idempotence ]; then
             while kill -0 "$after" 2>/dev/null; do sleep 10; done
         fi

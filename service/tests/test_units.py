@@ -23,7 +23,7 @@ from jobqueue.config import ConfigError
 from jobqueue.controller import admin
 from jobqueue.controller import settings as controller_settings
 from jobqueue.states import FINISHED, TRANSITIONS, IllegalTransition, JobState, check_transition
-from jobqueue.worker.attempt import fence
+from jobqueue.worker.attempt import fence, heartbeat_every
 from jobqueue.worker.controller_api import ControllerApi
 from jobqueue.worker.runner import Limits, LocalRunner, RunRequest
 from jobqueue.worker.settings import ServiceWindow, WorkerSettings
@@ -136,7 +136,8 @@ def test_at_the_default_settings_a_running_job_outlives_a_controller_reload():
     worker = WorkerSettings(token="t")
     lease = controller_settings.ControllerSettings().lease_seconds
     stop_after, grace = fence(lease, worker.kill_grace_seconds)
-    worst_case = stop_after - min(worker.heartbeat_seconds, lease / 3)  # renewed just before
+    # The worst moment: the lease was renewed just before the controller went away.
+    worst_case = stop_after - heartbeat_every(worker.heartbeat_seconds, lease)
     assert worst_case >= 120
     assert stop_after + grace < lease  # and the job is gone before the lease runs out
 

@@ -111,6 +111,12 @@ def retrying(api: ControllerApi, what: str, call: Callable[[], T], budget: float
             _pause(api, delay)
 
 
+def heartbeat_every(heartbeat_seconds: float, lease_seconds: float) -> float:
+    """How often running jobs' leases are renewed: the setting, and at least three times
+    a lease."""
+    return min(heartbeat_seconds, lease_seconds / 3)
+
+
 def fence(lease_seconds: float, kill_grace_seconds: float) -> tuple[float, float]:
     """How long after its last renewal a job whose lease is not renewed is stopped, and
     the grace it then gets: it is gone before its lease can run out."""
@@ -154,8 +160,8 @@ class Attempts:
     def start(self, job: dict) -> tuple[ActiveJob, threading.Thread]:
         active = ActiveJob(job["id"], job["lease"], job["cpus"], job,
                            lease_seconds=job.get("lease_seconds", 60))
-        self.heartbeat_interval = min(self.settings.heartbeat_seconds,
-                                      active.lease_seconds / 3)
+        self.heartbeat_interval = heartbeat_every(self.settings.heartbeat_seconds,
+                                                  active.lease_seconds)
         # On disk before this returns (and the daemon's next claim id replaces the one
         # that got the job): a restarted worker then hands this job back, never loses it.
         active.meta_dir = self.work_dir / f"{active.id}.{active.attempt}.meta"
