@@ -55,7 +55,7 @@ class Manager:
         self.conn = open_dbus_connection(address)
         self.conn.send_and_get_reply(message_bus.RequestName(SYSTEMD))
         self.active: dict[str, str] = {}
-        self.limits: dict[str, list] = {}
+        self.limits: dict[str, dict[str, int]] = {}  # unit -> the limits set on it
         self.calls: list[str] = []
         self.signal_first = False
         self.jobs = 0
@@ -96,13 +96,20 @@ class Manager:
                 self.conn.send(ended)
         elif member == "SetUnitProperties":
             unit, _, properties = msg.body
-            self.limits[unit] = properties
+            self.limits.setdefault(unit, {}).update(
+                (name, value) for name, (_, value) in properties)
             self.conn.send(new_method_return(msg))
         elif member == "Get":
             path = msg.header.fields[HeaderFields.path]
-            state = next((s for u, s in self.active.items() if Systemd.unit_path(u) == path),
-                         "inactive")
-            value = ("s", state) if msg.body[1] == "ActiveState" else ("i", 0)
+            unit = next((u for u in self.active | self.limits if Systemd.unit_path(u) == path),
+                        None)
+            name = msg.body[1]
+            if name == "ActiveState":
+                value = ("s", self.active.get(unit, "inactive"))
+            elif name in ("MemoryMax", "MemorySwapMax", "CPUQuotaPerSecUSec"):
+                value = ("t", self.limits.get(unit, {}).get(name, (1 << 64) - 1))  # infinity
+            else:
+                value = ("i", 0)
             self.conn.send(new_method_return(msg, "v", (value,)))
         elif member == "ResetFailedUnit" and msg.body[0] not in self.active:
             self.conn.send(new_error(msg, "org.freedesktop.systemd1.NoSuchUnit", "s",
@@ -118,10 +125,10 @@ def test_unit_paths_are_systemds_escaping_of_the_names():
 
 
 def test_start_limit_read_and_stop_over_one_connection(manager, systemd):
-    systemd.set_limits(UNIT, 256 << 20, 2)
-    assert manager.limits[UNIT] == [("MemoryMax", ("t", 256 << 20)),
-                                    ("MemorySwapMax", ("t", 0)),
-                                    ("CPUQuotaPerSecUSec", ("t", 2_000_000))]
+    assert systemd.set_limits(UNIT, 256 << 20, 2) == \
+        ["MemoryMax", "MemorySwapMax", "CPUQuotaPerSecUSec"]
+    assert manager.limits[UNIT] == {"MemoryMax": 256 << 20, "MemorySwapMax": 0,
+                                    "CPUQuotaPerSecUSec": 2_000_000}
     for signal_first in (False, True):  # the job's end before or after the reply
         manager.signal_first = signal_first
         systemd.start(UNIT, mode="fail")
@@ -130,6 +137,18 @@ def test_start_limit_read_and_stop_over_one_connection(manager, systemd):
         systemd.stop(UNIT)
         assert systemd.state(UNIT, ("ActiveState",)) == {"ActiveState": "inactive"}
     assert manager.calls.count("Subscribe") == 1
+
+
+def test_limits_the_unit_has_already_are_not_set_again(manager, systemd):
+    systemd.set_limits(UNIT, 256 << 20, 2)
+    assert systemd.set_limits(UNIT, 256 << 20, 2) == []
+    assert manager.calls.count("SetUnitProperties") == 1
+    # Whatever changed them since (an admin's set-property), the unit gets what is asked.
+    manager.limits[UNIT]["CPUQuotaPerSecUSec"] = 500_000
+    assert systemd.set_limits(UNIT, 128 << 20, 2) == ["MemoryMax", "CPUQuotaPerSecUSec"]
+    assert manager.limits[UNIT] == {"MemoryMax": 128 << 20, "MemorySwapMax": 0,
+                                    "CPUQuotaPerSecUSec": 2_000_000}
+    assert manager.calls.count("SetUnitProperties") == 2
 
 
 def test_a_failed_start_and_an_error_reply_say_what_failed(manager, systemd):

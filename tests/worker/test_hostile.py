@@ -416,6 +416,19 @@ while True:
     assert job["state"] == "failed" and "memory limit" in job["message"], job
 
 
+def test_each_job_is_held_to_its_own_memory_limit_whatever_its_slot_ran_before(admin):
+    """A slot's limits are set only where they differ from what its unit has: jobs that
+    ask alike keep them, and the next job that asks otherwise gets its own, lower or
+    higher. One after another, so that they run in the same slot."""
+    code = """
+held = b"x" * (160 << 20)
+print("held", len(held) >> 20)
+"""
+    jobs = [run_job(admin, code, memory=memory)[0] for memory in (96, 320, 320, 96)]
+    assert [job["state"] for job in jobs] == ["failed", "succeeded", "succeeded", "failed"], jobs
+    assert all("memory limit" in jobs[n]["message"] for n in (0, 3)), jobs
+
+
 def test_jobs_whose_asks_together_exceed_the_worker_never_wake_the_hosts_oom_killer(
         admin, host):
     """Three jobs, each asking 60 % of the memory the worker offers its jobs and

@@ -156,12 +156,19 @@ class Systemd:
         with self._changed:
             self._changed.wait_for(lambda: self._changes.get(path, seen) != seen, timeout)
 
-    def set_limits(self, unit: str, memory_bytes: int, cpus: float) -> None:
+    def set_limits(self, unit: str, memory_bytes: int, cpus: float) -> list[str]:
         """Memory (without swap) and CPU limits until the next boot (`systemctl
-        set-property --runtime`)."""
-        self._call(MANAGER, "SetUnitProperties", "sba(sv)", (unit, True, [
-            ("MemoryMax", ("t", memory_bytes)), ("MemorySwapMax", ("t", 0)),
-            ("CPUQuotaPerSecUSec", ("t", int(cpus * 1_000_000)))]))
+        set-property --runtime`); the names of those that changed. Only those are set:
+        setting costs a polkit check and a drop-in file that systemd writes (0.14 s a job
+        on an emulated worker), reading costs neither, and a lab's jobs mostly ask alike."""
+        wanted = {"MemoryMax": memory_bytes, "MemorySwapMax": 0,
+                  "CPUQuotaPerSecUSec": int(cpus * 1_000_000)}
+        present = self.state(unit, tuple(wanted))
+        changed = [(name, ("t", value)) for name, value in wanted.items()
+                   if present[name] != str(value)]
+        if changed:
+            self._call(MANAGER, "SetUnitProperties", "sba(sv)", (unit, True, changed))
+        return [name for name, _ in changed]
 
     def start(self, unit: str, mode: str = "replace") -> None:
         """Start the unit and wait for the start to end, as `systemctl start` does."""

@@ -443,10 +443,11 @@ class SlotProcess(RunningProcess):
                     self.main_times = times
             return False
         seen_end = time.monotonic()
+        # The root step's record of the main process first; systemd's for the rest.
+        state |= recorded_end(self.workspace.slot_dir)
         state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
         if main_wall(state) is None:
             state |= self.main_times
-        state |= recorded_end(self.workspace.slot_dir)
         self.workspace.state = state
         status = self.workspace.status()
         # What the worker saw, if systemd forgot and the stop step was too quick to be
