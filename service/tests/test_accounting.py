@@ -145,7 +145,7 @@ def test_cpu_stat_and_proc_cgroup_are_parsed(tmp_path):
 # An ended unit's properties, as the worker reads them from systemd.
 ENDED = {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
          "ExecMainStatus": "0", "ControlGroup": "", "CPUUsageNSec": "1523401000",
-         "ExecMainStartTimestampMonotonic": "5000000",
+         "ActiveEnterTimestampMonotonic": "5000000",
          "ExecMainExitTimestampMonotonic": "7500000"}
 NOT_SET = str((1 << 64) - 1)  # systemd's "unknown"
 
@@ -164,6 +164,6 @@ def test_a_slot_units_usage_comes_from_systemd_and_its_cgroup():
     assert slot_usage(state, 50 << 20, None, 1 << 10, 1 << 30).peak_memory == 50 << 20
     # Nothing known: nulls, and a report that is not a number is ignored.
     state = {"ActiveState": "failed", "CPUUsageNSec": NOT_SET,
-             "ExecMainStartTimestampMonotonic": "0"}
+             "ActiveEnterTimestampMonotonic": "0"}
     usage = slot_usage(state, None, None, "lots", 1 << 30)
     assert (usage.cpu_seconds, usage.peak_memory, usage.wall_seconds) == (None, None, None)

@@ -71,6 +71,14 @@ def start_run(slot: Path) -> subprocess.Popen:
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
 
 
+def start_armed(slot: Path) -> subprocess.Popen:
+    """`armed` in the background, as the slot's unit starts it ahead of its job."""
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
+         PYTHON, "-m", "jobqueue.worker.slot", "armed", str(slot)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
+
+
 def wait_for_file(path: Path, run: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while not path.exists():
@@ -341,3 +349,38 @@ def test_a_job_its_environments_profile_cannot_confine_never_starts(slot):
     stderr = (slot / "outbox" / "stderr").read_text()
     assert "cannot confine the job by jobqueue-env-never-loaded" in stderr
     assert "the job could not start" in stderr
+
+
+def test_an_armed_slot_starts_its_job_only_once_the_root_step_has_set_its_quota(slot):
+    request(slot, "open('ran', 'w').write('yes')\n")
+    armed = start_armed(slot)
+    time.sleep(1.5)
+    armed.send_signal(slot_files.GO_SIGNAL)  # without the root step's mark: no go
+    time.sleep(0.5)
+    assert armed.poll() is None and not (slot / "work" / "ran").exists()
+    (slot / slot_files.QUOTA_SET).touch()
+    armed.send_signal(slot_files.GO_SIGNAL)
+    assert armed.wait(30) == 0
+    assert (slot / "work" / "ran").read_text() == "yes"
+    assert status(slot)["exit_code"] == 0 and result_names(slot) == ["ran"]
+
+
+def test_a_go_sent_before_the_slot_waits_is_not_lost(slot):
+    """The root step may mark and signal while `armed` is still starting: the signal is
+    ignored then, and the mark alone starts the job."""
+    request(slot, "open('ran', 'w').write('yes')\n")
+    (slot / slot_files.QUOTA_SET).touch()
+    armed = start_armed(slot)
+    armed.send_signal(slot_files.GO_SIGNAL)
+    assert armed.wait(30) == 0
+    assert (slot / "work" / "ran").exists() and status(slot)["exit_code"] == 0
+
+
+def test_an_armed_slot_stopped_before_its_job_runs_nothing_and_leaves_nothing_to_pack(slot):
+    request(slot, "open('ran', 'w').write('yes')\n")
+    armed = start_armed(slot)
+    time.sleep(1.5)  # past its start: a SIGTERM before it waits ends it as well
+    armed.terminate()
+    assert armed.wait(30) == 0
+    assert not (slot / "work" / "ran").exists()
+    assert status(slot) == {"exit_code": None, "limit": None, "packed": True}

@@ -6,6 +6,7 @@ client here; the unit and its wipe are tested on the VMs (tests/worker)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ class FakeSystemd:
 
     def __init__(self, slots_dir: Path, broken: set[int], answers: bool = True):
         self.slots_dir, self.broken, self.answers = slots_dir, broken, answers
-        self.started: list[int] = []
+        self.begun: list[str] = []  # the unit of each start job
+        self.started: list[int] = []  # the slot of each job that started
         self.failed: set[int] = set()
         self.output_limits: list[int] = []  # what each start's root step read
         self.quota_refuses = False  # the root step finds the job's quota reached
@@ -30,19 +32,30 @@ class FakeSystemd:
     def slot(self, unit: str) -> int:
         return int(unit.split("@")[1].split(".")[0])
 
-    def start(self, unit: str, mode: str = "replace") -> None:
-        slot = self.slot(unit)
+    def begin_start(self, unit: str, mode: str = "replace") -> str:
         if not self.answers:
             raise SystemdError("StartUnit: systemd's bus: timed out")
+        self.begun.append(unit)
+        return f"job-{len(self.begun)}"
+
+    def wait_job(self, job: str, what: str) -> None:
+        """The start's end: the job starts once the worker has said go."""
+        unit = self.begun[int(job.split("-")[1]) - 1]
+        slot = self.slot(unit)
         if slot in self.broken:
             self.failed.add(slot)
-            raise SystemdError(f"StartUnit {unit}: failed")
-        self.started.append(slot)
+            raise SystemdError(f"{what}: failed")
         slot_dir = self.slots_dir / str(slot)
+        go = os.open(slot_dir / "go", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert os.read(go, 16) == b"go\n", "the worker said no go"
+        finally:
+            os.close(go)
+        self.started.append(slot)
         self.output_limits.append(int((slot_dir / "output-limit").read_text()))
         if self.quota_refuses:
             (slot_dir / "output-limit-reached").touch()
-        (self.slots_dir / str(slot) / "outbox" / "stdout").write_text(
+        (slot_dir / "outbox" / "stdout").write_text(
             json.dumps({"secret": "PermissionError", "network": "OSError"}))
 
     def set_limits(self, unit: str, memory_bytes: int, cpus: float) -> None:
@@ -167,13 +180,33 @@ def test_the_exit_code_comes_from_the_root_steps_record_when_systemd_forgot_the_
         assert not (workspace.slot_dir / "exit").exists()
 
 
+def test_a_slot_is_started_ahead_of_its_next_job_once_its_unit_has_ended(runner, tmp_path):
+    slots, fake = runner(set())
+    slots.self_check()  # the canary's slot, then every free one
+    assert fake.started == [1] and sorted(slots.armed) == [1, 2, 3] and len(fake.begun) == 4
+    workspace = slots.workspace("job")
+    workspace.start(request(workspace, tmp_path)).wait(10)
+    assert fake.started == [1, 1] and len(fake.begun) == 4  # the job took the armed start
+    workspace.close()
+    assert sorted(slots.armed) == [1, 2, 3] and len(fake.begun) == 5
+    # A unit not seen to end still holds its job: a start would start nothing.
+    workspace = slots.workspace("job")
+    workspace.start(request(workspace, tmp_path))
+    workspace.close()
+    assert 1 not in slots.armed and len(fake.begun) == 5
+    # Started with its job instead.
+    workspace = slots.workspace("job")
+    workspace.start(request(workspace, tmp_path)).wait(10)
+    assert fake.started[-1] == 1 and len(fake.begun) == 6
+
+
 def test_the_wall_time_outlives_systemd_unloading_the_stopped_unit(runner, tmp_path, monkeypatch):
     """systemd unloads a unit that stopped cleanly at once, its times with it: they are
     read while its stop step runs, else the worker's own view is what is recorded."""
     slots, fake = runner(set())
-    forgotten = {"ActiveState": "inactive", "ExecMainStartTimestampMonotonic": "0",
+    forgotten = {"ActiveState": "inactive", "ActiveEnterTimestampMonotonic": "0",
                  "ExecMainExitTimestampMonotonic": "0"}
-    stopping = {"ActiveState": "deactivating", "ExecMainStartTimestampMonotonic": "5000000",
+    stopping = {"ActiveState": "deactivating", "ActiveEnterTimestampMonotonic": "5000000",
                 "ExecMainExitTimestampMonotonic": "7250000"}
     for seen, wall in (([stopping, forgotten], 2.25), ([forgotten], None)):
         states = iter(seen)

@@ -50,6 +50,18 @@ def attempt(what, action):
 """
 
 
+def jobs_processes(host, user: str) -> list:
+    """The slot user's processes, but for its unit's own `run` while the unit waits for
+    its next job (armed: activating, started ahead of the job)."""
+    unit = f"jobqueue-job@{user.removeprefix('jq-slot')}.service"
+    shown = dict(line.split("=", 1) for line in host.check_output(
+        "systemctl show -p ActiveState -p MainPID %s", unit).splitlines())
+    waiting = int(shown["MainPID"]) if shown["ActiveState"] == "activating" else 0
+    if waiting:
+        assert "jobqueue.worker.slot armed" in " ".join(host.process.get(pid=waiting).args)
+    return [p for p in host.process.filter(user=user) if p.pid != waiting]
+
+
 def run_job(admin, code: str, **spec) -> tuple[dict, dict]:
     """Submit `code` as main.py, wait for it; the job and its log."""
     job_id = submit(admin, {"name": "hostile", "entry": "main.py", "args": [],
@@ -404,7 +416,7 @@ except OSError as exc:
     forks = int(log["stdout"].split("forks:")[1].split()[0])
     assert 10 < forks < 512, log["stdout"]
     # Its children died with it.
-    assert not host.process.filter(user="jq-slot1") and not host.process.filter(user="jq-slot2")
+    assert not jobs_processes(host, "jq-slot1") and not jobs_processes(host, "jq-slot2")
 
 
 def test_a_memory_bomb_is_killed_at_the_jobs_memory_limit(admin):
@@ -587,7 +599,7 @@ time.sleep(2)
     assert job["state"] == "succeeded", job
     time.sleep(3)
     for user in ("jq-slot1", "jq-slot2"):
-        assert not host.process.filter(user=user), f"{user} still runs a process"
+        assert not jobs_processes(host, user), f"{user} still runs a process"
 
 
 
@@ -644,12 +656,13 @@ print(json.dumps(found))
 
 def slot_leftovers(host) -> str:
     """Whatever the slot directories hold beyond each slot's empty work/, outbox/ and
-    temporary directories."""
+    temporary directories, and the worker's FIFO."""
     with host.sudo():
         return host.check_output(
             "find %s -mindepth 2 -regextype posix-extended "
             "! -regex '%s/[0-9]+/(work|outbox|tmp|var-tmp|shm)' "
-            "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS)
+            "! \\( -regex '%s/[0-9]+/go' -type p -user jobqueue-worker \\) "
+            "-printf '%%P\\n' | head -n 20", SLOTS, SLOTS, SLOTS)
 
 
 def test_a_slot_comes_back_clean_whatever_the_job_left(admin, host, worker_pid):

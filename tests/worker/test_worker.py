@@ -59,11 +59,13 @@ def test_job_slots_share_a_slice_that_leaves_the_host_a_reserve(host):
     assert slots
     for slot in slots:
         unit = f"jobqueue-job@{slot}.service"
-        shown = host.run("systemctl show -p Slice -p ExecStartPre -p ExecStopPost %s", unit)
+        shown = host.run("systemctl show -p Slice -p ExecStartPre -p ExecStartPost "
+                         "-p ExecStopPost %s", unit)
         assert "Slice=jobqueue-jobs.slice" in shown.stdout, shown.stdout
-        # Root wipes the slot before a start and after a stop.
-        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe start {slot} " in shown.stdout
-        assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe stop {slot} " in shown.stdout
+        # Root wipes the slot before a start and after a stop, and sets the job's quota
+        # at the worker's go.
+        for phase in ("start", "go", "stop"):
+            assert f"argv[]=/usr/local/sbin/jobqueue-slot-wipe {phase} {slot} " in shown.stdout
 
 
 def test_worker_token_is_private(host):

@@ -1,5 +1,5 @@
 """Inside a job slot's unit, as the slot's own user: `python -m jobqueue.worker.slot
-run|finish SLOT_DIR`.
+armed|run|finish SLOT_DIR`.
 
 A slot directory holds what the worker hands over and what it takes back:
 
@@ -8,11 +8,16 @@ A slot directory holds what the worker hands over and what it takes back:
     output-limit   written by the worker: the job's output limit in bytes, which the
                    unit's root step makes the disk quota of the slot's directories
     output-limit-reached  made by that root step when the quota refused the job a write
+    go             the worker's FIFO (0600): it writes "go" there once the job's inputs,
+                   request and limits are in place, for the unit's root step to read
+    quota-set      made by that root step once it has set the job's quota
     tmp/ var-tmp/ shm/    the job's /tmp, /var/tmp and /dev/shm (bound there by the unit)
     work/          the job's directory: the worker's inputs, then whatever the job makes
     outbox/        stdout, stderr, status.json, results.tar.gz: for the worker to read
 
-`run` is the unit's main process. It starts the job, keeps its files under the output
+`armed` is the unit's main process: started before the worker has the job, it waits
+until the unit's root step, told go by the worker, has set the job's quota (it marks
+quota-set, then sends GO_SIGNAL), then does what `run` does. `run` starts the job, keeps its files under the output
 limit while it runs, and when the job's first process ends, kills every process the
 slot's user still has (a daemonised child does not outlive its job), then packs the
 files the job made (regular files owned by the slot's user only: no links, nothing of
@@ -46,6 +51,11 @@ REQUEST = "request.json"
 OUTPUT_LIMIT = "output-limit"  # the worker's: bytes, for the unit's root step to set the quota
 OUTPUT_LIMIT_REACHED = "output-limit-reached"  # root's: the kernel refused the job a write
 EXIT = "exit"  # root's: how the unit's main process ended, as systemd told ExecStopPost
+GO = "go"  # the worker's FIFO, read by the unit's root step
+QUOTA_SET = "quota-set"  # root's: the job's quota is in force, it may start
+# Sent by the root step after QUOTA_SET. Its default action is to ignore it: sent before
+# `armed` blocks it, it is lost rather than fatal, and QUOTA_SET tells.
+GO_SIGNAL = signal.SIGWINCH
 STATUS = "status.json"
 RESULTS = "results.tar.gz"
 CANNOT_START = 126  # as a shell's exit status for a command found but not executable
@@ -160,6 +170,21 @@ def open_regular(path: Path, uid: int):
         os.close(fd)
         raise PermissionError(f"{path} is not a regular file of the slot's user")
     return os.fdopen(fd, "rb")
+
+
+def armed(slot: Path) -> int:
+    """`run`, once the unit's root step has set the job's quota. Stopped before that (the
+    worker stops, or readies no more jobs), there is no job, and nothing to pack."""
+    waited = {GO_SIGNAL, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    while not (slot / QUOTA_SET).exists():
+        if signal.sigwait(waited) == signal.SIGTERM:
+            with contextlib.suppress(OSError):
+                _write_json(slot / "outbox" / STATUS, {"exit_code": None, "limit": None,
+                                                       "packed": True})
+            return 0
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)  # the job inherits the mask
+    return run(slot)
 
 
 def run(slot: Path) -> int:
@@ -305,11 +330,12 @@ def finish(slot: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("run", "finish"):
-        print("usage: python -m jobqueue.worker.slot run|finish SLOT_DIR", file=sys.stderr)
+    steps = {"armed": armed, "run": run, "finish": finish}
+    if len(argv) != 2 or argv[0] not in steps:
+        print("usage: python -m jobqueue.worker.slot armed|run|finish SLOT_DIR",
+              file=sys.stderr)
         return 2
-    slot = Path(argv[1])
-    return run(slot) if argv[0] == "run" else finish(slot)
+    return steps[argv[0]](Path(argv[1]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 JOBS_REMEMBERED = 1024  # ended jobs kept for a waiter whose start reply came after the end
 
 # The properties the worker reads, by the interface that holds them.
-INTERFACE_OF = {"ActiveState": f"{SYSTEMD}.Unit"}
+INTERFACE_OF = {"ActiveState": f"{SYSTEMD}.Unit", "ActiveEnterTimestampMonotonic": f"{SYSTEMD}.Unit"}
 SERVICE = f"{SYSTEMD}.Service"
 
 
@@ -172,21 +172,26 @@ class Systemd:
 
     def start(self, unit: str, mode: str = "replace") -> None:
         """Start the unit and wait for the start to end, as `systemctl start` does."""
-        self._run_job("StartUnit", unit, mode)
+        self.wait_job(self.begin_start(unit, mode), f"StartUnit {unit}")
+
+    def begin_start(self, unit: str, mode: str = "replace") -> str:
+        """Start the unit; its start job, for `wait_job`."""
+        job, = self._call(MANAGER, "StartUnit", "ss", (unit, mode))
+        return job
 
     def stop(self, unit: str, wait: bool = True) -> None:
-        self._run_job("StopUnit", unit, "replace", wait)
+        job, = self._call(MANAGER, "StopUnit", "ss", (unit, "replace"))
+        if wait:
+            self.wait_job(job, f"StopUnit {unit}")
 
     def reset_failed(self, unit: str) -> None:
         self._call(MANAGER, "ResetFailedUnit", "s", (unit,))
 
-    def _run_job(self, method: str, unit: str, mode: str, wait: bool = True) -> None:
-        job, = self._call(MANAGER, method, "ss", (unit, mode))
-        if not wait:
-            return
+    def wait_job(self, job: str, what: str) -> None:
+        """Until systemd's `job` has ended (at most the timeout); raises unless it did."""
         with self._changed:
             if not self._changed.wait_for(lambda: job in self._ended_jobs, self.timeout):
-                raise SystemdError(f"{method} {unit}: not done in {self.timeout:.0f} s")
+                raise SystemdError(f"{what}: not done in {self.timeout:.0f} s")
             result = self._ended_jobs.pop(job)
         if result != "done":
-            raise SystemdError(f"{method} {unit}: {result}")
+            raise SystemdError(f"{what}: {result}")

@@ -10,9 +10,14 @@ systemd's D-Bus API, which a polkit rule allows for the worker's user and these 
 names only (the roles install both). A slot's user cannot read the worker's token or
 config, other slots, or anything its profiles do not list.
 
-The worker writes the inputs, `request.json` and `output-limit` into the slot, sets the
-limits (as `systemctl set-property --runtime` would), starts the unit and waits for
-systemd to signal its end, all over one D-Bus connection (`systemd_bus`). The unit's
+A slot's unit is started ahead of its job (armed): once a job has ended in it, the
+worker starts the unit again, and the root wipe, the sandbox and `run`'s own start
+take place while the worker uploads the results and claims the next job. The worker
+then writes the inputs, `request.json` and `output-limit` into the slot, sets the
+limits (as `systemctl set-property --runtime` would: they apply to the running unit at
+once), says go on the slot's FIFO, which has the unit's root step set the job's quota
+and `run` start the job, and waits for systemd to signal the end, all over one D-Bus
+connection (`systemd_bus`). The unit's
 root steps hold the job's files to that output limit with a project quota of the
 slots' file system, and mark `output-limit-reached` when the kernel refused it more.
 The unit packs the job's results itself, as the slot's user, so nothing is read with
@@ -86,11 +91,12 @@ class SlotBroken(SystemdError):
 
 
 # How the unit ended, and what it used: systemd keeps CPUUsageNSec (its cgroup's CPU
-# time) and the main process' start and exit times after the unit has stopped, until
-# it unloads the unit (at once, for one that stopped cleanly and nothing references).
-MAIN_TIMES = ("ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic")
+# time), when the unit became active (the job's start: an armed unit waits before) and
+# when its main process exited, after the unit has stopped, until it unloads the unit
+# (at once, for one that stopped cleanly and nothing references).
+JOB_TIMES = ("ActiveEnterTimestampMonotonic", "ExecMainExitTimestampMonotonic")
 STATE_PROPERTIES = ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "ControlGroup",
-                    "CPUUsageNSec", *MAIN_TIMES)
+                    "CPUUsageNSec", *JOB_TIMES)
 
 
 def environment_profile(environment: str | None) -> str:
@@ -105,10 +111,10 @@ def _count(text: str | None) -> int | None:
     return int(text)
 
 
-def main_wall(state: dict[str, str]) -> float | None:
-    """Seconds from the start of the slot's main process to its exit, as systemd has
-    them; None once it has forgotten them."""
-    start, end = (_count(state.get(name)) for name in MAIN_TIMES)
+def job_wall(state: dict[str, str]) -> float | None:
+    """Seconds from the job's start (its unit became active) to the exit of the slot's
+    main process, as systemd has them; None once it has forgotten them."""
+    start, end = (_count(state.get(name)) for name in JOB_TIMES)
     return (end - start) / 1e6 if start and end and end >= start else None
 
 
@@ -123,7 +129,7 @@ def slot_usage(state: dict[str, str], sampled_peak: int | None, sampled_cpu_usec
     nsec = _count(state.get("CPUUsageNSec"))
     cpu = nsec / 1e9 if nsec is not None else \
         (sampled_cpu_usec / 1e6 if sampled_cpu_usec is not None else None)
-    wall = main_wall(state)
+    wall = job_wall(state)
     if wall is None:
         wall = observed_wall
     peaks = [sampled_peak] if sampled_peak is not None else []
@@ -179,6 +185,7 @@ class SystemdRunner(Runner):
         self.lock = threading.Lock()
         self.slot_locks = slot_locks
         self.held: dict[int, int] = {}  # slot -> its lock file's descriptor
+        self.armed: dict[int, str] = {}  # slot -> the start job of its unit, started ahead
         self.systemd = Systemd(SYSTEMD_TIMEOUT)
 
     def unit(self, slot: int) -> str:
@@ -192,6 +199,7 @@ class SystemdRunner(Runner):
         it (systemd runs them), and their attempts are handed back by the worker."""
         if self.slot_locks is not None:
             return  # the other slots are other processes' jobs
+        self.armed.clear()
         for slot in self.free:
             with contextlib.suppress(SystemdError):
                 self.systemd.stop(self.unit(slot))
@@ -215,6 +223,8 @@ class SystemdRunner(Runner):
                                f"in a slot got {found or 'nothing'} (exit status {code})")
         log.info("confinement checked: a job in a slot was denied the secret (%s) and the "
                  "network (%s)", found["secret"], found["network"])
+        for slot in list(self.free):
+            self.arm(slot)
 
     def _canary(self, argv: list[str]) -> tuple[dict, int | None]:
         """What the canary found, and its exit code, from a run in a free slot."""
@@ -267,6 +277,29 @@ class SystemdRunner(Runner):
         # The worker claims per CPU, a scheduler allocates per CPU: a bug, or more jobs
         # on the node than it has slots.
         raise SystemdError("no free job slot")
+
+    def begin_start(self, slot: int) -> str:
+        """Start the slot's unit: its start job ends once the job has started (go)."""
+        go = self.slots_dir / str(slot) / slot_files.GO
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISFIFO(go.lstat().st_mode):
+                go.unlink()
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(go, 0o600)
+        # The slot's unit is bound to the worker's: a plain start while someone stops
+        # the worker would start the worker again (its stop job replaced). With job-mode
+        # fail the slot's start fails instead, and the job goes back.
+        return self.systemd.begin_start(self.unit(slot), mode="fail")
+
+    def arm(self, slot: int) -> None:
+        """Start a free slot's unit ahead of its next job (see the module's doc); a slot
+        that cannot be is started with its job instead."""
+        if self.slot_locks is not None or slot in self.armed:
+            return  # a batch scheduler's process runs one job, and takes its slot after
+        try:
+            self.armed[slot] = self.begin_start(slot)
+        except (SystemdError, OSError) as exc:
+            log.warning("slot %d: not readied ahead of its next job: %s", slot, exc)
 
     def quarantine(self, slot: int, why: str) -> None:
         """Never hand `slot` out again; the worker then claims for one job fewer."""
@@ -347,19 +380,27 @@ class SlotWorkspace(Workspace):
         memory = request.limits.memory_bytes
         systemd = self.runner.systemd
         systemd.set_limits(self.unit, memory, request.cpus)
+        go = None
         try:
-            # The slot's unit is bound to the worker's: a plain start while someone stops
-            # the worker would start the worker again (its stop job replaced). With
-            # job-mode fail the slot's start fails instead, and the job goes back.
-            systemd.start(self.unit, mode="fail")
+            start = self.runner.armed.pop(self.slot, None) or self.runner.begin_start(self.slot)
+            # Opened for reading too, a FIFO's open does not wait for the root step; the
+            # word stays in it until that step has read it, or the start has failed.
+            go = os.open(self.slot_dir / slot_files.GO, os.O_RDWR | os.O_NOFOLLOW)
+            os.write(go, b"go\n")
+            systemd.wait_job(start, f"StartUnit {self.unit}")
         except SystemdError as exc:
-            # The unit ran and failed before the job (its root wipe could not clean
-            # the slot): this slot is unfit. Anything else (no answer from systemd)
-            # says nothing about the slot.
-            if systemd.state(self.unit, ("ActiveState",))["ActiveState"] == "failed":
+            # The unit ran and failed before the job (its root steps could not clean
+            # the slot or set the job's quota): this slot is unfit. Killed at the last
+            # job's memory limit while it waited for this one, or anything else (no
+            # answer from systemd), says nothing about the slot.
+            state = systemd.state(self.unit, ("ActiveState", "Result"))
+            if state["ActiveState"] == "failed" and state["Result"] != "oom-kill":
                 self.runner.quarantine(self.slot, str(exc))
                 raise SlotBroken(f"slot {self.slot}: {exc}") from None
             raise
+        finally:
+            if go is not None:
+                os.close(go)
         return SlotProcess(self, memory)
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
@@ -406,6 +447,11 @@ class SlotWorkspace(Workspace):
             with contextlib.suppress(FileNotFoundError):
                 (self.slot_dir / name).unlink()
         self.runner.release(self.slot)
+        # Ready for the next job, unless its unit was not seen to end (it still holds
+        # this one's: a start now would be no start at all) or the slot is set aside.
+        if self.state.get("ActiveState") in ("inactive", "failed") and \
+                self.slot not in self.runner.quarantined:
+            self.runner.arm(self.slot)
 
 
 class SlotProcess(RunningProcess):
@@ -416,7 +462,7 @@ class SlotProcess(RunningProcess):
         self.peak: int | None = None      # the highest memory.peak read while it ran
         self.cpu_usec: int | None = None  # the last cpu.stat read while it ran
         self._usage = Usage()
-        # systemd's start job has ended: the slot's `run` has been started.
+        # The unit's start job has ended: the job has started.
         self.started = time.monotonic()
         self.main_times: dict[str, str] = {}  # read while the unit was still loaded
 
@@ -438,15 +484,15 @@ class SlotProcess(RunningProcess):
             if state["ActiveState"] == "deactivating" and not self.main_times:
                 # The main process may have exited, its stop step running: systemd's
                 # times of it, kept for when the unit is unloaded as soon as it stops.
-                times = systemd.state(unit, MAIN_TIMES)
-                if main_wall(times) is not None:
+                times = systemd.state(unit, JOB_TIMES)
+                if job_wall(times) is not None:
                     self.main_times = times
             return False
         seen_end = time.monotonic()
         # The root step's record of the main process first; systemd's for the rest.
         state |= recorded_end(self.workspace.slot_dir)
         state |= systemd.state(unit, tuple(name for name in STATE_PROPERTIES if name not in state))
-        if main_wall(state) is None:
+        if job_wall(state) is None:
             state |= self.main_times
         self.workspace.state = state
         status = self.workspace.status()
