@@ -420,7 +420,24 @@ class SlotWorkspace(Workspace):
             ("output" if (self.slot_dir / slot_files.OUTPUT_LIMIT_REACHED).exists() else None) \
             or status.get("limit")
         size = status.get("results_bytes", 0)
+        # All of it read: the slot is readied for the next job while this one's results
+        # go up (an empty outbox spares its root wipe a walk).
+        _remove_contents(outbox)
+        self._arm_if_ended()
         return Outcome(size if isinstance(size, int) else 0, limit)
+
+    def _arm_if_ended(self) -> None:
+        """Ready the slot for its next job, unless its unit was not seen to end (it still
+        holds this one's: a start now would be no start at all) or it is set aside."""
+        if self.state.get("ActiveState") not in ("inactive", "failed") or \
+                self.slot in self.runner.quarantined or self.slot in self.runner.armed:
+            return
+        try:
+            if self.state["ActiveState"] == "failed":
+                self.runner.systemd.reset_failed(self.unit)
+        except SystemdError as exc:
+            log.warning("slot %d: %s", self.slot, exc)
+        self.runner.arm(self.slot)
 
     def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
         return read_outbox_log(self.slot_dir / "outbox" / name, self.uid, offset, size)
@@ -435,23 +452,14 @@ class SlotWorkspace(Workspace):
         return status if isinstance(status, dict) else {}
 
     def close(self) -> None:
-        try:
-            if self.state.get("ActiveState") == "failed":
-                self.runner.systemd.reset_failed(self.unit)
-        except SystemdError as exc:
-            log.warning("slot %d: %s", self.slot, exc)
         for part in ("work", "outbox"):
             _remove_contents(self.slot_dir / part)
         for name in (slot_files.REQUEST, slot_files.OUTPUT_LIMIT, slot_files.OUTPUT_LIMIT_REACHED,
                      slot_files.EXIT):
             with contextlib.suppress(FileNotFoundError):
                 (self.slot_dir / name).unlink()
+        self._arm_if_ended()  # a job that was not collected
         self.runner.release(self.slot)
-        # Ready for the next job, unless its unit was not seen to end (it still holds
-        # this one's: a start now would be no start at all) or the slot is set aside.
-        if self.state.get("ActiveState") in ("inactive", "failed") and \
-                self.slot not in self.runner.quarantined:
-            self.runner.arm(self.slot)
 
 
 class SlotProcess(RunningProcess):
