@@ -6,11 +6,12 @@ API, first with each job confined in a slot (the deployed `runner = "systemd"`),
 with the workers switched to the plain runner (`runner = "local"`, a runtime drop-in
 that the end of the run removes, so the workers end confined). Prints for each: jobs per
 second from the first submit to the last result, and the per-job time on the worker
-(started_at to finished_at, median and p95, from the controller's own timestamps),
-and the ratios.
+(started_at to finished_at, median and p95, from the controller's own timestamps);
+then the median of that time for jobs run one at a time (a cluster with nothing else
+to do), and the ratios.
 
 usage: scripts/bench-confinement.py [-i INVENTORY] [--client build/admin-client.toml]
-                                    [--jobs 20]
+                                    [--jobs 20] [--alone 8]
 (`make bench-cluster`). The hosts: the inventory the Fabric tasks use (-i, else
 $JOBQUEUE_INVENTORY, else what `make cluster` made: inventories/vagrant with the
 addresses and keys Vagrant generated).
@@ -79,11 +80,26 @@ def run_batch(client: Client, jobs: int) -> dict:
             "worker_p95_s": percentile(on_worker, 95)}
 
 
+def run_one_by_one(client: Client, jobs: int) -> float:
+    """The median time on the worker of trivial jobs submitted one after another, each
+    once the last has ended: what a user sees of a cluster with nothing else to do."""
+    on_worker = []
+    for _ in range(jobs):
+        job = client.wait(client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"],
+                          timeout=600, interval=0.2)
+        if job["state"] != "succeeded":
+            raise SystemExit(f"a job did not succeed: {job}")
+        on_worker.append(seconds(job["started_at"], job["finished_at"]))
+    return statistics.median(on_worker)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--inventory", help=INVENTORY_HELP)
     parser.add_argument("--client", default="build/admin-client.toml")
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--alone", type=int, default=8,
+                        help="jobs run one at a time after the batch")
     args = parser.parse_args()
     inventory = Inventory(args.inventory)
     with open(args.client, "rb") as fh:
@@ -94,17 +110,20 @@ def main() -> int:
         for label, confined in (("confined", True), ("unconfined", False)):
             set_confined(inventory, confined)
             results[label] = run_batch(client, args.jobs)
+            results[label]["alone_median_s"] = run_one_by_one(client, args.alone)
             print(f"{label:11s} {results[label]}", flush=True)
     finally:
         set_confined(inventory, True)
     on, off = results["confined"], results["unconfined"]
-    print(f"\n{'':11s} {'jobs/s':>8s} {'on worker p50':>14s} {'p95':>8s}   ({args.jobs} trivial jobs)")
+    print(f"\n{'':11s} {'jobs/s':>8s} {'on worker p50':>14s} {'p95':>8s} {'alone p50':>10s}"
+          f"   ({args.jobs} trivial jobs at once, then {args.alone} one at a time)")
     for label, r in results.items():
         print(f"{label:11s} {r['jobs_per_s']:8.2f} {r['worker_median_s']:13.2f}s "
-              f"{r['worker_p95_s']:7.2f}s")
+              f"{r['worker_p95_s']:7.2f}s {r['alone_median_s']:9.2f}s")
     print(f"throughput confined/unconfined: {on['jobs_per_s'] / off['jobs_per_s']:.2f}; "
           f"per-job overhead of confinement: "
-          f"{on['worker_median_s'] - off['worker_median_s']:+.2f} s (median)")
+          f"{on['worker_median_s'] - off['worker_median_s']:+.2f} s (median), "
+          f"{on['alone_median_s'] - off['alone_median_s']:+.2f} s one at a time")
     return 0
 
 
