@@ -28,6 +28,7 @@ class FakeSystemd:
         self.failed: set[int] = set()
         self.output_limits: list[int] = []  # what each start's root step read
         self.quota_refuses = False  # the root step finds the job's quota reached
+        self.stale: set[int] = set()  # slots whose next go finds their sandbox stale
 
     def slot(self, unit: str) -> int:
         return int(unit.split("@")[1].split(".")[0])
@@ -45,6 +46,12 @@ class FakeSystemd:
         if slot in self.broken:
             self.failed.add(slot)
             raise SystemdError(f"{what}: failed")
+        if slot in self.stale:  # a masked path made since the unit started: it fails once
+            self.stale.discard(slot)
+            self.failed.add(slot)
+            (self.slots_dir / str(slot) / "sandbox-stale").touch()
+            raise SystemdError(f"{what}: failed")
+        self.failed.discard(slot)
         slot_dir = self.slots_dir / str(slot)
         go = os.open(slot_dir / "go", os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -198,6 +205,17 @@ def test_a_slot_is_started_ahead_of_its_next_job_once_its_unit_has_ended(runner,
     workspace = slots.workspace("job")
     workspace.start(request(workspace, tmp_path)).wait(10)
     assert fake.started[-1] == 1 and len(fake.begun) == 6
+
+
+def test_a_slot_whose_sandbox_is_stale_at_go_starts_again_and_is_not_set_aside(runner, tmp_path):
+    slots, fake = runner(set())
+    slots.self_check()
+    fake.stale.add(1)
+    workspace = slots.workspace("job")
+    assert workspace.slot == 1
+    assert workspace.start(request(workspace, tmp_path)).wait(10) == 0
+    assert fake.started == [1, 1] and len(fake.begun) == 5  # the armed start, then one more
+    assert slots.quarantined == {}
 
 
 def test_the_wall_time_outlives_systemd_unloading_the_stopped_unit(runner, tmp_path, monkeypatch):

@@ -58,7 +58,7 @@ def jobs_processes(host, user: str) -> list:
         "systemctl show -p ActiveState -p MainPID %s", unit).splitlines())
     waiting = int(shown["MainPID"]) if shown["ActiveState"] == "activating" else 0
     if waiting:
-        assert "jobqueue.worker.slot armed" in " ".join(host.process.get(pid=waiting).args)
+        assert "jobqueue.worker.slot armed" in host.process.get(pid=waiting).args
     return [p for p in host.process.filter(user=user) if p.pid != waiting]
 
 

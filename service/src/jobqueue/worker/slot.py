@@ -11,6 +11,8 @@ A slot directory holds what the worker hands over and what it takes back:
     go             the worker's FIFO (0600): it writes "go" there once the job's inputs,
                    request and limits are in place, for the unit's root step to read
     quota-set      made by that root step once it has set the job's quota
+    sandbox-stale  made by it instead when a path the unit's sandbox masks was made, or
+                   made again, since the unit started: the worker starts it again
     tmp/ var-tmp/ shm/    the job's /tmp, /var/tmp and /dev/shm (bound there by the unit)
     work/          the job's directory: the worker's inputs, then whatever the job makes
     outbox/        stdout, stderr, status.json, results.tar.gz: for the worker to read
@@ -53,6 +55,7 @@ OUTPUT_LIMIT_REACHED = "output-limit-reached"  # root's: the kernel refused the 
 EXIT = "exit"  # root's: how the unit's main process ended, as systemd told ExecStopPost
 GO = "go"  # the worker's FIFO, read by the unit's root step
 QUOTA_SET = "quota-set"  # root's: the job's quota is in force, it may start
+SANDBOX_STALE = "sandbox-stale"  # root's: a path the sandbox masks changed since it was made
 # Sent by the root step after QUOTA_SET. Its default action is to ignore it: sent before
 # `armed` blocks it, it is lost rather than fatal, and QUOTA_SET tells.
 GO_SIGNAL = signal.SIGWINCH

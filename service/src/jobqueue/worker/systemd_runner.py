@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from jobqueue.worker import cgroup
@@ -378,30 +379,41 @@ class SlotWorkspace(Workspace):
             "kill_grace": self.runner.settings.kill_grace_seconds,
             "apparmor_stack": environment_profile(request.environment)}))
         memory = request.limits.memory_bytes
-        systemd = self.runner.systemd
-        systemd.set_limits(self.unit, memory, request.cpus)
-        go = None
+        self.runner.systemd.set_limits(self.unit, memory, request.cpus)
         try:
-            start = self.runner.armed.pop(self.slot, None) or self.runner.begin_start(self.slot)
-            # Opened for reading too, a FIFO's open does not wait for the root step; the
-            # word stays in it until that step has read it, or the start has failed.
-            go = os.open(self.slot_dir / slot_files.GO, os.O_RDWR | os.O_NOFOLLOW)
-            os.write(go, b"go\n")
-            systemd.wait_job(start, f"StartUnit {self.unit}")
+            self._go(self.runner.armed.pop(self.slot, None) or self.runner.begin_start(self.slot))
         except SystemdError as exc:
-            # The unit ran and failed before the job (its root steps could not clean
-            # the slot or set the job's quota): this slot is unfit. Killed at the last
-            # job's memory limit while it waited for this one, or anything else (no
-            # answer from systemd), says nothing about the slot.
-            state = systemd.state(self.unit, ("ActiveState", "Result"))
-            if state["ActiveState"] == "failed" and state["Result"] != "oom-kill":
-                self.runner.quarantine(self.slot, str(exc))
-                raise SlotBroken(f"slot {self.slot}: {exc}") from None
-            raise
-        finally:
-            if go is not None:
-                os.close(go)
+            if not (self.slot_dir / slot_files.SANDBOX_STALE).exists():
+                self._unfit(exc)
+            # Readied before a path its sandbox masks was made (or made again): the unit
+            # started now masks it.
+            try:
+                self._go(self.runner.begin_start(self.slot))
+            except SystemdError as again:
+                self._unfit(again)
         return SlotProcess(self, memory)
+
+    def _go(self, start: str) -> None:
+        """Say go to the slot's unit, and wait for its `start` job: the job has started."""
+        # Opened for reading too, a FIFO's open does not wait for the root step; the word
+        # stays in it until that step has read it, or the start has failed.
+        go = os.open(self.slot_dir / slot_files.GO, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            os.write(go, b"go\n")
+            self.runner.systemd.wait_job(start, f"StartUnit {self.unit}")
+        finally:
+            os.close(go)
+
+    def _unfit(self, exc: SystemdError) -> NoReturn:
+        """Raise for a start that failed, setting the slot aside if it is to blame: the
+        unit ran and failed before the job (its root steps could not clean the slot or
+        set the job's quota). Killed at the last job's memory limit while it waited for
+        this one, or anything else (no answer from systemd), says nothing about it."""
+        state = self.runner.systemd.state(self.unit, ("ActiveState", "Result"))
+        if state["ActiveState"] == "failed" and state["Result"] != "oom-kill":
+            self.runner.quarantine(self.slot, str(exc))
+            raise SlotBroken(f"slot {self.slot}: {exc}") from None
+        raise exc
 
     def collect(self, request: RunRequest, results: Path) -> Outcome:
         outbox = self.slot_dir / "outbox"
