@@ -19,17 +19,18 @@ A slot directory holds what the worker hands over and what it takes back:
 
 `armed` is the unit's main process: started before the worker has the job, it waits
 until the unit's root step, told go by the worker, has set the job's quota (it marks
-quota-set, then sends GO_SIGNAL), then does what `run` does. `run` starts the job, keeps its files under the output
-limit while it runs, and when the job's first process ends, kills every process the
-slot's user still has (a daemonised child does not outlive its job), then packs the
-files the job made (regular files owned by the slot's user only: no links, nothing of
-the worker's) and writes the job's status; stopped, it gives the job SIGTERM and,
-after the grace, SIGKILL. `finish` does that packing for a `run` that could not: one
-killed (the unit's memory limit, its stop timeout), or one whose results did not fit
-in the job's disk quota, which the unit's root step lifts first. Both run with the
-job's own identity and confinement, so nothing they read can be more than the job
-could read. The unit wipes the slot as root around them (the worker role's
-jobqueue-slot-wipe: before a start, and after a stop).
+quota-set, then sends GO_SIGNAL), then does what `run` does. `run` starts the job,
+keeps its files under the output limit while it runs, and when the job's first process
+ends, kills every process the slot's user still has (a daemonised child does not
+outlive its job), then packs the files the job made (regular files owned by the
+slot's user only: no links, nothing of the worker's) and writes the job's status;
+stopped, it gives the job SIGTERM and, after the grace, SIGKILL. `finish` does that
+packing for a `run` that could not: one killed (the unit's memory limit, its stop
+timeout), or one whose results did not fit in the job's disk quota, which the unit's
+root step lifts first. Both run with the job's own identity and confinement, so
+nothing they read can be more than the job could read. The unit wipes the slot as
+root around them (the worker role's jobqueue-slot-wipe: before a start, and after a
+stop).
 """
 
 from __future__ import annotations

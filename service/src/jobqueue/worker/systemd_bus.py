@@ -27,7 +27,8 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 JOBS_REMEMBERED = 1024  # ended jobs kept for a waiter whose start reply came after the end
 
 # The properties the worker reads, by the interface that holds them.
-INTERFACE_OF = {"ActiveState": f"{SYSTEMD}.Unit", "ActiveEnterTimestampMonotonic": f"{SYSTEMD}.Unit"}
+INTERFACE_OF = {"ActiveState": f"{SYSTEMD}.Unit",
+                "ActiveEnterTimestampMonotonic": f"{SYSTEMD}.Unit"}
 SERVICE = f"{SYSTEMD}.Service"
 
 
