@@ -10,19 +10,18 @@ systemd's D-Bus API, which a polkit rule allows for the worker's user and these 
 names only (the roles install both). A slot's user cannot read the worker's token or
 config, other slots, or anything its profiles do not list.
 
-A slot's unit is started ahead of its job (armed): once a job has ended in it, the
-worker starts the unit again, and the root wipe, the sandbox and `run`'s own start
-take place while the worker uploads the results and claims the next job. The worker
+A slot's unit is started ahead of its job (armed): once the worker has read a job's
+results from it, it starts the unit again, and the root wipe, the sandbox and `run`'s
+own start take place while the results go up and the next job is claimed. The worker
 then writes the inputs, `request.json` and `output-limit` into the slot, sets the
 limits (as `systemctl set-property --runtime` would: they apply to the running unit at
 once), says go on the slot's FIFO, which has the unit's root step set the job's quota
 and `run` start the job, and waits for systemd to signal the end, all over one D-Bus
-connection (`systemd_bus`). The unit's
-root steps hold the job's files to that output limit with a project quota of the
-slots' file system, and mark `output-limit-reached` when the kernel refused it more.
-The unit packs the job's results itself, as the slot's user, so nothing is read with
-more rights than the job had; the worker copies them out of the slot's outbox only if
-they are regular files of the slot's user.
+connection (`systemd_bus`). The unit's root steps hold the job's files to that output
+limit with a project quota of the slots' file system, and mark `output-limit-reached`
+when the kernel refused it more. The unit packs the job's results itself, as the
+slot's user, so nothing is read with more rights than the job had; the worker copies
+them out of the slot's outbox only if they are regular files of the slot's user.
 """
 
 from __future__ import annotations
