@@ -14,6 +14,7 @@ import pytest
 from jobqueue.worker import systemd_runner
 from jobqueue.worker.runner import Limits, RunRequest
 from jobqueue.worker.settings import WorkerSettings
+from jobqueue.worker.systemd_bus import JobCanceled
 from jobqueue.worker.systemd_runner import SlotBroken, SystemdError, SystemdRunner
 
 
@@ -246,3 +247,33 @@ def test_the_wall_time_outlives_systemd_unloading_the_stopped_unit(runner, tmp_p
             assert recorded is not None and 0 <= recorded < 5
         else:
             assert recorded == wall
+
+
+def test_a_late_stop_of_a_job_whose_end_was_seen_leaves_its_slot_readied(runner, tmp_path):
+    slots, fake = runner(set())
+    slots.self_check()
+    stopped = []
+    fake.stop = lambda unit, wait=True: stopped.append(unit)
+    workspace = slots.workspace("job")
+    job = request(workspace, tmp_path)
+    process = workspace.start(job)
+    assert process.wait(10) == 0
+    workspace.collect(job, tmp_path / "results")
+    assert workspace.slot in slots.armed  # readied while the results go up
+    process.kill(0)  # the job's lease lost as its results went up
+    assert stopped == [] and workspace.slot in slots.armed
+
+
+def test_a_start_canceled_by_a_stop_from_outside_sets_no_slot_aside(runner, tmp_path):
+    slots, fake = runner(set())
+    slots.self_check()
+
+    def canceled(job, what):
+        raise JobCanceled(f"{what}: canceled")
+
+    fake.wait_job = canceled
+    workspace = slots.workspace("job")
+    with pytest.raises(JobCanceled):
+        workspace.start(request(workspace, tmp_path))
+    workspace.close()
+    assert slots.quarantined == {}

@@ -36,6 +36,10 @@ class SystemdError(RuntimeError):
     pass
 
 
+class JobCanceled(SystemdError):
+    """A job systemd dropped for another (a stop of its unit replaced a start)."""
+
+
 class Systemd:
     """One connection to `bus` (the system bus, or a D-Bus address), opened on first use
     and again after it is lost; every call is bounded by `timeout` seconds."""
@@ -194,5 +198,7 @@ class Systemd:
             if not self._changed.wait_for(lambda: job in self._ended_jobs, self.timeout):
                 raise SystemdError(f"{what}: not done in {self.timeout:.0f} s")
             result = self._ended_jobs.pop(job)
+        if result == "canceled":
+            raise JobCanceled(f"{what}: {result}")
         if result != "done":
             raise SystemdError(f"{what}: {result}")

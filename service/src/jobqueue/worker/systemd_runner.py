@@ -54,7 +54,7 @@ from jobqueue.worker.runner import (
     Workspace,
 )
 from jobqueue.worker.settings import WorkerSettings
-from jobqueue.worker.systemd_bus import Systemd, SystemdError
+from jobqueue.worker.systemd_bus import JobCanceled, Systemd, SystemdError
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -352,6 +352,8 @@ class SlotWorkspace(Workspace):
         self.slot_dir = runner.slots_dir / str(slot)
         self.job_dir = self.slot_dir / "work"
         self.state: dict[str, str] = {}
+        # Held to stop the job's unit, and to start it ahead of the next job.
+        self.unit_lock = threading.Lock()
         for part in ("work", "outbox"):
             _remove_contents(self.slot_dir / part)
 
@@ -408,6 +410,8 @@ class SlotWorkspace(Workspace):
         unit ran and failed before the job (its root steps could not clean the slot or
         set the job's quota). Killed at the last job's memory limit while it waited for
         this one, or anything else (no answer from systemd), says nothing about it."""
+        if isinstance(exc, JobCanceled):
+            raise exc  # stopped from outside before the job: nothing of the slot's doing
         state = self.runner.systemd.state(self.unit, ("ActiveState", "Result"))
         if state["ActiveState"] == "failed" and state["Result"] != "oom-kill":
             self.runner.quarantine(self.slot, str(exc))
@@ -440,15 +444,16 @@ class SlotWorkspace(Workspace):
     def _arm_if_ended(self) -> None:
         """Ready the slot for its next job, unless its unit was not seen to end (it still
         holds this one's: a start now would be no start at all) or it is set aside."""
-        if self.state.get("ActiveState") not in ("inactive", "failed") or \
-                self.slot in self.runner.quarantined or self.slot in self.runner.armed:
-            return
-        try:
-            if self.state["ActiveState"] == "failed":
-                self.runner.systemd.reset_failed(self.unit)
-        except SystemdError as exc:
-            log.warning("slot %d: %s", self.slot, exc)
-        self.runner.arm(self.slot)
+        with self.unit_lock:
+            if self.state.get("ActiveState") not in ("inactive", "failed") or \
+                    self.slot in self.runner.quarantined or self.slot in self.runner.armed:
+                return
+            try:
+                if self.state["ActiveState"] == "failed":
+                    self.runner.systemd.reset_failed(self.unit)
+            except SystemdError as exc:
+                log.warning("slot %d: %s", self.slot, exc)
+            self.runner.arm(self.slot)
 
     def read_log(self, request: RunRequest, name: str, offset: int, size: int) -> bytes:
         return read_outbox_log(self.slot_dir / "outbox" / name, self.uid, offset, size)
@@ -541,9 +546,13 @@ class SlotProcess(RunningProcess):
 
     def kill(self, grace: float) -> None:
         # SIGTERM to every process of the unit; the slot's `run` SIGKILLs what is left
-        # of the job after the worker's grace, then the unit packs the results.
-        try:
-            self.workspace.runner.systemd.stop(self.workspace.unit, wait=False)
-        except SystemdError as exc:
-            log.warning("slot %d: %s", self.workspace.slot, exc)
+        # of the job after the worker's grace, then the unit packs the results. Not
+        # once the job's end was seen: the unit may then be readied for the next job
+        # (a stop that comes late, as a lease lost while the results went up).
+        with self.workspace.unit_lock:
+            if self.code is None:
+                try:
+                    self.workspace.runner.systemd.stop(self.workspace.unit, wait=False)
+                except SystemdError as exc:
+                    log.warning("slot %d: %s", self.workspace.slot, exc)
         self.wait(None)
