@@ -113,11 +113,30 @@ def test_a_drained_worker_finishes_its_job_and_takes_no_new_one(admin, worker_na
     assert not any(w["drained"] for w in status["workers"]), status["workers"]
 
 
+def worker_hosts(worker_names) -> dict:
+    """The workers, by name, as testinfra hosts (root)."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}",
+                                     sudo=True) for name in sorted(worker_names)}
+
+
 def test_down_then_up_brings_the_whole_service_back(admin, worker_names):
+    workers = worker_hosts(worker_names)
+    since = {name: w.check_output("date +%s") for name, w in workers.items()}
     play("down.yml")
     stopped = json.loads(fab("status", "--json"))
     assert not any(h["units"].get("jobqueue-worker") == "active" or
                    h["units"].get("apache2") == "active" for h in stopped["hosts"]), stopped
+    # The worker's stop stops its slots' units, readied ahead of jobs that never came:
+    # they end cleanly, with nothing to pack.
+    for name, worker in workers.items():
+        units = "'jobqueue-job@*'"
+        assert worker.check_output(f"systemctl list-units --failed --plain --no-legend {units}") \
+            == "", name
+        journal = worker.check_output(
+            f"journalctl --no-pager -o cat --since @{since[name]} -u {units}")
+        assert "Stopped jobqueue-job@" in journal, (name, journal)
+        assert "Traceback" not in journal, (name, journal)
     play("up.yml")
     started = {h["host"]: h["units"] for h in json.loads(fab("status", "--json"))["hosts"]}
     assert all(started[w].get("jobqueue-worker") == "active" for w in worker_names), started
@@ -125,9 +144,7 @@ def test_down_then_up_brings_the_whole_service_back(admin, worker_names):
 
 
 def test_tokens_rotate_while_jobs_run_and_the_old_ones_stop_working(admin, worker_names):
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    workers = {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}",
-                                        sudo=True) for name in sorted(worker_names)}
+    workers = worker_hosts(worker_names)
     old = {name: w.file(TOKEN).content_string.strip() for name, w in workers.items()}
     running = [sleeper(admin, 20, "during-rotation") for _ in range(3)]
     out = fab("rotate-tokens", "--timeout", "300")

@@ -178,14 +178,11 @@ def open_regular(path: Path, uid: int):
 
 def armed(slot: Path) -> int:
     """`run`, once the unit's root step has set the job's quota. Stopped before that (the
-    worker stops, or readies no more jobs), there is no job, and nothing to pack."""
+    worker stops), there is no job: the root step then packs nothing (no QUOTA_SET)."""
     waited = {GO_SIGNAL, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     while not (slot / QUOTA_SET).exists():
         if signal.sigwait(waited) == signal.SIGTERM:
-            with contextlib.suppress(OSError):
-                _write_json(slot / "outbox" / STATUS, {"exit_code": None, "limit": None,
-                                                       "packed": True})
             return 0
     signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)  # the job inherits the mask
     return run(slot)
