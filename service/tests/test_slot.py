@@ -45,9 +45,11 @@ def slot():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def as_slot_user(slot: Path, step: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def as_slot_user(slot: Path, step: str, timeout: float = 60,
+                 max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    limit = [] if max_file_bytes is None else ["prlimit", f"--fsize={max_file_bytes}"]
     return subprocess.run(
-        ["setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
+        [*limit, "setpriv", f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups",
          PYTHON, "-m", "jobqueue.worker.slot", step, str(slot)],
         capture_output=True, text=True, timeout=timeout, check=False,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SOURCE})
@@ -127,29 +129,28 @@ def test_run_packs_only_the_jobs_own_regular_files_and_finish_packs_the_same(slo
 
 
 def test_run_that_cannot_pack_leaves_it_to_finish(slot):
-    """Results that do not fit (on the VMs: the job's quota is full; here, a directory
-    the job made where the archive goes): `run` reports the job's exit but marks nothing
-    packed, so the unit's root step runs `finish`."""
-    request(slot, "import os\nos.mkdir('../outbox/results.tar.gz')\n"
-                  "open('out.txt', 'w').write('result')\n")
-    assert as_slot_user(slot, "run").returncode == 0
+    """Results that do not fit (on the VMs: the job's quota is full; here, a file size
+    limit below the archive's): `run` reports the job's exit but marks nothing packed,
+    so the unit's root step runs `finish`, once it has lifted the quota."""
+    request(slot, "open('out.txt', 'w').write('result')\n")
+    assert as_slot_user(slot, "run", max_file_bytes=100).returncode == 0
     assert status(slot) == {"exit_code": 0, "limit": None}
-    (slot / "outbox" / slot_files.RESULTS).rmdir()  # the root step lifts the quota
     assert as_slot_user(slot, "finish").returncode == 0
     assert result_names(slot) == ["out.txt"] and status(slot)["packed"] is True
 
 
-def test_run_that_cannot_write_its_status_exits_with_the_jobs_own(slot):
-    """A job that used up its quota's files leaves no room for status.json (here: a
-    directory the job made at its name): `run` still ends with the job's exit status,
-    without a traceback, and `finish` packs and reports."""
-    request(slot, "import os\nos.mkdir('../outbox/status.json')\n"
+def test_a_directory_the_job_left_at_status_json_is_moved_aside(slot):
+    """A job that makes status.json a directory, and locks a part of it, still gets its
+    own exit status reported and its results packed, by `run` and by `finish`, without
+    a traceback (the unit's root step removes what was moved aside)."""
+    request(slot, "import os\nos.makedirs('../outbox/status.json/locked/deeper')\n"
+                  "os.chmod('../outbox/status.json/locked', 0)\n"
                   "open('out.txt', 'w').write('result')\nraise SystemExit(7)\n")
-    run = as_slot_user(slot, "run")
-    assert run.returncode == 7 and "Traceback" not in run.stderr, run.stderr
-    (slot / "outbox" / slot_files.STATUS).rmdir()  # the root step lifts the quota
-    assert as_slot_user(slot, "finish").returncode == 0
-    assert result_names(slot) == ["out.txt"] and status(slot)["packed"] is True
+    for step, code in (("run", 7), ("finish", 0)):
+        done = as_slot_user(slot, step)
+        assert done.returncode == code and "Traceback" not in done.stderr, done.stderr
+        assert status(slot)["exit_code"] == 7 and status(slot)["packed"] is True, step
+        assert result_names(slot) == ["out.txt"], step
 
 
 def test_a_daemonised_child_does_not_outlive_its_job(slot):

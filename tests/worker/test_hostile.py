@@ -718,6 +718,7 @@ print("planted")
         failed = host.run("journalctl --no-pager -o cat --since @%s -u 'jobqueue-job@*'",
                           since.strip())
     assert "not clean" not in failed.stdout, failed.stdout
+    assert "Traceback" not in failed.stdout, failed.stdout  # the slot's own steps coped
     ids = [submit(admin, {"name": f"after-{n}", "entry": "main.py", "walltime": 120},
                   [("main.py", f"print({n} * 2)\n".encode())]) for n in range(10)]
     for n, job_id in enumerate(ids):

@@ -40,6 +40,7 @@ import errno
 import json
 import math
 import os
+import secrets
 import select
 import signal
 import stat
@@ -153,8 +154,12 @@ def _clear_own_walk(directory: Path) -> None:
 
 def _create(path: Path):
     """A new file for the worker to read, whatever the job left at that name."""
-    with contextlib.suppress(FileNotFoundError):
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:  # moved aside whole (the job may have locked what is in it)
+        path.rename(path.with_name(f".{path.name}-{secrets.token_hex(8)}"))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     os.fchmod(fd, 0o644)  # whatever the umask: the worker reads it as "other"
     return os.fdopen(fd, "wb")
