@@ -62,19 +62,27 @@ def set_confined(inventory: Inventory, confined: bool) -> None:
                {"name": "jobqueue-worker", "state": "restarted", "daemon_reload": True})
 
 
-def run_batch(client: Client, jobs: int) -> dict:
-    # One job first: the restarted workers are claiming (and past their self-check).
-    client.wait(client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"], timeout=600)
-    start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(lambda _: client.submit({"main.py": b"pass\n"},
-                                                    {"entry": "main.py"})["id"], range(jobs)))
-    done = [client.wait(job_id, timeout=1800, interval=0.5) for job_id in ids]
-    elapsed = time.monotonic() - start
+def submit_trivial(client: Client) -> str:
+    return client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"]
+
+
+def times_on_worker(done: list[dict]) -> list[float]:
+    """Each job's started_at to finished_at, once every one of them has succeeded."""
     failed = [j for j in done if j["state"] != "succeeded"]
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
-    on_worker = [seconds(j["started_at"], j["finished_at"]) for j in done]
+    return [seconds(j["started_at"], j["finished_at"]) for j in done]
+
+
+def run_batch(client: Client, jobs: int) -> dict:
+    # One job first: the restarted workers are claiming (and past their self-check).
+    client.wait(submit_trivial(client), timeout=600)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: submit_trivial(client), range(jobs)))
+    done = [client.wait(job_id, timeout=1800, interval=0.5) for job_id in ids]
+    elapsed = time.monotonic() - start
+    on_worker = times_on_worker(done)
     return {"jobs_per_s": jobs / elapsed, "elapsed_s": elapsed,
             "worker_median_s": statistics.median(on_worker),
             "worker_p95_s": percentile(on_worker, 95)}
@@ -83,14 +91,9 @@ def run_batch(client: Client, jobs: int) -> dict:
 def run_one_by_one(client: Client, jobs: int) -> float:
     """The median time on the worker of trivial jobs submitted one after another, each
     once the last has ended: what a user sees of a cluster with nothing else to do."""
-    on_worker = []
-    for _ in range(jobs):
-        job = client.wait(client.submit({"main.py": b"pass\n"}, {"entry": "main.py"})["id"],
-                          timeout=600, interval=0.2)
-        if job["state"] != "succeeded":
-            raise SystemExit(f"a job did not succeed: {job}")
-        on_worker.append(seconds(job["started_at"], job["finished_at"]))
-    return statistics.median(on_worker)
+    done = [client.wait(submit_trivial(client), timeout=600, interval=0.2)
+            for _ in range(jobs)]
+    return statistics.median(times_on_worker(done))
 
 
 def main() -> int:
